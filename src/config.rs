@@ -1,0 +1,605 @@
+//! The command line: raw clap arguments (`Cli`, `RunArgs`) and their validation into the
+//! ready-to-use [`Settings`] that `run` wires into the pipeline. Everything a user can get wrong
+//! is caught here and reported as one [`ConfigError`] line, before any socket is opened.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use thiserror::Error;
+
+use crate::io::broker_url::{BrokerUrl, BrokerUrlError};
+use crate::io::topic;
+use crate::pipeline::verdict::{FieldPath, FieldPathError};
+
+/// edgefilter: forwards the telemetry whose `machine.temperature` exceeds a threshold.
+#[derive(Debug, Parser)]
+#[command(name = "edgefilter", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the filter module (embedded broker unless --broker or an IoT Edge environment is given).
+    Run(Box<RunArgs>),
+    /// A zero-setup tour: embedded broker, simulated sensors, the filter, a twin step, a summary.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MqttVersion {
+    #[value(name = "5")]
+    V5,
+    #[value(name = "3", alias = "3.1.1", alias = "4")]
+    V311,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BatchFormat {
+    /// One PUBLISH per alert, its body the original message (batched only into one socket write).
+    Single,
+    /// One PUBLISH per batch and alert topic, its body a JSON array of the original messages.
+    Array,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+    /// IoT Edge's `<6> 2026-11-26 07:00:00.000 +00:00 [INF] - text` form.
+    Edge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AzureEdge {
+    /// Azure IoT Edge mode when the runtime's variables or EdgeHubConnectionString are present.
+    Auto,
+    On,
+    Off,
+}
+
+/// Flags of `edgefilter run`. Every flag can also come from an `EDGEFILTER_*` variable.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// External broker, `mqtt://HOST:PORT` or `mqtts://HOST:PORT`; none starts the embedded broker.
+    #[arg(long, env = "EDGEFILTER_BROKER")]
+    pub broker: Option<String>,
+
+    /// Address the embedded broker listens on (only without --broker).
+    #[arg(long, env = "EDGEFILTER_LISTEN", default_value = "127.0.0.1:1883")]
+    pub listen: String,
+
+    /// Topic filter to read telemetry from (repeatable; comma-separated in the variable).
+    #[arg(
+        long = "input-topic",
+        env = "EDGEFILTER_INPUT_TOPIC",
+        value_delimiter = ',',
+        default_value = "telemetry/#"
+    )]
+    pub input_topics: Vec<String>,
+
+    /// Where alerts go; `{topic}` is replaced by the input topic.
+    #[arg(long, env = "EDGEFILTER_ALERT_TOPIC", default_value = "alerts/{topic}")]
+    pub alert_topic: String,
+
+    /// Dotted path of the number compared with the threshold.
+    #[arg(long, env = "EDGEFILTER_FIELD", default_value = "machine.temperature")]
+    pub field: String,
+
+    /// Initial threshold (a twin patch replaces it at runtime).
+    #[arg(
+        long,
+        env = "EDGEFILTER_THRESHOLD",
+        default_value = "25",
+        allow_negative_numbers = true
+    )]
+    pub threshold: f64,
+
+    /// Topic prefix of the generic MQTT twin (`<prefix>/desired`, `<prefix>/reported`).
+    #[arg(long, env = "EDGEFILTER_TWIN_TOPIC", default_value = "edgefilter/twin")]
+    pub twin_topic: String,
+
+    /// 1: at-least-once end to end (input acked after its alert is acked); 0: at-most-once.
+    #[arg(long, env = "EDGEFILTER_QOS", default_value = "1", value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub qos: u8,
+
+    /// Verdict worker threads (default: the number of CPUs).
+    #[arg(long, env = "EDGEFILTER_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Most alerts written in one flush (one JSON array with --batch-format array).
+    #[arg(long, env = "EDGEFILTER_BATCH_MAX", default_value = "256")]
+    pub batch_max: usize,
+
+    /// How long a batch may wait for more alerts before it is flushed (0 = flush as soon as the
+    /// connection has nothing else ready).
+    #[arg(long, env = "EDGEFILTER_BATCH_LINGER", default_value = "0ms", value_parser = parse_duration)]
+    pub batch_linger: Duration,
+
+    #[arg(
+        long,
+        env = "EDGEFILTER_BATCH_FORMAT",
+        value_enum,
+        default_value = "single"
+    )]
+    pub batch_format: BatchFormat,
+
+    /// Topic for rejected input (with the reason); empty disables dead-lettering.
+    #[arg(
+        long,
+        env = "EDGEFILTER_DEAD_LETTER_TOPIC",
+        default_value = "edgefilter/deadletter"
+    )]
+    pub dead_letter_topic: String,
+
+    /// MQTT client id; the persistent session is keyed by it.
+    #[arg(long, env = "EDGEFILTER_CLIENT_ID", default_value = "edgefilter")]
+    pub client_id: String,
+
+    /// Subscribe as `$share/NAME/<filter>` so several instances split the input.
+    #[arg(long, env = "EDGEFILTER_SHARE_GROUP")]
+    pub share_group: Option<String>,
+
+    /// PEM file with the CA certificates that verify the broker (mqtts://).
+    #[arg(long, env = "EDGEFILTER_CA")]
+    pub ca: Option<PathBuf>,
+
+    /// PEM client certificate (chain) for mutual TLS.
+    #[arg(long, env = "EDGEFILTER_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+
+    /// PEM private key of --client-cert.
+    #[arg(long, env = "EDGEFILTER_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
+
+    #[arg(long, env = "EDGEFILTER_USERNAME")]
+    pub username: Option<String>,
+
+    /// File whose first line is the password (never on the command line).
+    #[arg(long, env = "EDGEFILTER_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+
+    #[arg(long, env = "EDGEFILTER_MQTT_VERSION", value_enum, default_value = "5")]
+    pub mqtt_version: MqttVersion,
+
+    /// Prometheus `/metrics` and `/healthz` address; `off` disables.
+    #[arg(
+        long,
+        env = "EDGEFILTER_METRICS_ADDR",
+        default_value = "127.0.0.1:9600"
+    )]
+    pub metrics_addr: String,
+
+    /// Larger payloads are rejected (`too_large`) without being parsed.
+    #[arg(long, env = "EDGEFILTER_MAX_PAYLOAD", default_value = "262144")]
+    pub max_payload: usize,
+
+    /// On SIGTERM/SIGINT, how long to wait for outstanding alert acknowledgements.
+    #[arg(long, env = "EDGEFILTER_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    #[arg(
+        long,
+        env = "EDGEFILTER_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Interval of the one-line statistics log (0 disables).
+    #[arg(long, env = "EDGEFILTER_STATS_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub stats_interval: Duration,
+
+    #[arg(
+        long,
+        env = "EDGEFILTER_AZURE_EDGE",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub azure_edge: AzureEdge,
+
+    /// IoT Edge module input that is filtered (others are counted and acknowledged).
+    #[arg(long, env = "EDGEFILTER_INPUT_NAME", default_value = "input1")]
+    pub input_name: String,
+
+    /// IoT Edge module output the alerts are sent to.
+    #[arg(long, env = "EDGEFILTER_OUTPUT_NAME", default_value = "output1")]
+    pub output_name: String,
+
+    /// Most input messages in the pipeline (received, not yet acknowledged) before reading pauses.
+    #[arg(long, env = "EDGEFILTER_MAX_PENDING", default_value = "8192")]
+    pub max_pending: usize,
+
+    /// Most unacknowledged outgoing QoS 1 publishes (the broker's Receive Maximum also applies).
+    #[arg(long, env = "EDGEFILTER_MAX_INFLIGHT", default_value = "4096", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_inflight: u16,
+
+    /// MQTT keep-alive interval.
+    #[arg(long, env = "EDGEFILTER_KEEP_ALIVE", default_value = "30s", value_parser = parse_duration)]
+    pub keep_alive: Duration,
+}
+
+/// Flags of `edgefilter demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// How long the tour runs; the twin step happens halfway.
+    #[arg(long, env = "EDGEFILTER_DEMO_DURATION", default_value = "20s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Messages per second, over all simulated sensors.
+    #[arg(long, env = "EDGEFILTER_DEMO_RATE", default_value = "2000")]
+    pub rate: u32,
+    /// Number of simulated sensors (one topic each).
+    #[arg(long, env = "EDGEFILTER_DEMO_DEVICES", default_value = "10")]
+    pub devices: u32,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 500ms, 10s, 1m)"))
+}
+
+/// One line naming what is wrong with the configuration.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("--broker: {0}")]
+    Broker(#[from] BrokerUrlError),
+    #[error("--listen {0:?}: expected HOST:PORT such as 127.0.0.1:1883")]
+    Listen(String),
+    #[error("--metrics-addr {0:?}: expected HOST:PORT or `off`")]
+    MetricsAddr(String),
+    #[error("--field: {0}")]
+    Field(#[from] FieldPathError),
+    #[error("--threshold must be a finite number, got {0}")]
+    Threshold(f64),
+    #[error("--input-topic {0:?} is not a valid MQTT topic filter")]
+    InputTopic(String),
+    #[error("--input-topic: at least one filter is required")]
+    NoInputTopic,
+    #[error("--alert-topic {0:?}: {1}")]
+    AlertTopic(String, &'static str),
+    #[error("--alert-topic {alert:?} would be read back by --input-topic {filter:?} (an alert loop); choose topics that do not overlap")]
+    AlertLoop { alert: String, filter: String },
+    #[error("--twin-topic {0:?} must be a topic without wildcards")]
+    TwinTopic(String),
+    #[error("--dead-letter-topic {0:?} must be a topic without wildcards")]
+    DeadLetterTopic(String),
+    #[error("--share-group {0:?} must be a non-empty name without '/', '+' or '#'")]
+    ShareGroup(String),
+    #[error("--client-id must not be empty")]
+    ClientId,
+    #[error("--workers must be at least 1")]
+    Workers,
+    #[error("--batch-max must be at least 1")]
+    BatchMax,
+    #[error("--max-pending must be at least 1")]
+    MaxPending,
+    #[error("--max-payload must be between 1 and 268435455 bytes")]
+    MaxPayload,
+    #[error("--client-cert and --client-key must be given together")]
+    ClientCertPair,
+    #[error("{flag} {path}: {source}")]
+    File {
+        flag: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("--password-file {0}: the file is empty")]
+    EmptyPassword(String),
+    #[error("--ca, --client-cert and --client-key need an mqtts:// broker")]
+    TlsWithoutMqtts,
+    #[error("--keep-alive must be between 1s and 65535s")]
+    KeepAlive,
+}
+
+/// Where the filter's MQTT connection goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Start rumqttd in-process on this address and connect to it.
+    Embedded(SocketAddr),
+    /// A broker someone else runs.
+    External(BrokerUrl),
+}
+
+/// The validated configuration of `edgefilter run`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub target: Target,
+    pub input_topics: Vec<String>,
+    pub alert_topic: topic::Template,
+    pub field: FieldPath,
+    pub threshold: f64,
+    pub twin_topic: String,
+    pub qos: u8,
+    pub workers: usize,
+    pub batch_max: usize,
+    pub batch_linger: Duration,
+    pub batch_format: BatchFormat,
+    pub dead_letter_topic: Option<String>,
+    pub client_id: String,
+    pub share_group: Option<String>,
+    pub tls: TlsFiles,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub mqtt_version: MqttVersion,
+    pub metrics_addr: Option<SocketAddr>,
+    pub max_payload: usize,
+    pub drain_timeout: Duration,
+    pub log_format: LogFormat,
+    pub stats_interval: Duration,
+    pub azure_edge: AzureEdge,
+    pub input_name: String,
+    pub output_name: String,
+    pub max_pending: usize,
+    pub max_inflight: u16,
+    pub keep_alive: Duration,
+}
+
+/// TLS material named on the command line (read when connecting).
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    pub ca: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+fn parse_addr(s: &str) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs().ok()?.next()
+}
+
+impl RunArgs {
+    /// Checks every flag and turns them into [`Settings`]. Reads the password file (small).
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let target = match &self.broker {
+            Some(url) if !url.trim().is_empty() => Target::External(BrokerUrl::parse(url)?),
+            _ => Target::Embedded(
+                parse_addr(&self.listen).ok_or_else(|| ConfigError::Listen(self.listen.clone()))?,
+            ),
+        };
+        let metrics_addr = match self.metrics_addr.trim() {
+            "off" | "" => None,
+            s => Some(parse_addr(s).ok_or_else(|| ConfigError::MetricsAddr(s.to_string()))?),
+        };
+        let field = FieldPath::parse(&self.field)?;
+        if !self.threshold.is_finite() {
+            return Err(ConfigError::Threshold(self.threshold));
+        }
+        let input_topics: Vec<String> = self
+            .input_topics
+            .iter()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if input_topics.is_empty() {
+            return Err(ConfigError::NoInputTopic);
+        }
+        for t in &input_topics {
+            if !topic::valid_filter(t) {
+                return Err(ConfigError::InputTopic(t.clone()));
+            }
+        }
+        let alert_topic = topic::Template::parse(&self.alert_topic)
+            .map_err(|why| ConfigError::AlertTopic(self.alert_topic.clone(), why))?;
+        for filter in &input_topics {
+            let probe = topic::example_topic(filter);
+            let rendered = alert_topic.render(&probe);
+            if topic::matches(&rendered, filter) {
+                return Err(ConfigError::AlertLoop {
+                    alert: self.alert_topic.clone(),
+                    filter: filter.clone(),
+                });
+            }
+        }
+        if !topic::valid_topic(&self.twin_topic) {
+            return Err(ConfigError::TwinTopic(self.twin_topic.clone()));
+        }
+        let dead_letter_topic = match self.dead_letter_topic.trim() {
+            "" => None,
+            t if topic::valid_topic(t) => Some(t.to_string()),
+            t => return Err(ConfigError::DeadLetterTopic(t.to_string())),
+        };
+        if let Some(g) = &self.share_group {
+            if g.is_empty() || g.contains(['/', '+', '#']) {
+                return Err(ConfigError::ShareGroup(g.clone()));
+            }
+        }
+        if self.client_id.is_empty() {
+            return Err(ConfigError::ClientId);
+        }
+        let workers = match self.workers {
+            Some(0) => return Err(ConfigError::Workers),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if self.batch_max == 0 {
+            return Err(ConfigError::BatchMax);
+        }
+        if self.max_pending == 0 {
+            return Err(ConfigError::MaxPending);
+        }
+        if self.max_payload == 0 || self.max_payload > 268_435_455 {
+            return Err(ConfigError::MaxPayload);
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            return Err(ConfigError::ClientCertPair);
+        }
+        let ka = self.keep_alive.as_secs();
+        if !(1..=65535).contains(&ka) {
+            return Err(ConfigError::KeepAlive);
+        }
+        let tls = TlsFiles {
+            ca: self.ca.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        };
+        let tls_requested = tls.ca.is_some() || tls.client_cert.is_some();
+        if tls_requested {
+            match &target {
+                Target::External(url) if url.tls => {}
+                _ => return Err(ConfigError::TlsWithoutMqtts),
+            }
+        }
+        for (flag, path) in [
+            ("--ca", &tls.ca),
+            ("--client-cert", &tls.client_cert),
+            ("--client-key", &tls.client_key),
+        ] {
+            if let Some(p) = path {
+                std::fs::metadata(p).map_err(|source| ConfigError::File {
+                    flag,
+                    path: p.display().to_string(),
+                    source,
+                })?;
+            }
+        }
+        let password = match &self.password_file {
+            None => None,
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::File {
+                    flag: "--password-file",
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                let line = text.lines().next().unwrap_or("").to_string();
+                if line.is_empty() {
+                    return Err(ConfigError::EmptyPassword(p.display().to_string()));
+                }
+                Some(line)
+            }
+        };
+        Ok(Settings {
+            target,
+            input_topics,
+            alert_topic,
+            field,
+            threshold: self.threshold,
+            twin_topic: self.twin_topic.trim_end_matches('/').to_string(),
+            qos: self.qos,
+            workers,
+            batch_max: self.batch_max,
+            batch_linger: self.batch_linger,
+            batch_format: self.batch_format,
+            dead_letter_topic,
+            client_id: self.client_id.clone(),
+            share_group: self.share_group.clone(),
+            tls,
+            username: self.username.clone(),
+            password,
+            mqtt_version: self.mqtt_version,
+            metrics_addr,
+            max_payload: self.max_payload,
+            drain_timeout: self.drain_timeout,
+            log_format: self.log_format,
+            stats_interval: self.stats_interval,
+            azure_edge: self.azure_edge,
+            input_name: self.input_name.clone(),
+            output_name: self.output_name.clone(),
+            max_pending: self.max_pending,
+            max_inflight: self.max_inflight,
+            keep_alive: self.keep_alive,
+        })
+    }
+}
+
+impl Settings {
+    /// The subscription filters for the input, with the share group applied.
+    pub fn input_subscriptions(&self) -> Vec<String> {
+        self.input_topics
+            .iter()
+            .map(|f| match &self.share_group {
+                Some(g) => format!("$share/{g}/{f}"),
+                None => f.clone(),
+            })
+            .collect()
+    }
+
+    pub fn twin_desired_topic(&self) -> String {
+        format!("{}/desired", self.twin_topic)
+    }
+
+    pub fn twin_reported_topic(&self) -> String {
+        format!("{}/reported", self.twin_topic)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec!["edgefilter", "run"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Run(a) => *a,
+            Command::Demo(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let s = args(&[]).validate().unwrap();
+        assert!(matches!(s.target, Target::Embedded(a) if a.to_string() == "127.0.0.1:1883"));
+        assert_eq!(s.input_topics, vec!["telemetry/#"]);
+        assert_eq!(
+            s.alert_topic.render("telemetry/dev-1"),
+            "alerts/telemetry/dev-1"
+        );
+        assert_eq!(s.threshold, 25.0);
+        assert_eq!(s.twin_desired_topic(), "edgefilter/twin/desired");
+        assert_eq!(s.qos, 1);
+        assert_eq!(
+            s.dead_letter_topic.as_deref(),
+            Some("edgefilter/deadletter")
+        );
+        assert_eq!(s.client_id, "edgefilter");
+        assert_eq!(s.mqtt_version, MqttVersion::V5);
+        assert_eq!(s.metrics_addr.unwrap().port(), 9600);
+        assert_eq!(s.max_payload, 262_144);
+        assert_eq!(s.batch_format, BatchFormat::Single);
+        assert_eq!(s.input_name, "input1");
+        assert_eq!(s.output_name, "output1");
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let e = |a: &[&str]| args(a).validate().unwrap_err().to_string();
+        assert!(e(&["--broker", "http://x"]).starts_with("--broker"));
+        assert!(e(&["--input-topic", "a/#/b"]).contains("--input-topic"));
+        assert!(e(&["--input-topic", "#"]).contains("alert loop"));
+        assert!(e(&["--alert-topic", "out/+"]).contains("--alert-topic"));
+        assert!(e(&["--field", "machine..temperature"]).starts_with("--field"));
+        assert!(e(&["--workers", "0"]).contains("--workers"));
+        assert!(
+            e(&["--ca", "/nonexistent/ca.pem", "--broker", "mqtts://h:8883"])
+                .contains("/nonexistent/ca.pem")
+        );
+        assert!(e(&["--ca", "/etc/hostname"]).contains("mqtts://"));
+        assert!(e(&["--metrics-addr", "nowhere"]).contains("--metrics-addr"));
+    }
+
+    #[test]
+    fn share_group_prefixes_filters() {
+        let s = args(&["--share-group", "g1", "--input-topic", "a/#,b/+"])
+            .validate()
+            .unwrap();
+        assert_eq!(
+            s.input_subscriptions(),
+            vec!["$share/g1/a/#", "$share/g1/b/+"]
+        );
+    }
+
+    #[test]
+    fn metrics_can_be_disabled() {
+        assert!(args(&["--metrics-addr", "off"])
+            .validate()
+            .unwrap()
+            .metrics_addr
+            .is_none());
+    }
+}

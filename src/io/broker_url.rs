@@ -1,0 +1,122 @@
+//! `--broker` URLs: `mqtt://HOST[:PORT]` (1883) and `mqtts://HOST[:PORT]` (8883).
+
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum BrokerUrlError {
+    #[error("{0:?}: expected mqtt://HOST:PORT or mqtts://HOST:PORT")]
+    Scheme(String),
+    #[error("{0:?}: the host is missing")]
+    Host(String),
+    #[error("{0:?}: the port must be a number from 1 to 65535")]
+    Port(String),
+}
+
+impl BrokerUrl {
+    pub fn parse(s: &str) -> Result<BrokerUrl, BrokerUrlError> {
+        let s = s.trim();
+        let (tls, rest) = if let Some(r) = s.strip_prefix("mqtts://") {
+            (true, r)
+        } else if let Some(r) = s.strip_prefix("mqtt://") {
+            (false, r)
+        } else if let Some(r) = s.strip_prefix("ssl://") {
+            (true, r)
+        } else if let Some(r) = s.strip_prefix("tcp://") {
+            (false, r)
+        } else {
+            return Err(BrokerUrlError::Scheme(s.to_string()));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+            // [::1]:1883
+            let (h, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| BrokerUrlError::Host(s.to_string()))?;
+            (h.to_string(), after.strip_prefix(':'))
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (rest.to_string(), None),
+            }
+        };
+        if host.is_empty() || host.contains('/') {
+            return Err(BrokerUrlError::Host(s.to_string()));
+        }
+        let port = match port {
+            None => {
+                if tls {
+                    8883
+                } else {
+                    1883
+                }
+            }
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) if p > 0 => p,
+                _ => return Err(BrokerUrlError::Port(s.to_string())),
+            },
+        };
+        Ok(BrokerUrl { host, port, tls })
+    }
+
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        write!(f, "{scheme}://{}", self.addr())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_schemes_and_default_ports() {
+        let u = BrokerUrl::parse("mqtt://localhost").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.tls), ("localhost", 1883, false));
+        let u = BrokerUrl::parse("mqtts://broker.example:9999").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.tls),
+            ("broker.example", 9999, true)
+        );
+        assert_eq!(BrokerUrl::parse("mqtts://h").unwrap().port, 8883);
+        let u = BrokerUrl::parse("mqtt://[::1]:1884").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 1884));
+        assert_eq!(u.addr(), "[::1]:1884");
+    }
+
+    #[test]
+    fn rejects_nonsense() {
+        assert!(matches!(
+            BrokerUrl::parse("http://h"),
+            Err(BrokerUrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            BrokerUrl::parse("mqtt://:1883"),
+            Err(BrokerUrlError::Host(_))
+        ));
+        assert!(matches!(
+            BrokerUrl::parse("mqtt://h:0"),
+            Err(BrokerUrlError::Port(_))
+        ));
+        assert!(matches!(
+            BrokerUrl::parse("mqtt://h:x"),
+            Err(BrokerUrlError::Port(_))
+        ));
+    }
+}
