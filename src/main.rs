@@ -1,1 +1,95 @@
-fn main() {}
+//! The `edgefilter` binary: parses the command line, installs logging and signal handling,
+//! and runs `run` (the module) or `demo` (the tour). User mistakes end here as one line on
+//! stderr and a non-zero exit; `anyhow` lives only at this edge.
+
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::Parser;
+use tokio::sync::watch;
+
+use edgefilter::config::{Cli, Command};
+use edgefilter::io::connection::Shared;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            // clap's first line names the problem; the usage that follows is noise here.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("edgefilter: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edgefilter: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("edgefilter-io")
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Run(args) => {
+            let settings = args.validate()?;
+            edgefilter::logging::init(settings.log_format);
+            runtime.block_on(async {
+                let (tx, rx) = watch::channel(false);
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    let _ = tx.send(true);
+                });
+                let shared = Shared::new(settings.threshold);
+                edgefilter::run::run(settings, shared, rx).await
+            })?;
+        }
+        Command::Demo(args) => {
+            edgefilter::logging::init(edgefilter::config::LogFormat::Text);
+            runtime.block_on(async {
+                let (tx, rx) = watch::channel(false);
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    let _ = tx.send(true);
+                });
+                edgefilter::demo::run(args, rx).await
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// SIGTERM (containers, systemd) or SIGINT (Ctrl-C).
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,1 +1,362 @@
-//! (being written)
+//! Observability for the whole data flow: each thing that can happen to a message is a named
+//! event here ([`Metrics::received`], [`Metrics::alerts_published`], [`Metrics::rejected`], …)
+//! that counts (Prometheus, rendered by `io::http` at `/metrics`) and, where a human should
+//! know, logs — rate-limited, never one line per message. Events are emitted per batch by the
+//! connection task.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::pipeline::verdict::RejectReason;
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Reason {
+    too_large,
+    not_utf8,
+    not_json,
+    not_object,
+    not_a_number,
+}
+
+impl From<RejectReason> for Reason {
+    fn from(r: RejectReason) -> Self {
+        match r {
+            RejectReason::TooLarge => Reason::too_large,
+            RejectReason::NotUtf8 => Reason::not_utf8,
+            RejectReason::NotJson => Reason::not_json,
+            RejectReason::NotObject => Reason::not_object,
+            RejectReason::NotANumber => Reason::not_a_number,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: Reason,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum TwinResult {
+    applied,
+    refused,
+    stale,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: TwinResult,
+}
+
+/// All counters, and the registry that renders them.
+pub struct Metrics {
+    registry: Registry,
+    received: Counter,
+    alerts: Counter,
+    unmatched: Counter,
+    rejected: Family<ReasonLabels, Counter>,
+    twin: Family<ResultLabels, Counter>,
+    threshold: Gauge<f64, AtomicU64>,
+    processing: Histogram,
+    dead_letters: Counter,
+    ignored: Counter,
+    reconnects: Counter,
+    connected_gauge: Gauge,
+    connected: AtomicBool,
+    /// Per reject reason: when it was last logged, and how many since.
+    reject_log: Mutex<[(Option<Instant>, u64); 5]>,
+}
+
+/// A copy of the counters, for the stats line and summaries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub received: u64,
+    pub alerts: u64,
+    pub unmatched: u64,
+    pub rejected: u64,
+    pub dead_letters: u64,
+    pub ignored: u64,
+    pub twin_applied: u64,
+    pub twin_refused: u64,
+    pub reconnects: u64,
+}
+
+const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let received = Counter::default();
+        let alerts = Counter::default();
+        let unmatched = Counter::default();
+        let rejected = Family::<ReasonLabels, Counter>::default();
+        let twin = Family::<ResultLabels, Counter>::default();
+        let threshold = Gauge::<f64, AtomicU64>::default();
+        let processing = Histogram::new(exponential_buckets(25e-6, 2.0, 17));
+        let dead_letters = Counter::default();
+        let ignored = Counter::default();
+        let reconnects = Counter::default();
+        let connected_gauge = Gauge::default();
+        registry.register(
+            "edgefilter_messages_received",
+            "Input messages received on the filtered topics",
+            received.clone(),
+        );
+        registry.register(
+            "edgefilter_alerts_published",
+            "Alerts published (and acknowledged by the broker at QoS 1)",
+            alerts.clone(),
+        );
+        registry.register(
+            "edgefilter_messages_unmatched",
+            "Valid input messages that are not alerts",
+            unmatched.clone(),
+        );
+        registry.register(
+            "edgefilter_messages_rejected",
+            "Input messages rejected, by reason (dead-lettered when enabled)",
+            rejected.clone(),
+        );
+        registry.register(
+            "edgefilter_twin_updates",
+            "Desired-property documents handled, by result",
+            twin.clone(),
+        );
+        registry.register(
+            "edgefilter_threshold",
+            "Threshold in force",
+            threshold.clone(),
+        );
+        registry.register(
+            "edgefilter_processing_seconds",
+            "Time from receiving an input to its final verdict (alerts: to the alert's acknowledgement)",
+            processing.clone(),
+        );
+        registry.register(
+            "edgefilter_dead_letters",
+            "Rejected messages published to the dead-letter topic",
+            dead_letters.clone(),
+        );
+        registry.register(
+            "edgefilter_messages_ignored",
+            "Messages acknowledged without a verdict (other IoT Edge inputs)",
+            ignored.clone(),
+        );
+        registry.register(
+            "edgefilter_reconnects",
+            "Connections to the broker after the first",
+            reconnects.clone(),
+        );
+        registry.register(
+            "edgefilter_connected",
+            "1 while connected to the broker",
+            connected_gauge.clone(),
+        );
+        for reason in RejectReason::ALL {
+            let _ = rejected.get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            });
+        }
+        for result in [TwinResult::applied, TwinResult::refused, TwinResult::stale] {
+            let _ = twin.get_or_create(&ResultLabels { result });
+        }
+        Metrics {
+            registry,
+            received,
+            alerts,
+            unmatched,
+            rejected,
+            twin,
+            threshold,
+            processing,
+            dead_letters,
+            ignored,
+            reconnects,
+            connected_gauge,
+            connected: AtomicBool::new(false),
+            reject_log: Mutex::new([(None, 0); 5]),
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn received(&self, n: u64) {
+        self.received.inc_by(n);
+    }
+
+    pub fn alerts_published(&self, n: u64) {
+        self.alerts.inc_by(n);
+    }
+
+    pub fn unmatched(&self, n: u64) {
+        self.unmatched.inc_by(n);
+    }
+
+    /// A rejected message: counted by reason, logged (at most every 10 s per reason, with
+    /// the number of others since).
+    pub fn rejected(&self, reason: RejectReason, detail: &str, topic: &str) {
+        self.rejected
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+        let idx = RejectReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        let now = Instant::now();
+        let mut log = self.reject_log.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, since) = &mut log[idx];
+        if last.is_none_or(|t| now.duration_since(t) >= REJECT_LOG_EVERY) {
+            let others = std::mem::take(since);
+            *last = Some(now);
+            tracing::warn!(
+                reason = reason.as_str(),
+                topic,
+                "rejected a message on {topic}: {detail} ({others} more `{}` since the last report)",
+                reason.as_str()
+            );
+        } else {
+            *since += 1;
+        }
+    }
+
+    pub fn dead_lettered(&self, n: u64) {
+        self.dead_letters.inc_by(n);
+    }
+
+    pub fn ignored(&self, n: u64) {
+        self.ignored.inc_by(n);
+    }
+
+    pub fn twin_update(&self, result: TwinResult) {
+        self.twin.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn threshold(&self, value: f64) {
+        self.threshold.set(value);
+    }
+
+    pub fn processed(&self, elapsed: Duration) {
+        self.processing.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn connected(&self, up: bool, reconnect: bool) {
+        self.connected.store(up, Ordering::Release);
+        self.connected_gauge.set(i64::from(up));
+        if up && reconnect {
+            self.reconnects.inc();
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let twin = |result| self.twin.get_or_create(&ResultLabels { result }).get();
+        Snapshot {
+            received: self.received.get(),
+            alerts: self.alerts.get(),
+            unmatched: self.unmatched.get(),
+            rejected: RejectReason::ALL
+                .iter()
+                .map(|r| {
+                    self.rejected
+                        .get_or_create(&ReasonLabels {
+                            reason: (*r).into(),
+                        })
+                        .get()
+                })
+                .sum(),
+            dead_letters: self.dead_letters.get(),
+            ignored: self.ignored.get(),
+            twin_applied: twin(TwinResult::applied),
+            twin_refused: twin(TwinResult::refused),
+            reconnects: self.reconnects.get(),
+        }
+    }
+
+    /// Rejections of one reason so far.
+    pub fn rejected_count(&self, reason: RejectReason) -> u64 {
+        self.rejected
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_count_and_render() {
+        let m = Metrics::new();
+        m.received(3);
+        m.alerts_published(1);
+        m.unmatched(1);
+        m.rejected(RejectReason::NotJson, "trailing characters", "telemetry/x");
+        m.rejected(RejectReason::NotJson, "again", "telemetry/x");
+        m.twin_update(TwinResult::refused);
+        m.threshold(30.5);
+        m.processed(Duration::from_micros(300));
+        let s = m.snapshot();
+        assert_eq!(
+            (
+                s.received,
+                s.alerts,
+                s.unmatched,
+                s.rejected,
+                s.twin_refused
+            ),
+            (3, 1, 1, 2, 1)
+        );
+        let text = m.render();
+        for line in [
+            "edgefilter_messages_received_total 3",
+            "edgefilter_alerts_published_total 1",
+            "edgefilter_messages_unmatched_total 1",
+            "edgefilter_messages_rejected_total{reason=\"not_json\"} 2",
+            "edgefilter_messages_rejected_total{reason=\"too_large\"} 0",
+            "edgefilter_twin_updates_total{result=\"refused\"} 1",
+            "edgefilter_threshold 30.5",
+            "edgefilter_processing_seconds_count 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn connection_state_is_tracked() {
+        let m = Metrics::new();
+        assert!(!m.is_connected());
+        m.connected(true, false);
+        assert!(m.is_connected());
+        m.connected(false, false);
+        m.connected(true, true);
+        assert_eq!(m.snapshot().reconnects, 1);
+    }
+}

@@ -1,1 +1,310 @@
-//! (being written)
+//! The twin: desired-property patches in, the threshold the verdicts use, reported properties
+//! out. It sits beside the data flow — the connection hands it the bodies that arrive on the
+//! twin topic, it validates them into a typed [`Patch`], and only then swaps the threshold.
+//!
+//! - [`Threshold`]: the `f64` the workers compare with, stored as bits in an `AtomicU64`
+//!   (readers never lock; a swap is a single store, so no one sees a torn value).
+//! - [`Twin`]: the pure state machine — desired document → [`Outcome`] (applied, refused,
+//!   stale), and the reported document with the threshold in force, the last applied
+//!   `$version` and the status of the last patch.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Map, Value};
+
+/// The threshold in force, shared lock-free between the twin and the pipeline.
+#[derive(Debug)]
+pub struct Threshold(AtomicU64);
+
+impl Threshold {
+    pub fn new(value: f64) -> Self {
+        Threshold(AtomicU64::new(value.to_bits()))
+    }
+
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Acquire))
+    }
+
+    pub fn set(&self, value: f64) {
+        self.0.store(value.to_bits(), Ordering::Release);
+    }
+}
+
+/// The desired property this module reads.
+pub const THRESHOLD_KEY: &str = "TemperatureThreshold";
+
+/// A desired document after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Patch {
+    /// `$version` of the desired document, when it carries one.
+    pub version: Option<u64>,
+    /// The new threshold, when the document sets one.
+    pub threshold: Option<f64>,
+}
+
+/// Why a desired document was refused (reported as the `status`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("desired properties are not JSON: {0}")]
+    NotJson(String),
+    #[error("desired properties must be a JSON object")]
+    NotObject,
+    #[error("TemperatureThreshold must be a finite number, got {0}")]
+    BadThreshold(String),
+    #[error("$version must be a non-negative integer, got {0}")]
+    BadVersion(String),
+}
+
+/// What happened to one desired document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Validated and in force; `changed` when the threshold moved.
+    Applied { threshold: f64, changed: bool },
+    /// Refused; the old threshold stays.
+    Refused(Refusal),
+    /// `$version` older than the one in force: ignored.
+    Stale { version: u64, current: u64 },
+}
+
+impl Outcome {
+    /// The metric label of `edgefilter_twin_updates_total{result}`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Applied { .. } => "applied",
+            Outcome::Refused(_) => "refused",
+            Outcome::Stale { .. } => "stale",
+        }
+    }
+}
+
+fn kind(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("bool {b}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) => format!("string {s:?}"),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// Validates a desired document (the full desired section or a patch).
+pub fn parse_patch(doc: &[u8]) -> Result<Patch, Refusal> {
+    let value: Value = serde_json::from_slice(doc).map_err(|e| Refusal::NotJson(e.to_string()))?;
+    let Value::Object(map) = value else {
+        return Err(Refusal::NotObject);
+    };
+    patch_from_map(&map)
+}
+
+/// Validates an already parsed desired object (Azure's full-twin `desired` section).
+pub fn patch_from_map(map: &Map<String, Value>) -> Result<Patch, Refusal> {
+    let version = match map.get("$version") {
+        None => None,
+        Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+        Some(other) => return Err(Refusal::BadVersion(kind(other))),
+    };
+    let threshold = match map.get(THRESHOLD_KEY) {
+        None => None,
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(f) if f.is_finite() => Some(f),
+            _ => return Err(Refusal::BadThreshold(kind(&Value::Number(n.clone())))),
+        },
+        Some(other) => return Err(Refusal::BadThreshold(kind(other))),
+    };
+    Ok(Patch { version, threshold })
+}
+
+/// The twin's state: what is in force and how the last patch went.
+#[derive(Debug, Clone)]
+pub struct Twin {
+    threshold: f64,
+    version: Option<u64>,
+    status: String,
+    applied: u64,
+}
+
+impl Twin {
+    pub fn new(threshold: f64) -> Self {
+        Twin {
+            threshold,
+            version: None,
+            status: "ok".into(),
+            applied: 0,
+        }
+    }
+
+    pub fn threshold(&self) -> f64 {
+        self.threshold
+    }
+
+    /// `$version` of the last applied desired document.
+    pub fn version(&self) -> Option<u64> {
+        self.version
+    }
+
+    pub fn status(&self) -> &str {
+        &self.status
+    }
+
+    /// Validates, then applies a desired document; the caller stores the new threshold in the
+    /// shared [`Threshold`] when the outcome is `Applied` and publishes [`Twin::reported`].
+    pub fn handle(&mut self, doc: &[u8]) -> Outcome {
+        match parse_patch(doc) {
+            Ok(patch) => self.apply(patch),
+            Err(refusal) => self.refuse(refusal),
+        }
+    }
+
+    /// Applies a validated patch (or refuses it as stale).
+    pub fn apply(&mut self, patch: Patch) -> Outcome {
+        if let (Some(v), Some(current)) = (patch.version, self.version) {
+            if v < current {
+                return Outcome::Stale {
+                    version: v,
+                    current,
+                };
+            }
+        }
+        let before = self.threshold;
+        if let Some(t) = patch.threshold {
+            self.threshold = t;
+        }
+        if patch.version.is_some() {
+            self.version = patch.version;
+        }
+        self.status = "ok".into();
+        self.applied += 1;
+        Outcome::Applied {
+            threshold: self.threshold,
+            changed: before.to_bits() != self.threshold.to_bits(),
+        }
+    }
+
+    /// Records a refusal: the threshold stays, the status says why.
+    pub fn refuse(&mut self, refusal: Refusal) -> Outcome {
+        self.status = refusal.to_string();
+        Outcome::Refused(refusal)
+    }
+
+    /// The reported properties: `{"TemperatureThreshold":…,"$version":…,"status":…}`.
+    /// (`$version` is null until a versioned desired document was applied.)
+    pub fn reported(&self) -> Value {
+        serde_json::json!({
+            THRESHOLD_KEY: self.threshold,
+            "$version": self.version,
+            "status": self.status,
+        })
+    }
+
+    pub fn reported_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.reported()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threshold_swaps_whole_values() {
+        let t = Threshold::new(25.0);
+        assert_eq!(t.get(), 25.0);
+        t.set(-0.5);
+        assert_eq!(t.get(), -0.5);
+    }
+
+    #[test]
+    fn a_valid_patch_changes_the_threshold_and_version() {
+        let mut tw = Twin::new(25.0);
+        assert_eq!(
+            tw.handle(br#"{"TemperatureThreshold": 30, "$version": 4}"#),
+            Outcome::Applied {
+                threshold: 30.0,
+                changed: true
+            }
+        );
+        assert_eq!(tw.version(), Some(4));
+        let r = tw.reported();
+        assert_eq!(r["TemperatureThreshold"], 30.0);
+        assert_eq!(r["$version"], 4);
+        assert_eq!(r["status"], "ok");
+    }
+
+    #[test]
+    fn invalid_thresholds_are_refused_and_the_old_one_stays() {
+        for doc in [
+            &br#"{"TemperatureThreshold": "30", "$version": 5}"#[..],
+            br#"{"TemperatureThreshold": null}"#,
+            br#"{"TemperatureThreshold": true}"#,
+            br#"{"TemperatureThreshold": NaN}"#,
+            br#"{"TemperatureThreshold": 1e400}"#,
+            br#"{"TemperatureThreshold": [1]}"#,
+            br#"[30]"#,
+            b"not json",
+            br#"{"TemperatureThreshold": 30, "$version": -1}"#,
+        ] {
+            let mut tw = Twin::new(25.0);
+            tw.handle(br#"{"$version": 2}"#);
+            let out = tw.handle(doc);
+            assert!(
+                matches!(out, Outcome::Refused(_)),
+                "{}: {out:?}",
+                String::from_utf8_lossy(doc)
+            );
+            assert_eq!(tw.threshold(), 25.0);
+            assert_eq!(
+                tw.version(),
+                Some(2),
+                "a refused patch does not move the version"
+            );
+            assert_ne!(tw.reported()["status"], "ok");
+        }
+    }
+
+    #[test]
+    fn older_versions_are_ignored_equal_ones_reapplied() {
+        let mut tw = Twin::new(25.0);
+        tw.handle(br#"{"TemperatureThreshold": 30, "$version": 4}"#);
+        assert_eq!(
+            tw.handle(br#"{"TemperatureThreshold": 99, "$version": 3}"#),
+            Outcome::Stale {
+                version: 3,
+                current: 4
+            }
+        );
+        assert_eq!(tw.threshold(), 30.0);
+        assert_eq!(
+            tw.handle(br#"{"TemperatureThreshold": 30, "$version": 4}"#),
+            Outcome::Applied {
+                threshold: 30.0,
+                changed: false
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_ignored_and_a_good_patch_clears_the_error() {
+        let mut tw = Twin::new(25.0);
+        tw.handle(br#"{"TemperatureThreshold": "x"}"#);
+        assert_ne!(tw.status(), "ok");
+        assert_eq!(
+            tw.handle(br#"{"Other": {"deep": 1}, "$version": 7}"#),
+            Outcome::Applied {
+                threshold: 25.0,
+                changed: false
+            }
+        );
+        assert_eq!(tw.status(), "ok");
+        assert_eq!(tw.version(), Some(7));
+    }
+
+    #[test]
+    fn unversioned_patches_apply_and_keep_the_version() {
+        let mut tw = Twin::new(25.0);
+        tw.handle(br#"{"TemperatureThreshold": 26, "$version": 3}"#);
+        tw.handle(br#"{"TemperatureThreshold": 27}"#);
+        assert_eq!(tw.threshold(), 27.0);
+        assert_eq!(tw.version(), Some(3));
+    }
+}
