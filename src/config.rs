@@ -68,9 +68,14 @@ pub struct RunArgs {
     #[arg(long, env = "EDGEFILTER_BROKER")]
     pub broker: Option<String>,
 
-    /// Address the embedded broker listens on (only without --broker).
+    /// Address the embedded broker listens on for MQTT 3.1.1 (only without --broker).
     #[arg(long, env = "EDGEFILTER_LISTEN", default_value = "127.0.0.1:1883")]
     pub listen: String,
+
+    /// Also serve MQTT 5 on this address (embedded broker); the filter then uses MQTT 5 itself,
+    /// so alerts carry `MessageType=Alert` and the input's properties.
+    #[arg(long, env = "EDGEFILTER_LISTEN_V5")]
+    pub listen_v5: Option<String>,
 
     /// Topic filter to read telemetry from (repeatable; comma-separated in the variable).
     #[arg(
@@ -249,7 +254,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 pub enum ConfigError {
     #[error("--broker: {0}")]
     Broker(#[from] BrokerUrlError),
-    #[error("--listen {0:?}: expected HOST:PORT such as 127.0.0.1:1883")]
+    #[error("--listen/--listen-v5 {0:?}: expected HOST:PORT such as 127.0.0.1:1883")]
     Listen(String),
     #[error("--metrics-addr {0:?}: expected HOST:PORT or `off`")]
     MetricsAddr(String),
@@ -300,8 +305,11 @@ pub enum ConfigError {
 /// Where the filter's MQTT connection goes.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// Start rumqttd in-process on this address and connect to it.
-    Embedded(SocketAddr),
+    /// Start rumqttd in-process (MQTT 3.1.1 on `v4`, MQTT 5 on `v5`) and connect to it.
+    Embedded {
+        v4: SocketAddr,
+        v5: Option<SocketAddr>,
+    },
     /// A broker someone else runs.
     External(BrokerUrl),
 }
@@ -358,9 +366,16 @@ impl RunArgs {
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let target = match &self.broker {
             Some(url) if !url.trim().is_empty() => Target::External(BrokerUrl::parse(url)?),
-            _ => Target::Embedded(
-                parse_addr(&self.listen).ok_or_else(|| ConfigError::Listen(self.listen.clone()))?,
-            ),
+            _ => Target::Embedded {
+                v4: parse_addr(&self.listen)
+                    .ok_or_else(|| ConfigError::Listen(self.listen.clone()))?,
+                v5: match self.listen_v5.as_deref().map(str::trim) {
+                    None | Some("") | Some("off") => None,
+                    Some(s) => {
+                        Some(parse_addr(s).ok_or_else(|| ConfigError::Listen(s.to_string()))?)
+                    }
+                },
+            },
         };
         let metrics_addr = match self.metrics_addr.trim() {
             "off" | "" => None,
@@ -544,7 +559,9 @@ mod tests {
     #[test]
     fn defaults_match_the_spec() {
         let s = args(&[]).validate().unwrap();
-        assert!(matches!(s.target, Target::Embedded(a) if a.to_string() == "127.0.0.1:1883"));
+        assert!(
+            matches!(s.target, Target::Embedded { v4, v5: None } if v4.to_string() == "127.0.0.1:1883")
+        );
         assert_eq!(s.input_topics, vec!["telemetry/#"]);
         assert_eq!(
             s.alert_topic.render("telemetry/dev-1"),

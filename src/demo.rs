@@ -1,10 +1,367 @@
-//! `edgefilter demo` (being written).
+//! `edgefilter demo`: the whole data flow on one machine with nothing to set up. The embedded
+//! broker starts on a free port; simulated sensors (the SimulatedTemperatureSensor profile,
+//! restarted at 100 °C like the tutorial's sawtooth) publish to it; the filter runs as
+//! `edgefilter run` would; a monitor subscribes to the alerts, prints a sample of them and a
+//! stats line per second. Halfway the twin raises the threshold above the sensors' range and
+//! the alert stream stops. A summary with latency percentiles ends the tour.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::watch;
 
-pub async fn run(
-    _args: crate::config::DemoArgs,
-    _shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    anyhow::bail!("demo: not yet")
+use crate::config::{Cli, Command, DemoArgs};
+use crate::io::connection::Shared;
+use crate::io::embedded::free_local_addr;
+use crate::sensor::{unix_micros, write_body, Sensor, Tracking};
+
+/// The threshold the twin sets halfway: above the sawtooth's top, so alerts stop.
+const RAISED_THRESHOLD: f64 = 105.0;
+/// One message in this many is malformed, to show rejection and dead-lettering.
+const MALFORMED_EVERY: u64 = 997;
+/// Most alert lines printed per second (the rest are counted).
+const ALERT_LINES_PER_SEC: u32 = 3;
+
+/// What the monitor sees.
+#[derive(Default)]
+struct Seen {
+    alerts: AtomicU64,
+    dead_letters: AtomicU64,
+    reported_version: AtomicU64,
+    /// Threshold in the last reported document (f64 bits).
+    reported_threshold: AtomicU64,
+    latency: Mutex<Option<Histogram<u64>>>,
+}
+
+pub async fn run(args: DemoArgs, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    anyhow::ensure!(args.rate > 0, "--rate must be at least 1");
+    anyhow::ensure!(args.devices > 0, "--devices must be at least 1");
+    let addr = free_local_addr().context("no free local port for the embedded broker")?;
+    let metrics_addr = free_local_addr().context("no free local port for the metrics endpoint")?;
+    let argv = [
+        "edgefilter",
+        "run",
+        "--listen",
+        &addr.to_string(),
+        "--metrics-addr",
+        &metrics_addr.to_string(),
+        "--stats-interval",
+        "0",
+        "--client-id",
+        "edgefilter-demo",
+    ];
+    let Command::Run(run_args) = <Cli as clap::Parser>::try_parse_from(argv)?.command else {
+        unreachable!("the demo builds a run command")
+    };
+    let settings = run_args.validate()?;
+    let threshold = settings.threshold;
+    let shared = Shared::new(threshold);
+    let metrics = shared.metrics.clone();
+
+    println!("edgefilter demo");
+    println!("  embedded broker   mqtt://{addr} (MQTT 3.1.1)");
+    println!("  metrics           http://{metrics_addr}/metrics");
+    println!(
+        "  sensors           {} devices, {} msg/s in total, telemetry/dev-N (1 in {MALFORMED_EVERY} malformed)",
+        args.devices, args.rate
+    );
+    println!("  filter            machine.temperature > {threshold} -> alerts/telemetry/dev-N");
+    println!(
+        "  twin              at {:.0} s the threshold goes to {RAISED_THRESHOLD} (above the sensors' 100 °C top)",
+        args.duration.as_secs_f64() / 2.0
+    );
+    println!();
+
+    let (filter_stop_tx, filter_stop_rx) = watch::channel(false);
+    let filter = tokio::spawn(crate::run::run(settings, shared, filter_stop_rx));
+
+    // Wait for the filter's connection before the clock starts.
+    let ready_by = Instant::now() + Duration::from_secs(10);
+    while !metrics.is_connected() {
+        if filter.is_finished() || Instant::now() > ready_by {
+            let _ = filter_stop_tx.send(true);
+            return match filter.await {
+                Ok(Err(e)) => Err(e).context("the filter did not start"),
+                _ => anyhow::bail!("the filter did not connect to the embedded broker within 10 s"),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let seen = Arc::new(Seen {
+        latency: Mutex::new(Some(Histogram::new_with_bounds(1, 60_000_000, 3)?)),
+        reported_threshold: AtomicU64::new(threshold.to_bits()),
+        ..Default::default()
+    });
+    let (monitor, monitor_task) = start_monitor(addr, seen.clone()).await?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let (sensors_stop_tx, sensors_stop_rx) = watch::channel(false);
+    let sensors = tokio::spawn(sensors(addr, args.clone(), sent.clone(), sensors_stop_rx));
+
+    let start = Instant::now();
+    let half = args.duration / 2;
+    let mut twin_sent = false;
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    let mut last = (0u64, 0u64);
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => { interrupted = true; break; }
+        }
+        let elapsed = start.elapsed();
+        if !twin_sent && elapsed >= half {
+            twin_sent = true;
+            let doc = format!(r#"{{"TemperatureThreshold": {RAISED_THRESHOLD}, "$version": 2}}"#);
+            monitor
+                .publish(
+                    "edgefilter/twin/desired",
+                    QoS::AtLeastOnce,
+                    true,
+                    doc.clone(),
+                )
+                .await?;
+            println!("  twin  desired -> {doc} (retained on edgefilter/twin/desired)");
+        }
+        let s = metrics.snapshot();
+        let alerts = seen.alerts.load(Ordering::Relaxed);
+        let now_sent = sent.load(Ordering::Relaxed);
+        println!(
+            "[{:>3.0}s] sent {:>6}/s  alerts {:>6}/s  | total in {:>7}  alerts {:>7}  unmatched {:>7}  rejected {:>3}  threshold {}",
+            elapsed.as_secs_f64(),
+            now_sent - last.0,
+            alerts - last.1,
+            s.received,
+            alerts,
+            s.unmatched,
+            s.rejected,
+            f64::from_bits(seen.reported_threshold.load(Ordering::Relaxed)),
+        );
+        last = (now_sent, alerts);
+        if elapsed >= args.duration {
+            break;
+        }
+    }
+
+    // Stop the sensors, let the last alerts arrive, then drain the filter.
+    let _ = sensors_stop_tx.send(true);
+    let sent_total = sensors.await.context("sensors task")??;
+    let settle_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < settle_until {
+        let s = metrics.snapshot();
+        if s.received >= sent_total && s.alerts == seen.alerts.load(Ordering::Relaxed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = filter_stop_tx.send(true);
+    filter.await.context("filter task")??;
+    monitor_task.abort();
+
+    let s = metrics.snapshot();
+    let hist = seen
+        .latency
+        .lock()
+        .map_err(|_| anyhow::anyhow!("latency lock"))?
+        .take();
+    let secs = start.elapsed().as_secs_f64();
+    println!();
+    println!("summary{}", if interrupted { " (interrupted)" } else { "" });
+    println!(
+        "  messages sent        {sent_total} ({:.0} msg/s)",
+        sent_total as f64 / secs
+    );
+    println!("  received by filter   {}", s.received);
+    println!(
+        "  alerts               {} published, {} seen by the monitor",
+        s.alerts,
+        seen.alerts.load(Ordering::Relaxed)
+    );
+    println!("  unmatched            {}", s.unmatched);
+    println!(
+        "  rejected             {} ({} dead-lettered)",
+        s.rejected,
+        seen.dead_letters.load(Ordering::Relaxed)
+    );
+    println!(
+        "  twin                 {} applied, {} refused; reported $version {}",
+        s.twin_applied,
+        s.twin_refused,
+        seen.reported_version.load(Ordering::Relaxed)
+    );
+    if let Some(h) = hist.filter(|h| !h.is_empty()) {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "  latency (send -> alert received)  p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            h.max() as f64 / 1000.0
+        );
+    }
+    Ok(())
+}
+
+fn options(id: &str, addr: std::net::SocketAddr) -> MqttOptions {
+    let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    o.set_keep_alive(Duration::from_secs(10));
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    o.set_inflight(1000);
+    o
+}
+
+/// Subscribes to alerts, dead letters and the reported twin; prints a sample of alerts.
+async fn start_monitor(
+    addr: std::net::SocketAddr,
+    seen: Arc<Seen>,
+) -> anyhow::Result<(AsyncClient, tokio::task::JoinHandle<()>)> {
+    let (client, mut events) = AsyncClient::new(options("edgefilter-demo-monitor", addr), 1000);
+    client.subscribe("alerts/#", QoS::AtMostOnce).await?;
+    client
+        .subscribe("edgefilter/deadletter", QoS::AtMostOnce)
+        .await?;
+    client
+        .subscribe("edgefilter/twin/reported", QoS::AtMostOnce)
+        .await?;
+    let task = tokio::spawn(async move {
+        let mut window = Instant::now();
+        let mut printed = 0;
+        loop {
+            let event = match events.poll().await {
+                Ok(e) => e,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Event::Incoming(Packet::Publish(p)) = event else {
+                continue;
+            };
+            let now_us = unix_micros(SystemTime::now());
+            if p.topic.starts_with("alerts/") {
+                seen.alerts.fetch_add(1, Ordering::Relaxed);
+                let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
+                let sent_us = v["sentUs"].as_u64().unwrap_or(now_us);
+                let latency_us = now_us.saturating_sub(sent_us).max(1);
+                if let Ok(mut h) = seen.latency.lock() {
+                    if let Some(h) = h.as_mut() {
+                        let _ = h.record(latency_us);
+                    }
+                }
+                if window.elapsed() >= Duration::from_secs(1) {
+                    window = Instant::now();
+                    printed = 0;
+                }
+                if printed < ALERT_LINES_PER_SEC {
+                    printed += 1;
+                    println!(
+                        "        ALERT {:<24} temperature {:>6.2}  ({:.2} ms after it was sent)",
+                        p.topic,
+                        v["machine"]["temperature"].as_f64().unwrap_or(f64::NAN),
+                        latency_us as f64 / 1000.0
+                    );
+                }
+            } else if p.topic == "edgefilter/deadletter" {
+                let n = seen.dead_letters.fetch_add(1, Ordering::Relaxed);
+                if n < 2 {
+                    println!(
+                        "        DEAD LETTER {}",
+                        String::from_utf8_lossy(&p.payload)
+                    );
+                }
+            } else if p.topic == "edgefilter/twin/reported" {
+                let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
+                let version = v["$version"].as_u64().unwrap_or(0);
+                seen.reported_version.store(version, Ordering::Relaxed);
+                if let Some(t) = v["TemperatureThreshold"].as_f64() {
+                    seen.reported_threshold
+                        .store(t.to_bits(), Ordering::Relaxed);
+                }
+                println!(
+                    "  twin  reported <- {}",
+                    String::from_utf8_lossy(&p.payload)
+                );
+            }
+        }
+    });
+    Ok((client, task))
+}
+
+/// Publishes the sensors' messages at the requested rate until stopped; returns how many.
+async fn sensors(
+    addr: std::net::SocketAddr,
+    args: DemoArgs,
+    sent: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<u64> {
+    let (client, mut events) = AsyncClient::new(options("edgefilter-demo-sensors", addr), 10_000);
+    let poller = tokio::spawn(async move {
+        loop {
+            if events.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let devices: Vec<String> = (0..args.devices).map(|i| format!("dev-{i}")).collect();
+    let mut sensors: Vec<Sensor> = (0..args.devices)
+        .map(|i| Sensor::new(u64::from(i) + 1))
+        .collect();
+    let period = Duration::from_secs_f64(1.0 / f64::from(args.rate));
+    let start = tokio::time::Instant::now();
+    let mut seq: u64 = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut body = Vec::with_capacity(256);
+    'outer: loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break 'outer,
+        }
+        // Open loop: everything whose send time has come.
+        let due = (start.elapsed().as_secs_f64() / period.as_secs_f64()) as u64;
+        while seq < due {
+            let d = (seq % u64::from(args.devices)) as usize;
+            let sensor = &mut sensors[d];
+            if sensor.temperature() > 100.0 {
+                sensor.reset();
+            }
+            let reading = sensor.next_reading();
+            let now = SystemTime::now();
+            body.clear();
+            write_body(
+                &mut body,
+                &reading,
+                now,
+                &Tracking {
+                    seq: Some(seq),
+                    device: Some(&devices[d]),
+                    sent_us: Some(unix_micros(now)),
+                },
+            );
+            if (seq + 1) % MALFORMED_EVERY == 0 {
+                body.truncate(body.len() / 2);
+            }
+            let topic = format!("telemetry/{}", devices[d]);
+            if client
+                .publish(topic, QoS::AtLeastOnce, false, body.clone())
+                .await
+                .is_err()
+            {
+                break 'outer;
+            }
+            seq += 1;
+            sent.store(seq, Ordering::Relaxed);
+        }
+    }
+    // Give the client a moment to hand over what is queued.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    poller.abort();
+    Ok(seq)
 }

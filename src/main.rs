@@ -60,6 +60,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             })?;
         }
         Command::Demo(args) => {
+            // The tour prints its own lines; only warnings (rejections explained) get logged.
+            if std::env::var_os("RUST_LOG").is_none() {
+                std::env::set_var("RUST_LOG", "warn,rumqttd=off");
+            }
             edgefilter::logging::init(edgefilter::config::LogFormat::Text);
             runtime.block_on(async {
                 let (tx, rx) = watch::channel(false);

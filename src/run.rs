@@ -61,19 +61,31 @@ pub async fn run(
     shared: Shared,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
-    let version = version_of(settings.mqtt_version);
+    let mut version = version_of(settings.mqtt_version);
     let endpoint = match &settings.target {
-        Target::Embedded(listen) => {
-            let broker = embedded_broker(*listen, version, settings.max_payload);
+        Target::Embedded { v4, v5 } => {
+            let broker = EmbeddedBroker {
+                v4: Some(*v4),
+                v5: *v5,
+                max_payload: settings.max_payload,
+            };
             broker.start()?;
-            tracing::info!(
-                "embedded broker listening on {listen} (MQTT {}); publish telemetry to it",
-                if version == Version::V5 { "5" } else { "3.1.1" }
-            );
+            match v5 {
+                Some(v5) => tracing::info!(
+                    "embedded broker listening on {v4} (MQTT 3.1.1) and {v5} (MQTT 5)"
+                ),
+                None => tracing::info!("embedded broker listening on {v4} (MQTT 3.1.1)"),
+            }
+            // The filter speaks MQTT 5 when the broker serves it (and it was not turned off).
+            let (listen, v) = match (v5, version) {
+                (Some(v5), Version::V5) => (*v5, Version::V5),
+                _ => (*v4, Version::V4),
+            };
+            version = v;
             let connect_to = if listen.ip().is_unspecified() {
                 std::net::SocketAddr::new([127, 0, 0, 1].into(), listen.port())
             } else {
-                *listen
+                listen
             };
             Endpoint {
                 addr: connect_to.to_string(),
@@ -164,26 +176,6 @@ pub async fn run(
         s.rejected
     );
     Ok(result?)
-}
-
-/// The embedded broker for `--listen` speaking the filter's protocol version.
-pub fn embedded_broker(
-    listen: std::net::SocketAddr,
-    version: Version,
-    max_payload: usize,
-) -> EmbeddedBroker {
-    match version {
-        Version::V4 => EmbeddedBroker {
-            v4: Some(listen),
-            v5: None,
-            max_payload,
-        },
-        Version::V5 => EmbeddedBroker {
-            v4: None,
-            v5: Some(listen),
-            max_payload,
-        },
-    }
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {

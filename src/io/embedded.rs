@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use super::codec::Version;
-
 #[derive(Debug, Error)]
 pub enum EmbeddedError {
     #[error("--listen {addr}: {source}")]
@@ -38,13 +36,6 @@ pub struct EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
-    /// The address and protocol the filter's own connection uses.
-    pub fn filter_endpoint(&self) -> Option<(SocketAddr, Version)> {
-        self.v5
-            .map(|a| (a, Version::V5))
-            .or(self.v4.map(|a| (a, Version::V4)))
-    }
-
     /// Starts the broker on its own threads and waits until it accepts connections.
     #[cfg(feature = "embedded-broker")]
     pub fn start(&self) -> Result<(), EmbeddedError> {
