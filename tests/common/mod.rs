@@ -1,0 +1,547 @@
+//! Shared fixtures of the integration tests: a real mosquitto started on an ephemeral port,
+//! the edgefilter binary as a child process (so tests can SIGTERM and SIGKILL it), the
+//! filter in-process (so tests can read its counters), and MQTT clients (rumqttc) that
+//! publish telemetry and collect what arrives — with events, not sleeps, as synchronisation.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+/// A free TCP port on 127.0.0.1 (bound and released; callers retry on a collision).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub fn wait_listening(addr: SocketAddr, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// A mosquitto broker owned by one test, on an ephemeral port, killed on drop.
+pub struct Mosquitto {
+    pub port: u16,
+    child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// A plain listener allowing anonymous clients.
+    pub fn start() -> Mosquitto {
+        Self::start_with(|_, port| format!("listener {port} 127.0.0.1\nallow_anonymous true\n"))
+    }
+
+    /// `config(dir, port)` returns the listener part of the configuration.
+    pub fn start_with(config: impl Fn(&Path, u16) -> String) -> Mosquitto {
+        let mut dir = tempfile::tempdir().unwrap();
+        for _attempt in 0..5 {
+            let port = free_port();
+            let conf = dir.path().join("mosquitto.conf");
+            let mut f = std::fs::File::create(&conf).unwrap();
+            writeln!(f, "{}", config(dir.path(), port)).unwrap();
+            // Generous queues: tests publish bursts; persistence off (sessions live in memory).
+            writeln!(
+                f,
+                "persistence false\nmax_queued_messages 1000000\nmax_inflight_messages 1000"
+            )
+            .unwrap();
+            writeln!(
+                f,
+                "log_dest file {}",
+                dir.path().join("mosquitto.log").display()
+            )
+            .unwrap();
+            drop(f);
+            let child = Command::new(mosquitto_bin())
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("mosquitto must be installed (scripts/test.sh installs it)");
+            let mut m = Mosquitto { port, child, dir };
+            if wait_listening(m.addr(), Duration::from_secs(5)) {
+                return m;
+            }
+            let _ = m.child.kill();
+            let _ = m.child.wait();
+            dir = m.dir_take();
+        }
+        panic!("mosquitto did not start on a free port in 5 attempts");
+    }
+
+    fn dir_take(&mut self) -> tempfile::TempDir {
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mosquitto_bin() -> PathBuf {
+    for p in [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    "mosquitto".into()
+}
+
+/// The edgefilter binary as a child process.
+pub struct FilterProcess {
+    pub child: Child,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl FilterProcess {
+    pub fn spawn(args: &[&str]) -> FilterProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("edgefilter.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_edgefilter"))
+            .arg("run")
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        FilterProcess {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` (the process reports progress there).
+    pub fn wait_log(&mut self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "edgefilter exited ({status}) before logging {needle:?}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "edgefilter did not log {needle:?} within {within:?}:\n{}",
+            self.log()
+        );
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the exit status (panics after `within`).
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "edgefilter did not exit within {within:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for FilterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `edgefilter run` with the given flags once, to completion (for CLI error tests).
+pub fn run_cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_edgefilter"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// One received message.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub payload: Bytes,
+    pub user_properties: Vec<(String, String)>,
+    pub content_type: Option<String>,
+    pub retain: bool,
+}
+
+/// Everything a subscriber received, with a notification per message.
+#[derive(Default)]
+pub struct Inbox {
+    pub messages: Mutex<Vec<Received>>,
+    notify: Notify,
+}
+
+impl Inbox {
+    pub fn push(&self, r: Received) {
+        self.messages.lock().unwrap().push(r);
+        self.notify.notify_waiters();
+    }
+
+    pub fn snapshot(&self) -> Vec<Received> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    pub fn on(&self, prefix: &str) -> Vec<Received> {
+        self.snapshot()
+            .into_iter()
+            .filter(|m| m.topic.starts_with(prefix))
+            .collect()
+    }
+
+    /// Waits until `pred` holds over the messages so far (or panics after `within`).
+    pub async fn wait_until(
+        &self,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&[Received]) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let notified = self.notify.notified();
+            if pred(&self.messages.lock().unwrap()) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let msgs = self.snapshot();
+                panic!(
+                    "timed out waiting for {what}; received {} messages: {:?}",
+                    msgs.len(),
+                    msgs.iter()
+                        .rev()
+                        .take(5)
+                        .map(|m| (&m.topic, String::from_utf8_lossy(&m.payload)))
+                        .collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+
+    /// Waits until at least `n` messages arrived on topics starting with `prefix`.
+    pub async fn wait_count(&self, prefix: &str, n: usize, within: Duration) {
+        self.wait_until(within, &format!("{n} messages on {prefix}"), |m| {
+            m.iter().filter(|r| r.topic.starts_with(prefix)).count() >= n
+        })
+        .await
+    }
+}
+
+/// An MQTT 5 client (rumqttc) with its event loop on a task; subscribed filters land in the
+/// inbox. `subscribe` waits for the SUBACK.
+pub struct Client5 {
+    pub client: rumqttc::v5::AsyncClient,
+    pub inbox: Arc<Inbox>,
+    subacks: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Client5 {
+    pub async fn connect(port: u16, id: &str) -> Client5 {
+        use rumqttc::v5::{Event, Incoming, MqttOptions};
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_max_packet_size(Some(16 << 20));
+        let (client, mut events) = rumqttc::v5::AsyncClient::new(o, 10_000);
+        let inbox = Arc::new(Inbox::default());
+        let subacks = Arc::new(Notify::new());
+        let connected = Arc::new(Notify::new());
+        let (i2, s2, c2) = (inbox.clone(), subacks.clone(), connected.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Incoming::Publish(p))) => {
+                        let props = p.properties.clone().unwrap_or_default();
+                        i2.push(Received {
+                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                            payload: p.payload.clone(),
+                            user_properties: props.user_properties,
+                            content_type: props.content_type,
+                            retain: p.retain,
+                        });
+                    }
+                    Ok(Event::Incoming(Incoming::SubAck(_))) => s2.notify_one(),
+                    Ok(Event::Incoming(Incoming::ConnAck(_))) => c2.notify_one(),
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), connected.notified())
+            .await
+            .expect("test client connects");
+        Client5 {
+            client,
+            inbox,
+            subacks,
+            task,
+        }
+    }
+
+    pub async fn subscribe(&self, filter: &str) {
+        let notified = self.subacks.notified();
+        self.client
+            .subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), notified)
+            .await
+            .expect("SUBACK");
+    }
+
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        user_properties: &[(&str, &str)],
+    ) {
+        let props = rumqttc::v5::mqttbytes::v5::PublishProperties {
+            user_properties: user_properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            content_type: Some("application/json".into()),
+            ..Default::default()
+        };
+        self.client
+            .publish_with_properties(
+                topic,
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                false,
+                payload.into(),
+                props,
+            )
+            .await
+            .unwrap();
+    }
+
+    pub async fn publish_retained(&self, topic: &str, payload: impl Into<Bytes>) {
+        self.client
+            .publish(
+                topic,
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                true,
+                payload.into(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for Client5 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An MQTT 3.1.1 client, same shape as [`Client5`].
+pub struct Client4 {
+    pub client: rumqttc::AsyncClient,
+    pub inbox: Arc<Inbox>,
+    subacks: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Client4 {
+    pub async fn connect(port: u16, id: &str) -> Client4 {
+        use rumqttc::{Event, MqttOptions, Packet};
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_max_packet_size(16 << 20, 16 << 20);
+        o.set_inflight(1000);
+        let (client, mut events) = rumqttc::AsyncClient::new(o, 10_000);
+        let inbox = Arc::new(Inbox::default());
+        let subacks = Arc::new(Notify::new());
+        let connected = Arc::new(Notify::new());
+        let (i2, s2, c2) = (inbox.clone(), subacks.clone(), connected.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => i2.push(Received {
+                        topic: p.topic.clone(),
+                        payload: p.payload.clone(),
+                        user_properties: Vec::new(),
+                        content_type: None,
+                        retain: p.retain,
+                    }),
+                    Ok(Event::Incoming(Packet::SubAck(_))) => s2.notify_one(),
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => c2.notify_one(),
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), connected.notified())
+            .await
+            .expect("test client connects");
+        Client4 {
+            client,
+            inbox,
+            subacks,
+            task,
+        }
+    }
+
+    pub async fn subscribe(&self, filter: &str) {
+        let notified = self.subacks.notified();
+        self.client
+            .subscribe(filter, rumqttc::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), notified)
+            .await
+            .expect("SUBACK");
+    }
+
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+
+    pub async fn publish_retained(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, true, payload)
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for Client4 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A sensor-shaped body with the given machine temperature and a sequence number.
+pub fn body(seq: u64, temperature: f64) -> String {
+    format!(
+        r#"{{"machine":{{"temperature":{temperature},"pressure":1.5}},"ambient":{{"temperature":21.1,"humidity":25}},"timeCreated":"2026-11-26T07:00:00.1234567Z","seq":{seq}}}"#
+    )
+}
+
+/// The `seq` of a body written by [`body`].
+pub fn seq_of(payload: &[u8]) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    v["seq"].as_u64()
+}
+
+/// The filter in-process: settings from `edgefilter run` flags; returns the shared counters
+/// and a stop handle. The task ends after the drain.
+pub struct InProcess {
+    pub shared: edgefilter::io::connection::Shared,
+    pub stop: tokio::sync::watch::Sender<bool>,
+    pub task: tokio::task::JoinHandle<Result<(), edgefilter::run::RunError>>,
+}
+
+impl InProcess {
+    pub async fn start(flags: &[&str]) -> InProcess {
+        use clap::Parser;
+        let mut argv = vec![
+            "edgefilter",
+            "run",
+            "--metrics-addr",
+            "off",
+            "--stats-interval",
+            "0",
+        ];
+        argv.extend_from_slice(flags);
+        let edgefilter::config::Command::Run(args) = edgefilter::config::Cli::try_parse_from(argv)
+            .unwrap()
+            .command
+        else {
+            unreachable!()
+        };
+        let settings = args.validate().unwrap();
+        let shared = edgefilter::io::connection::Shared::new(settings.threshold);
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(edgefilter::run::run(settings, shared.clone(), rx));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !shared.metrics.is_connected() {
+            assert!(
+                !task.is_finished(),
+                "the filter stopped before connecting: {:?}",
+                task.await
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the filter did not connect within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        InProcess { shared, stop, task }
+    }
+
+    /// Signals shutdown and waits for the drain.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("drains")
+            .unwrap()
+            .unwrap();
+    }
+}
