@@ -414,19 +414,22 @@ async fn the_tls_config_trusts_exactly_the_trust_bundle() {
     assert_eq!(roots.roots, expected.roots);
 
     let config = id.tls_config().await.unwrap();
-    assert_eq!(id.server_name(), ServerName::try_from(GATEWAY).unwrap());
+    assert_eq!(
+        id.server_name().unwrap(),
+        ServerName::try_from(GATEWAY).unwrap()
+    );
 
     // Servers certified by either bundle CA for the gateway's name are accepted.
     for ca in [&a, &b] {
         let (chain, key) = server_cert(GATEWAY, ca);
-        handshake(config.clone(), id.server_name(), chain, key)
+        handshake(config.clone(), id.server_name().unwrap(), chain, key)
             .await
             .expect("bundle CA accepted");
     }
     // A certificate from another CA is refused (no system or webpki roots sneak in).
     let (chain, key) = server_cert(GATEWAY, &stranger);
     let e = expect_cert_error(
-        handshake(config.clone(), id.server_name(), chain, key).await,
+        handshake(config.clone(), id.server_name().unwrap(), chain, key).await,
         "stranger CA",
     );
     assert_eq!(
@@ -436,7 +439,7 @@ async fn the_tls_config_trusts_exactly_the_trust_bundle() {
     // A bundle CA's certificate for another host name is refused: host names are checked.
     let (chain, key) = server_cert("not-edgehub", &a);
     let e = expect_cert_error(
-        handshake(config, id.server_name(), chain, key).await,
+        handshake(config, id.server_name().unwrap(), chain, key).await,
         "wrong host name",
     );
     assert!(
@@ -491,12 +494,12 @@ async fn the_development_fallback_signs_locally_and_trusts_the_ca_file() {
 
     let config = id.tls_config().await.unwrap();
     let (chain, key) = server_cert(GATEWAY, &ca);
-    handshake(config.clone(), id.server_name(), chain, key)
+    handshake(config.clone(), id.server_name().unwrap(), chain, key)
         .await
         .expect("the CA file's CA is accepted");
     let (chain, key) = server_cert(GATEWAY, &stranger);
     expect_cert_error(
-        handshake(config, id.server_name(), chain, key).await,
+        handshake(config, id.server_name().unwrap(), chain, key).await,
         "stranger CA",
     );
 }

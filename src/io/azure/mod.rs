@@ -1,6 +1,6 @@
 //! Azure IoT Edge transport, protocol side (io): everything edgeHub's MQTT dialect needs that
 //! is not the connection loop itself. The loop (`io::connection`) calls in here to learn who the
-//! module is ([`env`]), to build its CONNECT credentials ([`AzureIdentity::connect_credentials`],
+//! module is ([`mod@env`]), to build its CONNECT credentials ([`AzureIdentity::connect_credentials`],
 //! signed by the IoT Edge workload API ([`workload`]) or locally ([`sas`])), to trust edgeHub
 //! ([`AzureIdentity::tls_config`]), to name and parse topics ([`topics`], [`propbag`]) and to
 //! read and write twin documents ([`twin_doc`]).
@@ -42,6 +42,10 @@ pub const EDGEHUB_MQTT_PORT: u16 = 8883;
 
 /// The `api-version` edgeHub expects in the MQTT username (it only checks that one is present).
 pub const MQTT_API_VERSION: &str = "2018-06-30";
+
+/// edgeHub's largest message; raise the MQTT client's maximum packet size to at least this
+/// plus the topic and header (rumqttc defaults to 10 KiB).
+pub const EDGEHUB_MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// Our product name and version, sent as `DeviceClientType` in the username (the SDK sends its
 /// own user agent there) and as the workload API's `User-Agent`.
@@ -132,7 +136,8 @@ impl AzureIdentity {
         format!("{}/{}", self.device_id, self.module_id)
     }
 
-    /// The MQTT username (edgeHub's and the SDK's form).
+    /// The MQTT username, as the Python SDK forms it (`_create_username`): host name and client
+    /// id as they are, the query pairs percent-encoded.
     pub fn username(&self) -> String {
         format!(
             "{}/{}/{}/?api-version={}&DeviceClientType={}",
@@ -145,10 +150,15 @@ impl AzureIdentity {
     }
 
     /// The TLS server name edgeHub's certificate must carry (`IOTEDGE_GATEWAYHOSTNAME`).
-    pub fn server_name(&self) -> ServerName<'static> {
-        // Checked when the identity was built (env.rs), so this cannot fail.
-        ServerName::try_from(self.gateway_host_name.clone())
-            .expect("gateway host name validated in AzureIdentity::from_env")
+    /// Cannot fail for an identity from [`AzureIdentity::from_env`], which checks the name.
+    pub fn server_name(&self) -> Result<ServerName<'static>, AzureError> {
+        ServerName::try_from(self.gateway_host_name.clone()).map_err(|_| AzureError::BadVariable {
+            name: "IOTEDGE_GATEWAYHOSTNAME",
+            reason: format!(
+                "gateway host name {:?} is not a valid TLS server name",
+                self.gateway_host_name
+            ),
+        })
     }
 
     /// A workload API client for this module, in workload mode.
@@ -182,11 +192,15 @@ impl AzureIdentity {
         let to_sign = sas::string_to_sign(&sr, expires_at);
         let sig = match &self.credentials {
             CredentialSource::SharedAccessKey { key, .. } => key.sign(to_sign.as_bytes()),
-            CredentialSource::Workload { .. } => {
-                let client = self
-                    .workload_client()
-                    .expect("workload mode has a workload client");
-                client.sign(to_sign.as_bytes()).await?
+            CredentialSource::Workload {
+                socket_path,
+                generation_id,
+                api_version,
+                ..
+            } => {
+                WorkloadClient::new(socket_path, &self.module_id, generation_id, api_version)
+                    .sign(to_sign.as_bytes())
+                    .await?
             }
         };
         Ok(ConnectCredentials {
@@ -202,11 +216,16 @@ impl AzureIdentity {
     /// `EdgeModuleCACertificateFile` in the development fallback. Nothing else is trusted.
     pub async fn trusted_roots(&self) -> Result<RootCertStore, AzureError> {
         match &self.credentials {
-            CredentialSource::Workload { .. } => {
-                let client = self
-                    .workload_client()
-                    .expect("workload mode has a workload client");
-                let pem = client.trust_bundle().await?;
+            CredentialSource::Workload {
+                socket_path,
+                generation_id,
+                api_version,
+                ..
+            } => {
+                let pem =
+                    WorkloadClient::new(socket_path, &self.module_id, generation_id, api_version)
+                        .trust_bundle()
+                        .await?;
                 root_store_from_pem(pem.as_bytes(), "workload API trust bundle")
             }
             CredentialSource::SharedAccessKey { ca_file, .. } => {
@@ -317,7 +336,10 @@ mod tests {
                 env!("CARGO_PKG_VERSION")
             )
         );
-        assert_eq!(id.server_name().to_str(), "edgehub");
+        assert_eq!(id.server_name().unwrap().to_str(), "edgehub");
+        let mut bad = id.clone();
+        bad.gateway_host_name = "not a host".into();
+        assert!(bad.server_name().is_err());
     }
 
     #[tokio::test]
