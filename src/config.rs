@@ -210,6 +210,11 @@ pub struct RunArgs {
     #[arg(long, env = "EDGEFILTER_INPUT_NAME", default_value = "input1")]
     pub input_name: String,
 
+    /// IoT Edge: lifetime of the SAS tokens (the connection is renewed 2 min before expiry,
+    /// or at half the lifetime for short ones).
+    #[arg(long, env = "EDGEFILTER_AZURE_TOKEN_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub azure_token_ttl: Duration,
+
     /// IoT Edge module output the alerts are sent to.
     #[arg(long, env = "EDGEFILTER_OUTPUT_NAME", default_value = "output1")]
     pub output_name: String,
@@ -341,6 +346,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub stats_interval: Duration,
     pub azure_edge: AzureEdge,
+    pub azure_token_ttl: Duration,
     pub input_name: String,
     pub output_name: String,
     pub max_pending: usize,
@@ -513,6 +519,7 @@ impl RunArgs {
             log_format: self.log_format,
             stats_interval: self.stats_interval,
             azure_edge: self.azure_edge,
+            azure_token_ttl: self.azure_token_ttl.max(Duration::from_secs(2)),
             input_name: self.input_name.clone(),
             output_name: self.output_name.clone(),
             max_pending: self.max_pending,

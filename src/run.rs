@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::watch;
 
-use crate::config::{MqttVersion, Settings, Target};
+use crate::config::{AzureEdge, MqttVersion, Settings, Target};
+use crate::io::azure::{AzureError, AzureIdentity, EDGEHUB_MQTT_PORT};
 use crate::io::codec::{ConnectOptions, Version};
 use crate::io::connection::{self, ConnectionError, Endpoint, Plan, Shared};
-use crate::io::dialect::Generic;
+use crate::io::dialect::{Azure, Dialect, Generic};
 use crate::io::embedded::{EmbeddedBroker, EmbeddedError};
 use crate::io::http;
 use crate::io::tls::{self, TlsError};
@@ -31,6 +32,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Connection(#[from] ConnectionError),
+    #[error("IoT Edge: {0}")]
+    Azure(#[from] AzureError),
 }
 
 impl Shared {
@@ -62,8 +65,26 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
     let mut version = version_of(settings.mqtt_version);
-    let endpoint = match &settings.target {
-        Target::Embedded { v4, v5 } => {
+    let azure = match settings.azure_edge {
+        AzureEdge::Off => None,
+        AzureEdge::Auto => AzureIdentity::from_env(|k| std::env::var(k).ok())?,
+        AzureEdge::On => Some(AzureIdentity::require_from_env(|k| std::env::var(k).ok())?),
+    };
+    let endpoint = match (&azure, &settings.target) {
+        (Some(identity), target) => {
+            // edgeHub speaks MQTT 3.1.1 over TLS on the gateway host; --broker may override
+            // where to connect (the certificate must still name the gateway host).
+            version = Version::V4;
+            let addr = match target {
+                Target::External(url) => url.addr(),
+                Target::Embedded { .. } => {
+                    format!("{}:{}", identity.gateway_host_name, EDGEHUB_MQTT_PORT)
+                }
+            };
+            tracing::info!("IoT Edge mode: {identity}, edgeHub at {addr}");
+            Endpoint { addr, tls: None }
+        }
+        (None, Target::Embedded { v4, v5 }) => {
             let broker = EmbeddedBroker {
                 v4: Some(*v4),
                 v5: *v5,
@@ -92,7 +113,7 @@ pub async fn run(
                 tls: None,
             }
         }
-        Target::External(url) => Endpoint {
+        (None, Target::External(url)) => Endpoint {
             addr: url.addr(),
             tls: if url.tls {
                 Some((tls::from_files(&settings.tls)?, url.host.clone()))
@@ -122,14 +143,23 @@ pub async fn run(
         ));
     }
 
-    let dialect = Generic::new(
-        version,
-        settings.input_subscriptions(),
-        settings.qos,
-        &settings.twin_topic,
-        settings.alert_topic.clone(),
-        settings.dead_letter_topic.clone(),
-    );
+    let in_azure = azure.is_some();
+    let dialect = match azure {
+        Some(identity) => Dialect::Azure(Box::new(Azure::new(
+            identity,
+            &settings.input_name,
+            &settings.output_name,
+            settings.dead_letter_topic.as_deref(),
+        ))),
+        None => Dialect::Generic(Generic::new(
+            version,
+            settings.input_subscriptions(),
+            settings.qos,
+            &settings.twin_topic,
+            settings.alert_topic.clone(),
+            settings.dead_letter_topic.clone(),
+        )),
+    };
     let plan = Plan {
         version,
         endpoint,
@@ -154,7 +184,9 @@ pub async fn run(
         batch_linger: settings.batch_linger,
         batch_format: settings.batch_format,
         drain_timeout: settings.drain_timeout,
-        retry_first_connect: false,
+        token_ttl: settings.azure_token_ttl,
+        // IoT Edge starts modules before edgeHub may be ready: keep trying.
+        retry_first_connect: in_azure,
     };
     tracing::info!(
         "filtering {} where {} > {} (QoS {}, {} workers) -> {}",

@@ -26,8 +26,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsConnector;
 
+use super::azure::{twin_doc, AzureError};
 use super::codec::{self, ConnectOptions, Encoder, InPublish, Inbound, OutPublish, Version};
-use super::dialect::{Generic, InputProps, Route};
+use super::dialect::{Dialect, InputProps, Route};
 use crate::config::BatchFormat;
 use crate::metrics::{Metrics, TwinResult};
 use crate::pipeline::ack::AckTracker;
@@ -75,6 +76,8 @@ pub enum ConnectionError {
     Unexpected(&'static str),
     #[error("the verdict workers stopped")]
     WorkersGone,
+    #[error("IoT Edge: {0}")]
+    Azure(#[from] AzureError),
 }
 
 impl ConnectionError {
@@ -112,6 +115,8 @@ pub struct Plan {
     pub batch_linger: Duration,
     pub batch_format: BatchFormat,
     pub drain_timeout: Duration,
+    /// IoT Edge: lifetime of each SAS token.
+    pub token_ttl: Duration,
     /// Keep retrying the first connection instead of failing (IoT Edge modules may start
     /// before edgeHub).
     pub retry_first_connect: bool,
@@ -159,12 +164,22 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncReadWrite for T {}
 /// Why `serve` returned normally.
 enum Exit {
     Drained,
+    Renew,
+}
+
+/// Why the loop stops taking input and waits for outstanding work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// SIGTERM/SIGINT: then disconnect and end.
+    Shutdown,
+    /// The SAS token expires soon: then disconnect and reconnect with a fresh one.
+    Renew,
 }
 
 /// Runs the filter's connection until `shutdown` turns true and the pipeline drained.
 pub async fn run(
     plan: Plan,
-    dialect: Generic,
+    dialect: Dialect,
     shared: Shared,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
@@ -194,6 +209,7 @@ pub async fn run(
         shared,
         session_present: false,
         draining: None,
+        renew_at: None,
         plan,
     };
     let result = engine.run(shutdown).await;
@@ -207,7 +223,7 @@ use super::session::Outgoing;
 
 struct Engine {
     plan: Plan,
-    dialect: Generic,
+    dialect: Dialect,
     shared: Shared,
     pool: Option<Pool<Meta>>,
     results: mpsc::UnboundedReceiver<Batch<Meta>>,
@@ -225,8 +241,11 @@ struct Engine {
     /// Whether the current connection resumed a session (the broker redelivers what we did
     /// not acknowledge on the previous one).
     session_present: bool,
-    /// Set on shutdown: until when we wait for outstanding work.
-    draining: Option<Instant>,
+    /// Set on shutdown (or before a credential renewal): until when we wait for outstanding
+    /// work, and why.
+    draining: Option<(Instant, Drain)>,
+    /// IoT Edge: when the SAS token must be replaced (reconnect with a fresh one).
+    renew_at: Option<Instant>,
 }
 
 impl Engine {
@@ -234,12 +253,12 @@ impl Engine {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         let mut connected_before = false;
         loop {
-            if *shutdown.borrow() && self.draining.is_none() {
-                self.draining = Some(Instant::now() + self.plan.drain_timeout);
+            if *shutdown.borrow() {
+                self.start_drain(Drain::Shutdown);
             }
             let attempt = tokio::select! {
                 r = self.connect() => r,
-                _ = wait_true(&mut shutdown), if self.draining.is_none() => {
+                _ = wait_true(&mut shutdown), if !self.shutting_down() => {
                     tracing::info!("shutdown requested while connecting");
                     return Ok(());
                 }
@@ -257,7 +276,7 @@ impl Engine {
                     {
                         return Err(e);
                     }
-                    if self.draining.is_some() {
+                    if self.shutting_down() {
                         tracing::warn!("shutting down while disconnected: {e}; unacknowledged input stays with the broker");
                         return Ok(());
                     }
@@ -278,8 +297,12 @@ impl Engine {
             let dropped = self.tracker.reset();
             match result {
                 Ok(Exit::Drained) => return Ok(()),
+                Ok(Exit::Renew) => {
+                    tracing::info!("reconnecting with a fresh SAS token");
+                    self.draining = None;
+                }
                 Err(e) => {
-                    if self.draining.is_some() {
+                    if self.shutting_down() {
                         tracing::warn!("connection lost while draining: {e}");
                         return Ok(());
                     }
@@ -295,6 +318,26 @@ impl Engine {
     /// requeues what the previous connection left in flight.
     async fn connect(&mut self) -> Result<Conn, ConnectionError> {
         let addr = self.plan.endpoint.addr.clone();
+        let mut connect = self.plan.connect.clone();
+        let mut tls = self.plan.endpoint.tls.clone();
+        if let Dialect::Azure(azure) = &self.dialect {
+            // A fresh SAS token (signed by the workload API or the connection string's key) and
+            // the trust bundle as the only roots, at every connect.
+            let now_unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let creds = azure
+                .identity
+                .connect_credentials(now_unix, self.plan.token_ttl)
+                .await?;
+            connect.client_id = creds.client_id;
+            connect.username = Some(creds.username);
+            connect.password = Some(creds.password);
+            let config = azure.identity.tls_config().await?;
+            tls = Some((config, azure.identity.gateway_host_name.clone()));
+            self.renew_at =
+                Some(Instant::now() + Duration::from_secs(creds.renew_at.saturating_sub(now_unix)));
+        }
         let tcp = TcpStream::connect(&addr)
             .await
             .map_err(|source| ConnectionError::Connect {
@@ -302,7 +345,7 @@ impl Engine {
                 source,
             })?;
         tcp.set_nodelay(true)?;
-        let stream: Transport = match &self.plan.endpoint.tls {
+        let stream: Transport = match &tls {
             None => Box::new(tcp),
             Some((config, name)) => {
                 let server_name = ServerName::try_from(name.clone())
@@ -326,7 +369,7 @@ impl Engine {
         };
         let version = self.plan.version;
         let mut buf = BytesMut::new();
-        Encoder::connect(version, &mut buf, &self.plan.connect)?;
+        Encoder::connect(version, &mut buf, &connect)?;
         conn.wr.write_all(&buf).await?;
         let handshake = tokio::time::timeout(Duration::from_secs(10), async {
             let connack = conn.next_packet(version).await?;
@@ -392,9 +435,12 @@ impl Engine {
         } else {
             self.out.requeue_all();
         }
-        // Tell the world the threshold in force (retained).
-        let reported = self.dialect.reported(self.twin.reported_bytes());
-        self.out.enqueue(reported, Done::Reported);
+        // Tell the world the threshold in force; IoT Edge: ask for the full twin.
+        let reported = self.dialect.reported(&self.twin);
+        self.send_control(reported);
+        for p in self.dialect.on_connected() {
+            self.send_control(p);
+        }
         tracing::info!(
             "connected to {} (MQTT {}, session {})",
             self.plan.endpoint.addr,
@@ -431,7 +477,11 @@ impl Engine {
                 self.wbuf.clear();
                 last_write = Instant::now();
             }
-            if let Some(deadline) = self.draining {
+            if self.renew_at.is_some_and(|t| now >= t) {
+                self.renew_at = None;
+                self.start_drain(Drain::Renew);
+            }
+            if let Some((deadline, why)) = self.draining {
                 if self.drained() || now >= deadline {
                     if !self.drained() {
                         tracing::warn!(
@@ -444,7 +494,10 @@ impl Engine {
                     conn.wr.write_all(&self.wbuf).await?;
                     self.wbuf.clear();
                     let _ = conn.wr.shutdown().await;
-                    return Ok(Exit::Drained);
+                    return Ok(match why {
+                        Drain::Shutdown => Exit::Drained,
+                        Drain::Renew => Exit::Renew,
+                    });
                 }
             }
             // Input credit: stop reading when too much is in the pipeline, unless PUBACKs we
@@ -458,8 +511,11 @@ impl Engine {
             if let Some(d) = self.batcher.deadline() {
                 wake = wake.min(d);
             }
-            if let Some(d) = self.draining {
+            if let Some((d, _)) = self.draining {
                 wake = wake.min(d);
+            }
+            if let Some(t) = self.renew_at {
+                wake = wake.min(t);
             }
             tokio::select! {
                 r = conn.rd.read_buf(&mut conn.rbuf), if can_read => {
@@ -489,9 +545,8 @@ impl Engine {
                         }
                     }
                 }
-                _ = wait_true(shutdown), if self.draining.is_none() => {
-                    tracing::info!("shutdown: draining (up to {} s)", self.plan.drain_timeout.as_secs_f64());
-                    self.draining = Some(Instant::now() + self.plan.drain_timeout);
+                _ = wait_true(shutdown), if !self.shutting_down() => {
+                    self.start_drain(Drain::Shutdown);
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {
                     let now = Instant::now();
@@ -506,6 +561,41 @@ impl Engine {
                     }
                 }
             }
+        }
+    }
+
+    /// Stops taking input and waits (up to `--drain-timeout`) for what is in flight.
+    fn start_drain(&mut self, why: Drain) {
+        match (why, self.draining) {
+            (_, Some((_, Drain::Shutdown))) => {}
+            (Drain::Renew, Some(_)) => {}
+            (Drain::Shutdown, Some((deadline, Drain::Renew))) => {
+                // Already waiting for a renewal drain: keep its deadline, end afterwards.
+                tracing::info!("shutdown: draining");
+                self.draining = Some((deadline, Drain::Shutdown));
+            }
+            (why, None) => {
+                if why == Drain::Shutdown {
+                    tracing::info!(
+                        "shutdown: draining (up to {} s)",
+                        self.plan.drain_timeout.as_secs_f64()
+                    );
+                }
+                self.draining = Some((Instant::now() + self.plan.drain_timeout, why));
+            }
+        }
+    }
+
+    fn shutting_down(&self) -> bool {
+        matches!(self.draining, Some((_, Drain::Shutdown)))
+    }
+
+    /// A twin request or report: QoS 0 ones go out at once, QoS 1 ones through the window.
+    fn send_control(&mut self, packet: OutPublish) {
+        if packet.qos() > 0 {
+            self.out.enqueue(packet, Done::Reported);
+        } else {
+            write_publish(&packet, &mut self.wbuf);
         }
     }
 
@@ -553,15 +643,14 @@ impl Engine {
 
     fn handle_publish(&mut self, mut p: InPublish, now: Instant) -> Result<(), ConnectionError> {
         let pkid = (p.qos > 0).then_some(p.pkid);
-        match self.dialect.route(&p) {
-            Route::Input => {
+        match self.dialect.route(&mut p) {
+            Route::Input(props) => {
                 if self.draining.is_some() {
                     // Not ours any more: unacknowledged, the broker redelivers it next session.
                     return Ok(());
                 }
                 let seq = self.tracker.push(pkid, now);
                 self.shared.metrics.received(1);
-                let props = self.dialect.input_props(&mut p);
                 let shard = self.pool.as_ref().map_or(0, |pool| pool.shard(&p.topic));
                 let job = Job::new(
                     p.payload,
@@ -585,6 +674,22 @@ impl Engine {
                 self.dispatch()?;
                 let seq = self.tracker.push(pkid, now);
                 self.apply_twin(&p.payload);
+                self.tracker.complete(seq);
+            }
+            Route::TwinFull => {
+                self.dispatch()?;
+                let seq = self.tracker.push(pkid, now);
+                match twin_doc::parse_full_twin(&p.payload) {
+                    Ok(full) => self.apply_twin(&full.desired_json()),
+                    Err(e) => tracing::warn!("twin: unreadable full twin: {e}"),
+                }
+                self.tracker.complete(seq);
+            }
+            Route::TwinAnswer { status, rid } => {
+                let seq = self.tracker.push(pkid, now);
+                if status >= 300 {
+                    tracing::warn!("twin: request {rid} was answered with status {status}");
+                }
                 self.tracker.complete(seq);
             }
             Route::Ignore => {
@@ -625,8 +730,8 @@ impl Engine {
         };
         self.shared.metrics.twin_update(result);
         if result != TwinResult::stale {
-            let reported = self.dialect.reported(self.twin.reported_bytes());
-            self.out.enqueue(reported, Done::Reported);
+            let reported = self.dialect.reported(&self.twin);
+            self.send_control(reported);
         }
     }
 
@@ -768,7 +873,7 @@ impl Engine {
             }
             BatchFormat::Array => {
                 let dialect = &mut self.dialect;
-                let groups = group_by_key(alerts, |a| dialect.alert_topic_for(&a.topic));
+                let groups = group_by_key(alerts, |a| dialect.array_key(&a.topic));
                 for (alert_topic, group) in groups {
                     let payload = json_array(group.iter().map(|a| &a.payload[..]));
                     let seqs: Vec<u64> = group.iter().filter_map(|a| a.seq).collect();

@@ -6,17 +6,26 @@
 
 use bytes::Bytes;
 
+use super::azure::propbag::{OutputProperties, PropertyBag};
+use super::azure::topics::{self as az_topics, Inbound as AzInbound, ModuleTopics};
+use super::azure::twin_doc;
+use super::azure::AzureIdentity;
 use super::codec::{InPublish, OutPublish, PublishProperties, Version};
 use super::topic::{self, Template, TopicCache};
+use crate::twin::Twin;
 
 /// Where an inbound publish belongs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// Telemetry to decide.
-    Input,
-    /// A desired-properties document for the twin.
+    /// Telemetry to decide, with the properties its alert will carry on.
+    Input(InputProps),
+    /// A desired-properties document (or patch) for the twin.
     TwinDesired,
-    /// Acknowledged without a verdict (e.g. another IoT Edge input, or our own twin echo).
+    /// IoT Edge: the full twin, answer to our GET (its `desired` section is applied).
+    TwinFull,
+    /// IoT Edge: another answer to a twin request (status code).
+    TwinAnswer { status: u16, rid: String },
+    /// Acknowledged without a verdict (another IoT Edge input, a stray topic).
     Ignore,
 }
 
@@ -27,6 +36,235 @@ pub enum InputProps {
     None,
     /// MQTT 5 publish properties.
     V5(Box<PublishProperties>),
+    /// IoT Edge property bag (from the input topic).
+    Bag(Box<PropertyBag>),
+}
+
+/// The dialect of the broker the filter is connected to.
+#[derive(Debug)]
+pub enum Dialect {
+    Generic(Generic),
+    Azure(Box<Azure>),
+}
+
+impl Dialect {
+    pub fn subscriptions(&self) -> Vec<(Vec<String>, u8, bool)> {
+        match self {
+            Dialect::Generic(g) => g.subscriptions(),
+            Dialect::Azure(a) => a.subscriptions(),
+        }
+    }
+
+    pub fn route(&mut self, p: &mut InPublish) -> Route {
+        match self {
+            Dialect::Generic(g) => g.route(p),
+            Dialect::Azure(a) => a.route(p),
+        }
+    }
+
+    pub fn alert(&mut self, input_topic: &Bytes, payload: Bytes, props: InputProps) -> OutPublish {
+        match self {
+            Dialect::Generic(g) => g.alert(input_topic, payload, props),
+            Dialect::Azure(a) => a.alert(payload, props),
+        }
+    }
+
+    /// Alerts with the same key share one array-format publish.
+    pub fn array_key(&mut self, input_topic: &Bytes) -> Bytes {
+        match self {
+            Dialect::Generic(g) => g.alert_topic_for(input_topic),
+            Dialect::Azure(_) => Bytes::new(),
+        }
+    }
+
+    pub fn alert_array(&mut self, key: &Bytes, payload: Bytes) -> OutPublish {
+        match self {
+            Dialect::Generic(g) => g.alert_array(key, payload),
+            Dialect::Azure(a) => a.alert_array(payload),
+        }
+    }
+
+    /// The reported properties for the twin's current state.
+    pub fn reported(&mut self, twin: &Twin) -> OutPublish {
+        match self {
+            Dialect::Generic(g) => g.reported(twin.reported_bytes()),
+            Dialect::Azure(a) => a.reported(twin),
+        }
+    }
+
+    pub fn dead_letter(
+        &self,
+        envelope: Bytes,
+        reason: &str,
+        source: &Bytes,
+        props: InputProps,
+    ) -> Option<OutPublish> {
+        match self {
+            Dialect::Generic(g) => g.dead_letter(envelope, reason, source, props),
+            Dialect::Azure(a) => a.dead_letter(envelope, reason, source),
+        }
+    }
+
+    /// Publishes to send right after each CONNACK (IoT Edge: the full-twin GET).
+    pub fn on_connected(&mut self) -> Vec<OutPublish> {
+        match self {
+            Dialect::Generic(_) => Vec::new(),
+            Dialect::Azure(a) => vec![a.twin_get()],
+        }
+    }
+
+    /// Whether `rid` answers our full-twin GET.
+    pub fn is_twin_get(&self, rid: &str) -> bool {
+        match self {
+            Dialect::Generic(_) => false,
+            Dialect::Azure(a) => a.pending_get.as_deref() == Some(rid),
+        }
+    }
+}
+
+/// The IoT Edge (edgeHub) dialect: MQTT 3.1.1, inputs and outputs as topics with property
+/// bags, the twin on `$iothub/twin/...` (`azure/PROTOCOL.md`).
+#[derive(Debug)]
+pub struct Azure {
+    pub identity: AzureIdentity,
+    topics: ModuleTopics,
+    input_name: String,
+    output_name: String,
+    dead_letter_output: Option<String>,
+    next_rid: u64,
+    /// Request id of the full-twin GET awaiting its answer.
+    pending_get: Option<String>,
+}
+
+impl Azure {
+    /// `dead_letter_topic`'s last level names the output rejected messages go to
+    /// (`edgefilter/deadletter` → output `deadletter`).
+    pub fn new(
+        identity: AzureIdentity,
+        input_name: &str,
+        output_name: &str,
+        dead_letter_topic: Option<&str>,
+    ) -> Self {
+        Azure {
+            topics: ModuleTopics::for_identity(&identity),
+            identity,
+            input_name: input_name.to_string(),
+            output_name: output_name.to_string(),
+            dead_letter_output: dead_letter_topic
+                .and_then(|t| t.rsplit('/').next())
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+            next_rid: 1,
+            pending_get: None,
+        }
+    }
+
+    fn rid(&mut self) -> String {
+        let rid = self.next_rid.to_string();
+        self.next_rid += 1;
+        rid
+    }
+
+    pub fn subscriptions(&self) -> Vec<(Vec<String>, u8, bool)> {
+        vec![(
+            vec![
+                self.topics.input_filter(),
+                az_topics::TWIN_RESPONSE_FILTER.to_string(),
+                az_topics::TWIN_DESIRED_FILTER.to_string(),
+            ],
+            1,
+            false,
+        )]
+    }
+
+    pub fn route(&mut self, p: &mut InPublish) -> Route {
+        let topic = String::from_utf8_lossy(&p.topic);
+        match self.topics.classify(&topic) {
+            Ok(AzInbound::Input(input)) if input.input_name == self.input_name => {
+                Route::Input(InputProps::Bag(Box::new(input.properties)))
+            }
+            Ok(AzInbound::Input(_)) | Ok(AzInbound::MethodRequest { .. }) => Route::Ignore,
+            Ok(AzInbound::DesiredPatch { .. }) => Route::TwinDesired,
+            Ok(AzInbound::TwinResponse(r)) => {
+                if r.status == 200 && self.pending_get.as_deref() == Some(r.rid.as_str()) {
+                    self.pending_get = None;
+                    Route::TwinFull
+                } else {
+                    Route::TwinAnswer {
+                        status: r.status,
+                        rid: r.rid,
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!("ignoring a publish on an unknown topic: {e}");
+                Route::Ignore
+            }
+        }
+    }
+
+    fn events(&self, output: &str, props: &OutputProperties, payload: Bytes) -> OutPublish {
+        let topic = Bytes::from(self.topics.events_topic(output, props));
+        OutPublish::new(Version::V4, &topic, payload, 1, false, None)
+    }
+
+    /// The alert: the original body to `--output-name`, the input's properties forwarded
+    /// with `MessageType=Alert`, encoded as the Python SDK does.
+    pub fn alert(&mut self, payload: Bytes, props: InputProps) -> OutPublish {
+        let bag = match props {
+            InputProps::Bag(bag) => *bag,
+            _ => PropertyBag::new(),
+        };
+        self.events(
+            &self.output_name,
+            &OutputProperties::alert_from_input(&bag),
+            payload,
+        )
+    }
+
+    pub fn alert_array(&mut self, payload: Bytes) -> OutPublish {
+        let mut props = OutputProperties::alert_from_input(&PropertyBag::new());
+        props.content_type = Some("application/json".into());
+        props.content_encoding = Some("utf-8".into());
+        props.custom.insert("Batch".into(), "array".into());
+        self.events(&self.output_name, &props, payload)
+    }
+
+    /// `$iothub/twin/GET/?$rid=N` (QoS 0, as the SDK sends twin requests).
+    pub fn twin_get(&mut self) -> OutPublish {
+        let rid = self.rid();
+        let topic = Bytes::from(az_topics::twin_get_topic(&rid));
+        self.pending_get = Some(rid);
+        OutPublish::new(Version::V4, &topic, Bytes::new(), 0, false, None)
+    }
+
+    /// The reported patch (`desiredVersion`: edgeHub refuses `$` in reported names).
+    pub fn reported(&mut self, twin: &Twin) -> OutPublish {
+        let rid = self.rid();
+        let topic = Bytes::from(az_topics::twin_reported_topic(&rid));
+        let doc = twin_doc::reported_patch(twin.threshold(), twin.version(), twin.status());
+        OutPublish::new(Version::V4, &topic, Bytes::from(doc), 0, false, None)
+    }
+
+    /// Rejected input to the dead-letter output, with the reason as properties.
+    pub fn dead_letter(&self, envelope: Bytes, reason: &str, source: &Bytes) -> Option<OutPublish> {
+        let output = self.dead_letter_output.as_ref()?;
+        let mut props = OutputProperties {
+            content_type: Some("application/json".into()),
+            content_encoding: Some("utf-8".into()),
+            ..Default::default()
+        };
+        props
+            .custom
+            .insert("edgefilter-reason".into(), reason.into());
+        let input = self
+            .topics
+            .parse_input(&String::from_utf8_lossy(source))
+            .map(|i| i.input_name)
+            .unwrap_or_default();
+        props.custom.insert("edgefilter-input".into(), input);
+        Some(self.events(output, &props, envelope))
+    }
 }
 
 /// The generic-MQTT dialect.
@@ -34,6 +272,8 @@ pub enum InputProps {
 pub struct Generic {
     pub version: Version,
     pub input_filters: Vec<String>,
+    /// The input filters without their `$share/<group>/` prefix (what topics match).
+    plain_filters: Vec<String>,
     pub qos: u8,
     pub twin_desired: String,
     pub twin_reported: String,
@@ -50,8 +290,17 @@ impl Generic {
         alert_template: Template,
         dead_letter_topic: Option<String>,
     ) -> Self {
+        let plain_filters = input_filters
+            .iter()
+            .map(|f| {
+                f.strip_prefix("$share/")
+                    .and_then(|r| r.split_once('/').map(|(_, f)| f.to_string()))
+                    .unwrap_or_else(|| f.clone())
+            })
+            .collect();
         Generic {
             version,
+            plain_filters,
             input_filters,
             qos,
             twin_desired: format!("{twin_prefix}/desired"),
@@ -69,33 +318,20 @@ impl Generic {
         ]
     }
 
-    pub fn route(&self, p: &InPublish) -> Route {
+    pub fn route(&self, p: &mut InPublish) -> Route {
         if p.topic.as_ref() == self.twin_desired.as_bytes() {
             return Route::TwinDesired;
         }
         let topic = std::str::from_utf8(&p.topic).unwrap_or("");
-        let plain = |f: &str| -> String {
-            f.strip_prefix("$share/")
-                .and_then(|r| r.split_once('/').map(|(_, f)| f.to_string()))
-                .unwrap_or_else(|| f.to_string())
-        };
         // A broker delivers only what matches a subscription; anything else (a retained
         // message on a stale subscription of a resumed session) is acknowledged and ignored.
-        if self
-            .input_filters
-            .iter()
-            .any(|f| topic::matches(topic, &plain(f)))
-        {
-            Route::Input
+        if self.plain_filters.iter().any(|f| topic::matches(topic, f)) {
+            Route::Input(match p.properties.take() {
+                Some(props) => InputProps::V5(Box::new(props)),
+                None => InputProps::None,
+            })
         } else {
             Route::Ignore
-        }
-    }
-
-    pub fn input_props(&self, p: &mut InPublish) -> InputProps {
-        match p.properties.take() {
-            Some(props) => InputProps::V5(Box::new(props)),
-            None => InputProps::None,
         }
     }
 
@@ -167,7 +403,7 @@ impl Generic {
             Version::V5 => {
                 let mut p = match props {
                     InputProps::V5(p) => *p,
-                    InputProps::None => PublishProperties::default(),
+                    _ => PublishProperties::default(),
                 };
                 strip_connection_properties(&mut p);
                 p.content_type = Some("application/json".into());
@@ -207,7 +443,7 @@ fn strip_connection_properties(p: &mut PublishProperties) {
 pub fn alert_properties(props: InputProps) -> PublishProperties {
     let mut p = match props {
         InputProps::V5(p) => *p,
-        InputProps::None => PublishProperties::default(),
+        _ => PublishProperties::default(),
     };
     strip_connection_properties(&mut p);
     p.user_properties.retain(|(k, _)| k != "MessageType");
@@ -246,12 +482,15 @@ mod tests {
     #[test]
     fn routes_by_topic() {
         let g = generic();
-        assert_eq!(g.route(&publish(b"telemetry/dev-1")), Route::Input);
         assert_eq!(
-            g.route(&publish(b"edgefilter/twin/desired")),
+            g.route(&mut publish(b"telemetry/dev-1")),
+            Route::Input(InputProps::None)
+        );
+        assert_eq!(
+            g.route(&mut publish(b"edgefilter/twin/desired")),
             Route::TwinDesired
         );
-        assert_eq!(g.route(&publish(b"other/x")), Route::Ignore);
+        assert_eq!(g.route(&mut publish(b"other/x")), Route::Ignore);
     }
 
     #[test]
