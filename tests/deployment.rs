@@ -1100,8 +1100,15 @@ fn systemd_unit_is_hardened_and_outlasts_the_drain() {
         .arg(&copy)
         .output()
         .expect("systemd-analyze verify");
+    // Warnings (unknown keys, bad values) do not change the exit status: any line about our
+    // unit fails the test. Lines about other units of the host (pulled in by After=) do not.
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
-        out.status.success() && out.stderr.is_empty() && out.stdout.is_empty(),
+        out.status.success() && !printed.contains("edgefilter.service"),
         "systemd-analyze verify found problems\n{}",
         output_text(&out)
     );
