@@ -151,14 +151,24 @@ pub async fn run(
             &settings.output_name,
             settings.dead_letter_topic.as_deref(),
         ))),
-        None => Dialect::Generic(Generic::new(
-            version,
-            settings.input_subscriptions(),
-            settings.qos,
-            &settings.twin_topic,
-            settings.alert_topic.clone(),
-            settings.dead_letter_topic.clone(),
-        )),
+        None => {
+            let mut generic = Generic::new(
+                version,
+                settings.input_subscriptions(),
+                settings.qos,
+                &settings.twin_topic,
+                settings.alert_topic.clone(),
+                settings.dead_letter_topic.clone(),
+            );
+            if matches!(settings.target, Target::Embedded { .. }) {
+                // Broker and filter share one process: a QoS 1 hop between them could not save
+                // anything a crash loses, and rumqttd holds PUBACKs for our alerts behind the
+                // inputs it delivers to us, which a QoS 1 input (acknowledged only after its
+                // alert) would deadlock. Alerts stay QoS 1, stored by the broker for consumers.
+                generic.input_qos = 0;
+            }
+            Dialect::Generic(generic)
+        }
     };
     let plan = Plan {
         version,

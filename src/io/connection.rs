@@ -630,7 +630,8 @@ impl Engine {
                         self.shared.metrics.dead_lettered(1);
                         self.tracker.complete(seq);
                     }
-                    Some(Done::Reported) | None => {}
+                    Some(Done::Reported) => {}
+                    None => tracing::debug!("PUBACK for unknown packet id {pkid}"),
                 }
             }
             Inbound::PingResp | Inbound::SubAck { .. } => {}

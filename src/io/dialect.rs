@@ -275,6 +275,8 @@ pub struct Generic {
     /// The input filters without their `$share/<group>/` prefix (what topics match).
     plain_filters: Vec<String>,
     pub qos: u8,
+    /// QoS of the input subscription: `qos`, except on the embedded broker (see `run`).
+    pub input_qos: u8,
     pub twin_desired: String,
     pub twin_reported: String,
     pub alert_topics: TopicCache,
@@ -303,6 +305,7 @@ impl Generic {
             plain_filters,
             input_filters,
             qos,
+            input_qos: qos,
             twin_desired: format!("{twin_prefix}/desired"),
             twin_reported: format!("{twin_prefix}/reported"),
             alert_topics: TopicCache::new(alert_template, 100_000),
@@ -313,7 +316,7 @@ impl Generic {
     /// Filters to subscribe after every CONNACK: (filters, QoS, MQTT 5 no-local).
     pub fn subscriptions(&self) -> Vec<(Vec<String>, u8, bool)> {
         vec![
-            (self.input_filters.clone(), self.qos, true),
+            (self.input_filters.clone(), self.input_qos, true),
             (vec![self.twin_desired.clone()], 1, false),
         ]
     }

@@ -77,7 +77,7 @@ impl<T> Outgoing<T> {
     /// id, and hands each to `write` (which encodes it).
     pub fn send_ready(&mut self, mut write: impl FnMut(&OutPublish)) -> usize {
         let mut n = 0;
-        while self.inflight < self.window {
+        while self.inflight < self.window && !self.queue.is_empty() {
             let Some(pkid) = self.free_pkid() else { break };
             let Some(mut entry) = self.queue.pop_front() else {
                 break;

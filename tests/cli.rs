@@ -1,0 +1,131 @@
+//! The binary's edges: user mistakes end with one line naming the problem and a non-zero exit,
+//! never a panic or a backtrace; help and version work.
+
+mod common;
+
+use common::*;
+
+fn one_line_error(args: &[&str], code: i32, needle: &str) {
+    let out = run_cli(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let last = lines.last().copied().unwrap_or_default();
+    assert!(last.starts_with("edgefilter: "), "{args:?}: {stderr}");
+    assert!(
+        last.contains(needle),
+        "{args:?}: expected {needle:?} in {last:?}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{stderr}"
+    );
+    // One error line, no usage dump (informational log lines may precede it).
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("edgefilter: "))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Usage:"), "{args:?}: {stderr}");
+}
+
+#[test]
+fn unknown_flags_are_named() {
+    one_line_error(&["run", "--no-such-flag"], 2, "--no-such-flag");
+}
+
+#[test]
+fn bad_values_are_named() {
+    one_line_error(&["run", "--qos", "2"], 2, "--qos");
+    one_line_error(&["run", "--batch-linger", "soon"], 2, "--batch-linger");
+    one_line_error(&["run", "--broker", "http://localhost"], 1, "--broker");
+    one_line_error(&["run", "--field", "machine..temperature"], 1, "--field");
+    one_line_error(&["run", "--input-topic", "#"], 1, "alert loop");
+    one_line_error(&["run", "--threshold", "NaN"], 1, "--threshold");
+}
+
+#[test]
+fn unreadable_files_are_named() {
+    one_line_error(
+        &[
+            "run",
+            "--broker",
+            "mqtts://localhost:8883",
+            "--ca",
+            "/nonexistent/ca.pem",
+        ],
+        1,
+        "/nonexistent/ca.pem",
+    );
+    one_line_error(
+        &["run", "--password-file", "/nonexistent/pw"],
+        1,
+        "--password-file",
+    );
+}
+
+#[test]
+fn an_unreachable_broker_is_named() {
+    let port = free_port();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    one_line_error(
+        &["run", "--broker", &url, "--metrics-addr", "off"],
+        1,
+        &format!("127.0.0.1:{port}"),
+    );
+}
+
+#[test]
+fn a_busy_listen_port_is_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    one_line_error(
+        &["run", "--listen", &addr, "--metrics-addr", "off"],
+        1,
+        &addr,
+    );
+}
+
+#[test]
+fn a_busy_metrics_port_is_named() {
+    let broker = Mosquitto::start();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    one_line_error(
+        &["run", "--broker", &broker.url(), "--metrics-addr", &addr],
+        1,
+        "--metrics-addr",
+    );
+}
+
+#[test]
+fn help_and_version_succeed() {
+    let out = run_cli(&["run", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--broker",
+        "--threshold",
+        "--twin-topic",
+        "EDGEFILTER_BROKER",
+    ] {
+        assert!(help.contains(flag), "help lacks {flag}");
+    }
+    let out = run_cli(&["--version"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("edgefilter "));
+}
+
+#[test]
+fn flags_come_from_the_environment_too() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgefilter"))
+        .args(["run", "--metrics-addr", "off"])
+        .env("EDGEFILTER_QOS", "7")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--qos"));
+}
