@@ -122,10 +122,19 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub seed: u64,
 
-    /// Maximum unacknowledged QoS 1 messages per connection (below 65535: packet ids are
-    /// never reused while in flight).
-    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    /// Maximum unacknowledged QoS 1 messages per connection (at most 60000: packet ids are
+    /// never reused while in flight). The default keeps a fast broker busy while keeping the
+    /// socket's send buffer from filling, which would cost the writer a context switch per
+    /// wake-up; raise it for brokers with a long acknowledgement round trip.
+    #[arg(long, value_name = "N", default_value_t = 2_000)]
     pub inflight: u32,
+
+    /// Time resolution traded for CPU: a paced publisher sleeps at least this long (and then
+    /// sends everything that became due), and under load (more than one alert per tick) the
+    /// alert subscriber reads at most once per tick. Latencies are accurate to about a tick.
+    /// 0 = wake for every message (costly above a few thousand messages per second).
+    #[arg(long, value_name = "D", value_parser = humantime::parse_duration, default_value = "500us")]
+    pub tick: Duration,
 
     /// Maximum messages per socket write.
     #[arg(long, value_name = "N", default_value_t = 256)]
@@ -201,6 +210,7 @@ pub struct Config {
     pub seed: u64,
     pub window: u32,
     pub batch: usize,
+    pub tick: Duration,
     pub client_id: String,
 }
 
@@ -261,6 +271,13 @@ impl Args {
         if self.inflight == 0 || self.inflight > crate::inflight::MAX_WINDOW {
             return Err(invalid("--inflight", "between 1 and 60000", self.inflight));
         }
+        if self.tick > Duration::from_millis(100) {
+            return Err(invalid(
+                "--tick",
+                "at most 100ms",
+                humantime::format_duration(self.tick),
+            ));
+        }
         if self.batch == 0 {
             return Err(invalid("--batch", "at least 1", 0));
         }
@@ -318,6 +335,7 @@ impl Args {
             seed: self.seed,
             window: self.inflight,
             batch: self.batch,
+            tick: self.tick,
             client_id: self
                 .client_id
                 .unwrap_or_else(|| format!("loadgen-{}", std::process::id())),
@@ -352,6 +370,8 @@ mod tests {
         assert_eq!(c.target.input_topic("dev-1"), "telemetry/dev-1");
         assert_eq!(c.twin_prefix, "edgefilter/twin");
         assert_eq!(c.drain_timeout, Duration::from_secs(10));
+        assert_eq!((c.window, c.batch), (2_000, 256));
+        assert_eq!(c.tick, Duration::from_micros(500));
         // A rate without a length runs 10 s.
         let c = parse(&["--rate", "5000"]).unwrap();
         assert_eq!(c.schedule.stop, Stop::Count(50_000));

@@ -4,7 +4,7 @@
 //! PINGRESPs (QoS 0 "the broker has read everything" fence). The writer decides every
 //! message's expected verdict as it encodes it and records the alert-worthy sequence numbers.
 
-use crate::account::BitSet;
+use crate::account::{new_latency_histogram, BitSet};
 use crate::clock::{thread_cpu, Clock};
 use crate::inflight::{IdCursor, IdWindow};
 use crate::message::{encode_publish, write_message_body, Device, PublishFormat, TempSource};
@@ -13,6 +13,7 @@ use crate::wire::{
     decode_control, frame, parse_puback, Conn, Control, WireError, DISCONNECT, PINGREQ,
 };
 use bytes::Buf;
+use hdrhistogram::Histogram;
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -91,6 +92,9 @@ pub struct PubConfig {
     pub threshold: f64,
     /// The threshold after the twin step, if any.
     pub twin_threshold: Option<f64>,
+    /// Shortest sleep of a paced writer: when messages are due closer together, it sleeps a
+    /// tick and writes all that became due in one batch.
+    pub tick: Duration,
 }
 
 /// Progress notes to the controller.
@@ -126,6 +130,9 @@ pub struct PubResult {
     pub cpu: Duration,
     /// When the broker had acknowledged everything (µs since the epoch).
     pub done_us: u64,
+    /// How late each paced message was written (µs after its intended send time): loadgen's
+    /// own share of the measured latency. Empty in burst mode.
+    pub send_lag: Histogram<u64>,
 }
 
 struct Acks {
@@ -201,6 +208,7 @@ pub fn spawn(
                     cpu: thread_cpu()
                         + Duration::from_micros(w.acks.reader_cpu_us.load(Ordering::Acquire)),
                     done_us,
+                    send_lag: std::mem::replace(&mut w.send_lag, new_latency_histogram()),
                 })
             }
             Err(error) => {
@@ -223,6 +231,7 @@ struct Writer {
     sent: u64,
     pings: u64,
     last_write: Instant,
+    send_lag: Histogram<u64>,
 }
 
 impl Writer {
@@ -251,6 +260,7 @@ impl Writer {
             sent: 0,
             pings: 0,
             last_write: Instant::now(),
+            send_lag: new_latency_histogram(),
         }
     }
 
@@ -377,7 +387,8 @@ impl Writer {
             }
             if let Some(due) = sched.intended_us(seq, t0, shift) {
                 if due > now {
-                    thread::sleep(Duration::from_micros(due - now).min(Duration::from_millis(50)));
+                    let wait = Duration::from_micros(due - now).max(self.cfg.tick);
+                    thread::sleep(wait.min(Duration::from_millis(50)));
                     if self.last_write.elapsed() > IDLE_PING {
                         self.ping()?;
                     }
@@ -402,7 +413,10 @@ impl Writer {
                 let (seq, di) = seqs.peek();
                 let intended = match sched.intended_us(seq, t0, shift) {
                     Some(due) if due > now => break,
-                    Some(due) => due,
+                    Some(due) => {
+                        self.send_lag.saturating_record((now - due).max(1));
+                        due
+                    }
                     None => now,
                 };
                 if n > 0

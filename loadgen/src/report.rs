@@ -73,6 +73,10 @@ pub struct Summary {
     pub cpu_us_per_msg: f64,
     pub cpu_publishers_s: f64,
     pub cpu_sink_s: f64,
+    /// How late loadgen itself wrote paced messages (µs after their intended send time; all
+    /// zero in burst mode). This is part of every measured latency, so it bounds loadgen's
+    /// own contribution on the sending side.
+    pub send_lag_us: Latency,
     pub first_lost: Vec<u64>,
     pub first_unexpected: Vec<u64>,
     /// Ctrl-C ended the sending early.

@@ -3,7 +3,7 @@
 //! clock, publish open-loop on every connection, take the twin step halfway if asked, drain
 //! the alerts, and turn the counts into a [`Summary`].
 
-use crate::account::BitSet;
+use crate::account::{new_latency_histogram, BitSet};
 use crate::cli::Config;
 use crate::clock::{process_cpu, Clock};
 use crate::message::{device_name, probe_body, Device, PublishFormat, PROBE_DEVICE};
@@ -109,6 +109,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
         progress.clone(),
         issued.clone(),
         drain_rx,
+        cfg.tick,
     )?;
 
     // Publisher connections, connected before the clock starts.
@@ -151,7 +152,10 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
         thread::sleep(Duration::from_millis(5));
     }
     if cfg.progress {
-        eprintln!("loadgen: ready after {:?}; go", ready_start.elapsed());
+        eprintln!(
+            "loadgen: ready after {} ms; go",
+            ready_start.elapsed().as_millis()
+        );
     }
 
     // GO.
@@ -182,6 +186,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
             seed: cfg.seed,
             threshold: cfg.threshold,
             twin_threshold: cfg.twin_step,
+            tick: cfg.tick,
         };
         handles.push(publisher::spawn(conn, pc, shared.clone(), ev_tx.clone())?);
     }
@@ -257,8 +262,10 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
         return Err(e);
     }
     let mut expected = BitSet::new();
+    let mut send_lag = new_latency_histogram();
     for r in &results {
         expected.union_with(&r.expected);
+        let _ = send_lag.add(&r.send_lag);
     }
     let sent: u64 = results.iter().map(|r| r.sent).sum();
     let send_end_us = results.iter().map(|r| r.done_us).max().unwrap_or(t0);
@@ -359,6 +366,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
         },
         cpu_publishers_s: results.iter().map(|r| r.cpu.as_secs_f64()).sum(),
         cpu_sink_s: sink_result.cpu.as_secs_f64(),
+        send_lag_us: Latency::from_histogram(&send_lag),
         first_lost: counts.first_lost,
         first_unexpected: counts.first_unexpected,
         interrupted: INTERRUPTED.load(Ordering::Relaxed),

@@ -73,15 +73,16 @@ pub fn subscribe(
     }
 }
 
-/// Under load the sink lets alerts pile up in the socket for this long before the next read
-/// when a read returned little: one read then takes many messages, which saves a wake-up and
-/// context switch per message — for the sink and for the broker that writes to it. Receive
-/// times (and so latencies) are read per chunk, so this bounds their error, and it only
-/// applies while more than [`COALESCE_MIN_RATE`] alerts per second arrive; slower streams
-/// are read as they come.
-pub const COALESCE: Duration = Duration::from_micros(1000);
-/// Alerts per second above which reads are coalesced.
-pub const COALESCE_MIN_RATE: u64 = 20_000;
+/// Whether reads should be coalesced: more than one alert per `tick` arrived on average over
+/// the last window. Under load the sink then lets alerts pile up in the socket for one tick
+/// after a short read, so one read takes many messages — a wake-up and context switch saved
+/// per message, for the sink and for the broker writing to it. Receive times (and so
+/// latencies) are read per chunk, so the tick bounds their error; slow streams are read as
+/// they come.
+pub fn should_coalesce(alerts: u64, window_us: u64, tick_us: u64) -> bool {
+    tick_us > 0 && alerts.saturating_mul(tick_us) > window_us
+}
+
 /// A read at least this large is not followed by a coalescing pause (the socket has more).
 const COALESCE_BYTES: usize = 256 << 10;
 
@@ -93,6 +94,7 @@ pub fn spawn(
     progress: Arc<SinkProgress>,
     issued: Arc<AtomicU64>,
     drain_rx: Receiver<Drain>,
+    tick: Duration,
 ) -> std::io::Result<JoinHandle<Result<SinkResult, WireError>>> {
     thread::Builder::new()
         .name("loadgen-sink".into())
@@ -105,6 +107,7 @@ pub fn spawn(
             // (expected set, alerts still missing, drain start µs, idle timeout µs)
             let mut drain: Option<(BitSet, u64, u64, u64)> = None;
             let v5 = conn.version.is_v5();
+            let tick_us = tick.as_micros() as u64;
             // Alert rate over the last 10 ms window decides whether reads are coalesced.
             let (mut window_start, mut window_count, mut coalesce) = (clock.now_us(), 0u64, false);
             let timed_out = loop {
@@ -113,6 +116,9 @@ pub fn spawn(
                     Some(n) => n,
                     None => 0,
                 };
+                if tick_us > 0 {
+                    conn.quick_ack();
+                }
                 let now = clock.now_us();
                 let before = acct.received + acct.probes;
                 let issued = issued.load(Ordering::Acquire);
@@ -147,7 +153,7 @@ pub fn spawn(
                 }
                 window_count += acct.received + acct.probes - before;
                 if now - window_start >= 10_000 {
-                    coalesce = window_count * 1_000_000 / (now - window_start) > COALESCE_MIN_RATE;
+                    coalesce = should_coalesce(window_count, now - window_start, tick_us);
                     (window_start, window_count) = (now, 0);
                 }
                 if !acks.is_empty() {
@@ -179,7 +185,7 @@ pub fn spawn(
                     }
                 }
                 if coalesce && got > 0 && got < COALESCE_BYTES {
-                    thread::sleep(COALESCE);
+                    thread::sleep(tick);
                 }
             };
             let _ = conn.send(&DISCONNECT);
@@ -189,4 +195,18 @@ pub fn spawn(
                 cpu: thread_cpu(),
             })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::should_coalesce;
+
+    #[test]
+    fn coalesces_only_above_one_alert_per_tick() {
+        // 10 ms window, 250 µs tick: 40 alerts is one per tick.
+        assert!(!should_coalesce(40, 10_000, 250));
+        assert!(should_coalesce(41, 10_000, 250));
+        assert!(!should_coalesce(0, 10_000, 250));
+        assert!(!should_coalesce(1_000_000, 10_000, 0), "tick 0 disables");
+    }
 }

@@ -434,6 +434,28 @@ impl Conn {
         }
     }
 
+    /// Asks the kernel to acknowledge incoming segments at once instead of delaying the ACK
+    /// (Linux `TCP_QUICKACK`, which lapses by itself, so it is renewed after every read).
+    /// A reader that pauses between reads (the sink's tick) would otherwise hold back its
+    /// ACKs, and a broker writing with Nagle's algorithm (mosquitto's default) then holds
+    /// back its next small packets until the delayed-ACK timer fires — up to 40 ms of latency
+    /// that would be loadgen's own doing.
+    pub fn quick_ack(&self) {
+        use std::os::fd::AsRawFd;
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads an int from a valid pointer; a failure only means the
+        // option is unsupported, which is harmless.
+        unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+
     /// Reads until a session packet arrives (PUBLISHes before it are an error here: only used
     /// during the handshake, before any subscription).
     fn next_control(

@@ -56,6 +56,7 @@ fn clean_run_is_exact() {
     }
     assert!(l["p50"].as_u64() <= l["p99"].as_u64() && l["p99"].as_u64() <= l["max"].as_u64());
     assert_eq!(s["latency_samples"].as_u64(), Some(alerts));
+    assert_eq!(s["send_lag_us"]["max"].as_u64(), Some(0), "burst: no schedule to lag");
     let hgrm = run.hgrm.as_deref().unwrap();
     assert!(hgrm.contains("Value     Percentile TotalCount 1/(1-Percentile)"));
     assert!(hgrm.contains(&format!("Total count    = {alerts:12}")));
@@ -81,6 +82,10 @@ fn sensor_profile_and_pacing() {
     // Open loop at 2000/s: 3000 messages take about 1.5 s, not a burst.
     let send_s = run.summary.as_ref().unwrap()["send_s"].as_f64().unwrap();
     assert!(send_s > 1.4, "paced, took {send_s}s");
+    // Paced messages record how late loadgen wrote them; burst runs have nothing to record.
+    let lag = &run.summary.as_ref().unwrap()["send_lag_us"];
+    assert!(lag["max"].as_u64().unwrap() >= lag["p50"].as_u64().unwrap());
+    assert!(lag["p50"].as_u64().unwrap() > 0);
 }
 
 #[test]
