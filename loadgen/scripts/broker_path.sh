@@ -5,6 +5,7 @@
 # Prints one line per run: QoS, msg/s, loadgen CPU µs/msg (getrusage and /usr/bin/time).
 #
 #   loadgen/scripts/broker_path.sh [N=500000] [REPS=3] [extra loadgen flags...]
+#   MOSQUITTO=/path/to/mosquitto (default: mosquitto from PATH)
 set -euo pipefail
 N=${1:-500000}; REPS=${2:-3}; shift $(( $# < 2 ? $# : 2 )) || true
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -25,10 +26,10 @@ set_tcp_nodelay false
 CONF
 BP=
 trap '[ -n "$BP" ] && kill "$BP" 2>/dev/null; rm -rf "$TMP"' EXIT
-echo "# $(date -u +%FT%TZ) N=$N load=$(cut -d' ' -f1-3 /proc/loadavg) $(mosquitto -h | head -1)"
+echo "# $(date -u +%FT%TZ) N=$N load=$(cut -d' ' -f1-3 /proc/loadavg) $("${MOSQUITTO:-mosquitto}" -h | head -1)"
 for q in 0 1; do
   for r in $(seq 1 "$REPS"); do
-    mosquitto -c "$TMP/mosquitto.conf" 2>>"$TMP/mosquitto.log" & BP=$!
+    "${MOSQUITTO:-mosquitto}" -c "$TMP/mosquitto.conf" 2>>"$TMP/mosquitto.log" & BP=$!
     until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do sleep 0.05; done
     /usr/bin/time -v -o "$TMP/time.txt" "$BIN" --broker "mqtt://127.0.0.1:$PORT" \
       --count "$N" --qos "$q" --alert-ratio 1 --alert-filter 'telemetry/#' \

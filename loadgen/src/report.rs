@@ -189,6 +189,19 @@ impl Summary {
                 thousands(self.latency_samples)
             ),
         );
+        if self.rate > 0.0 {
+            let g = &self.send_lag_us;
+            row(
+                &mut s,
+                "send lag",
+                format!(
+                    "p50 {}  p99 {}  max {}  (loadgen's own lateness, included in the latency)",
+                    human_us(g.p50),
+                    human_us(g.p99),
+                    human_us(g.max)
+                ),
+            );
+        }
         row(
             &mut s,
             "loadgen cpu",
@@ -367,6 +380,11 @@ mod tests {
     fn table_names_every_figure() {
         let s = Summary {
             sent: 1_234_567,
+            rate: 1000.0,
+            send_lag_us: Latency {
+                p50: 70,
+                ..Default::default()
+            },
             lost: 2,
             first_lost: vec![5, 9],
             latency_us: Latency {

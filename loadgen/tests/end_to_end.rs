@@ -56,7 +56,11 @@ fn clean_run_is_exact() {
     }
     assert!(l["p50"].as_u64() <= l["p99"].as_u64() && l["p99"].as_u64() <= l["max"].as_u64());
     assert_eq!(s["latency_samples"].as_u64(), Some(alerts));
-    assert_eq!(s["send_lag_us"]["max"].as_u64(), Some(0), "burst: no schedule to lag");
+    assert_eq!(
+        s["send_lag_us"]["max"].as_u64(),
+        Some(0),
+        "burst: no schedule to lag"
+    );
     let hgrm = run.hgrm.as_deref().unwrap();
     assert!(hgrm.contains("Value     Percentile TotalCount 1/(1-Percentile)"));
     assert!(hgrm.contains(&format!("Total count    = {alerts:12}")));
