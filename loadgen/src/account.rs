@@ -97,6 +97,9 @@ pub enum AlertKind {
     Duplicate,
     /// The readiness probe (never counted).
     Probe,
+    /// A loadgen message from before this run's start (a filter still draining an earlier
+    /// run's backlog): counted apart, never as this run's alert.
+    Stale,
     /// No usable `"seq"`, or a sequence number loadgen never sent.
     Unknown,
 }
@@ -169,6 +172,8 @@ pub struct Accounting {
     pub unknown: u64,
     /// Probes received (readiness; never counted as alerts).
     pub probes: u64,
+    /// Alerts for messages of an earlier run (never counted as alerts).
+    pub stale: u64,
     /// End-to-end latency in µs: receive time − intended send time, first copy of each seq.
     pub latency: Histogram<u64>,
     /// Receive time (µs since the epoch) of the first and the last counted alert.
@@ -194,6 +199,7 @@ impl Accounting {
             duplicates: 0,
             unknown: 0,
             probes: 0,
+            stale: 0,
             latency: new_latency_histogram(),
             first_alert_us: None,
             last_alert_us: None,
@@ -201,9 +207,17 @@ impl Accounting {
     }
 
     /// Counts one alert payload received at `now_us`. `issued` is one past the highest
-    /// sequence number any publisher has used so far (anything at or above it is unknown).
+    /// sequence number any publisher has used so far (anything at or above it is unknown);
+    /// `run_start_us` is when this run's clock started (`u64::MAX` before): every message of
+    /// this run was intended at or after it, so an earlier `sentUs` is another run's.
     #[inline]
-    pub fn on_alert(&mut self, payload: &[u8], now_us: u64, issued: u64) -> (AlertKind, u64) {
+    pub fn on_alert(
+        &mut self,
+        payload: &[u8],
+        now_us: u64,
+        issued: u64,
+        run_start_us: u64,
+    ) -> (AlertKind, u64) {
         let Some(seq) = self.scanner.seq(payload) else {
             if self.scanner.is_probe(payload) {
                 self.probes += 1;
@@ -213,6 +227,11 @@ impl Accounting {
             self.unknown += 1;
             return (AlertKind::Unknown, 0);
         };
+        let sent = self.scanner.sent_us(payload);
+        if sent.is_some_and(|s| s < run_start_us) {
+            self.stale += 1;
+            return (AlertKind::Stale, seq);
+        }
         self.count_alert(now_us);
         if seq >= issued {
             self.unknown += 1;
@@ -222,7 +241,7 @@ impl Accounting {
             self.duplicates += 1;
             return (AlertKind::Duplicate, seq);
         }
-        if let Some(sent) = self.scanner.sent_us(payload) {
+        if let Some(sent) = sent {
             self.latency
                 .saturating_record(now_us.saturating_sub(sent).max(1));
         }
@@ -337,17 +356,26 @@ mod tests {
         for s in (0..10).step_by(2) {
             expected.insert(s);
         }
-        assert_eq!(acc.on_alert(&body(0, 100), 350, 10), (AlertKind::First, 0));
-        assert_eq!(acc.on_alert(&body(2, 100), 1100, 10), (AlertKind::First, 2));
         assert_eq!(
-            acc.on_alert(&body(2, 100), 1200, 10).0,
+            acc.on_alert(&body(0, 100), 350, 10, 0),
+            (AlertKind::First, 0)
+        );
+        assert_eq!(
+            acc.on_alert(&body(2, 100), 1100, 10, 0),
+            (AlertKind::First, 2)
+        );
+        assert_eq!(
+            acc.on_alert(&body(2, 100), 1200, 10, 0).0,
             AlertKind::Duplicate
         );
-        assert_eq!(acc.on_alert(&body(3, 100), 1300, 10).0, AlertKind::First); // not expected
-        assert_eq!(acc.on_alert(&body(11, 100), 1400, 10).0, AlertKind::Unknown); // never sent
-        assert_eq!(acc.on_alert(b"{}", 1500, 10).0, AlertKind::Unknown);
+        assert_eq!(acc.on_alert(&body(3, 100), 1300, 10, 0).0, AlertKind::First); // not expected
         assert_eq!(
-            acc.on_alert(br#"{"probe":true}"#, 1600, 10).0,
+            acc.on_alert(&body(11, 100), 1400, 10, 0).0,
+            AlertKind::Unknown
+        ); // never sent
+        assert_eq!(acc.on_alert(b"{}", 1500, 10, 0).0, AlertKind::Unknown);
+        assert_eq!(
+            acc.on_alert(br#"{"probe":true}"#, 1600, 10, 0).0,
             AlertKind::Probe
         );
         let c = acc.finish(&expected);
@@ -376,5 +404,29 @@ mod tests {
             (Some(350), Some(1500))
         );
         assert_eq!(acc.probes, 1);
+    }
+
+    #[test]
+    fn alerts_from_an_earlier_run_are_stale() {
+        let mut acc = Accounting::new();
+        // Before this run starts, anything with a seq is another run's.
+        assert_eq!(
+            acc.on_alert(&body(1, 500), 600, 0, u64::MAX).0,
+            AlertKind::Stale
+        );
+        // This run started at 1000: sentUs 999 is stale, 1000 is ours.
+        assert_eq!(
+            acc.on_alert(&body(2, 999), 1500, 10, 1000).0,
+            AlertKind::Stale
+        );
+        assert_eq!(
+            acc.on_alert(&body(2, 1000), 1500, 10, 1000).0,
+            AlertKind::First
+        );
+        assert_eq!((acc.stale, acc.received, acc.duplicates), (2, 1, 0));
+        let mut expected = BitSet::new();
+        expected.insert(2);
+        let c = acc.finish(&expected);
+        assert_eq!((c.lost, c.unexpected, c.received_alerts), (0, 0, 1));
     }
 }

@@ -68,6 +68,9 @@ pub struct Summary {
     pub drain_timed_out: bool,
     /// Publishes the broker refused (MQTT 5 PUBACK reason ≥ 0x80).
     pub refused: u64,
+    /// Alerts for messages of an earlier run (`sentUs` before this run's start), e.g. from a
+    /// filter still draining a backlog; not counted in any other figure.
+    pub stale: u64,
     /// CPU of the whole loadgen process from start to the end of the drain.
     pub cpu_s: f64,
     pub cpu_us_per_msg: f64,
@@ -160,6 +163,16 @@ impl Summary {
                 mark(self.unexpected)
             ),
         );
+        if self.stale > 0 {
+            row(
+                &mut s,
+                "stale alerts",
+                format!(
+                    "{:>12}   (of an earlier run; not counted)",
+                    thousands(self.stale)
+                ),
+            );
+        }
         if self.refused > 0 {
             row(
                 &mut s,

@@ -35,6 +35,8 @@ pub enum RunError {
     NotReady { filter: String, timeout: Duration },
     #[error("{0}")]
     Publisher(String),
+    #[error("alert subscription: {0}")]
+    Sink(WireError),
     #[error("cannot start a thread: {0}")]
     Thread(#[from] std::io::Error),
 }
@@ -100,16 +102,20 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
         CONNECT_TIMEOUT,
     )?;
     let issued = Arc::new(AtomicU64::new(0));
+    let run_start = Arc::new(AtomicU64::new(u64::MAX));
     let progress = Arc::new(SinkProgress::default());
     let (drain_tx, drain_rx) = mpsc::channel();
     let sink = sink::spawn(
         sink_conn,
-        cfg.sink_qos,
-        clock,
+        sink::SinkOptions {
+            qos: cfg.sink_qos,
+            clock,
+            tick: cfg.tick,
+        },
         progress.clone(),
         issued.clone(),
+        run_start.clone(),
         drain_rx,
-        cfg.tick,
     )?;
 
     // Publisher connections, connected before the clock starts.
@@ -161,6 +167,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
     // GO.
     let cpu0 = process_cpu();
     let t0 = clock.now_us();
+    run_start.store(t0, Ordering::Release);
     let shared = Arc::new(Shared::new(clock, t0, cfg.schedule, issued.clone()));
     let (ev_tx, ev_rx) = mpsc::channel();
     let fmt = PublishFormat {
@@ -232,6 +239,11 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
+        if sink.is_finished() && !shared.stop.load(Ordering::Relaxed) {
+            // The alert subscription broke: stop sending, report the sink's error below.
+            shared.stop.store(true, Ordering::Release);
+            shared.resume(0);
+        }
         if INTERRUPTED.load(Ordering::Relaxed) && !shared.stop.load(Ordering::Relaxed) {
             shared.stop.store(true, Ordering::Release);
             shared.resume(0);
@@ -261,6 +273,10 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
         pb.finish_and_clear();
         return Err(e);
     }
+    if sink.is_finished() {
+        pb.finish_and_clear();
+        return Err(sink_failure(sink));
+    }
     let mut expected = BitSet::new();
     let mut send_lag = new_latency_histogram();
     for r in &results {
@@ -288,7 +304,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             pb.finish_and_clear();
-            return Err(e.into());
+            return Err(RunError::Sink(e));
         }
         Err(_) => {
             pb.finish_and_clear();
@@ -367,6 +383,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
         cpu_publishers_s: results.iter().map(|r| r.cpu.as_secs_f64()).sum(),
         cpu_sink_s: sink_result.cpu.as_secs_f64(),
         send_lag_us: Latency::from_histogram(&send_lag),
+        stale: acct.stale,
         first_lost: counts.first_lost,
         first_unexpected: counts.first_unexpected,
         interrupted: INTERRUPTED.load(Ordering::Relaxed),
@@ -379,7 +396,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
 
 fn sink_failure(sink: thread::JoinHandle<Result<crate::sink::SinkResult, WireError>>) -> RunError {
     match sink.join() {
-        Ok(Err(e)) => RunError::Wire(e),
+        Ok(Err(e)) => RunError::Sink(e),
         _ => RunError::Publisher("the alert subscriber stopped".into()),
     }
 }

@@ -86,19 +86,29 @@ pub fn should_coalesce(alerts: u64, window_us: u64, tick_us: u64) -> bool {
 /// A read at least this large is not followed by a coalescing pause (the socket has more).
 const COALESCE_BYTES: usize = 256 << 10;
 
+/// How the sink reads.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkOptions {
+    /// QoS of the subscription (1: every QoS 1 alert is acknowledged).
+    pub qos: u8,
+    pub clock: Clock,
+    /// Read coalescing under load, see [`should_coalesce`].
+    pub tick: Duration,
+}
+
 /// Runs the sink on an already subscribed connection.
 pub fn spawn(
     mut conn: Conn,
-    qos: u8,
-    clock: Clock,
+    opts: SinkOptions,
     progress: Arc<SinkProgress>,
     issued: Arc<AtomicU64>,
+    run_start: Arc<AtomicU64>,
     drain_rx: Receiver<Drain>,
-    tick: Duration,
 ) -> std::io::Result<JoinHandle<Result<SinkResult, WireError>>> {
     thread::Builder::new()
         .name("loadgen-sink".into())
         .spawn(move || {
+            let SinkOptions { qos, clock, tick } = opts;
             conn.stream
                 .set_read_timeout(Some(Duration::from_millis(20)))?;
             let mut acct = Accounting::new();
@@ -122,11 +132,12 @@ pub fn spawn(
                 let now = clock.now_us();
                 let before = acct.received + acct.probes;
                 let issued = issued.load(Ordering::Acquire);
+                let run_start = run_start.load(Ordering::Acquire);
                 while let Some(f) = frame(&conn.buf)? {
                     match f.kind() {
                         3 => {
                             let p = parse_publish(&conn.buf, &f, v5)?;
-                            let (kind, seq) = acct.on_alert(p.payload, now, issued);
+                            let (kind, seq) = acct.on_alert(p.payload, now, issued, run_start);
                             if qos > 0 && p.qos > 0 {
                                 acks.extend_from_slice(&puback_packet(p.pkid));
                             }

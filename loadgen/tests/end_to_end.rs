@@ -93,6 +93,28 @@ fn sensor_profile_and_pacing() {
 }
 
 #[test]
+fn alerts_of_an_earlier_run_are_stale_not_counted() {
+    // A retained alert of an "earlier run" (seq 3, sentUs long past) reaches the sink when it
+    // subscribes: it must neither mark seq 3 as received nor count as unexpected.
+    let broker = Mosquitto::start();
+    let fwd = Forwarder::start(broker.port, ok());
+    fwd.publish_retained(
+        "alerts/telemetry/dev-3",
+        br#"{"machine":{"temperature":99.0},"seq":3,"device":"dev-3","sentUs":1000}"#,
+    );
+    let run = loadgen(&broker.url(), &words("--count 200 --alert-ratio 1"));
+    assert_eq!(run.code, 0);
+    assert_eq!(run.n("stale"), 1);
+    assert_eq!(run.n("expected_alerts"), 200);
+    assert_eq!(run.n("received_alerts"), 200);
+    assert_eq!(
+        (run.n("lost"), run.n("unexpected"), run.n("duplicates")),
+        (0, 0, 0)
+    );
+    assert!(run.stdout.contains("stale alerts"));
+}
+
+#[test]
 fn dropped_alerts_are_lost_exactly() {
     let b = Behaviour {
         drop_every: 10,
@@ -273,4 +295,46 @@ fn setup_errors_exit_2_with_one_line() {
     assert!(run.stderr.contains("not yet supported"));
     let run = loadgen(&broker.url(), &words("--qos 2"));
     assert_eq!(run.code, 2);
+}
+
+#[test]
+fn a_broken_alert_subscription_ends_the_run_with_exit_2() {
+    // Mid-run, another client connects with the sink's client id: the broker drops the sink
+    // (session takeover), and loadgen must stop with one clear error instead of reporting.
+    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+    use std::time::Duration;
+    let broker = Mosquitto::start();
+    let _fwd = Forwarder::start(broker.port, ok());
+    let (watch, mut conn) = Client::new(MqttOptions::new("watch", "127.0.0.1", broker.port), 10);
+    watch.subscribe("telemetry/dev-0", QoS::AtMostOnce).unwrap();
+    let url = broker.url();
+    let lg = std::thread::spawn(move || {
+        loadgen(
+            &url,
+            &words("--rate 500 --duration 20s --client-id kicked --drain-timeout 1s"),
+        )
+    });
+    // The first telemetry message of the run (the probe goes to another device) means the
+    // run has started.
+    for ev in conn.iter() {
+        if let Ok(Event::Incoming(Packet::Publish(_))) = ev {
+            break;
+        }
+    }
+    let mut opts = MqttOptions::new("kicked-sink", "127.0.0.1", broker.port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (_takeover, mut tconn) = Client::new(opts, 10);
+    for ev in tconn.iter() {
+        if let Ok(Event::Incoming(Packet::ConnAck(_))) = ev {
+            break;
+        }
+    }
+    let run = lg.join().unwrap();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("closed the connection"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.summary.is_none());
 }

@@ -126,6 +126,8 @@ pub struct Forwarder {
     client: Client,
     threads: Vec<JoinHandle<()>>,
     pub stats: Arc<Stats>,
+    /// One message per desired patch the filter received.
+    patch_rx: mpsc::Receiver<()>,
 }
 
 impl Forwarder {
@@ -169,6 +171,7 @@ impl Forwarder {
             .unwrap();
         let stats = Arc::new(Stats::default());
         let (c, s) = (client.clone(), stats.clone());
+        let (patch_tx, patch_rx) = mpsc::channel();
         let filter = thread::spawn(move || {
             let mut threshold = b.threshold;
             // The initial report goes out after both SUBSCRIBEs (requests are sent in order),
@@ -186,6 +189,7 @@ impl Forwarder {
                         continue;
                     };
                     s.patches.fetch_add(1, Ordering::Relaxed);
+                    let _ = patch_tx.send(());
                     if b.apply_twin {
                         threshold = t;
                     }
@@ -244,7 +248,28 @@ impl Forwarder {
             client,
             threads: vec![events, filter],
             stats,
+            patch_rx,
         }
+    }
+
+    /// Publishes a retained message (QoS 1) and returns once the broker has handled it: a
+    /// desired patch sent after it on the same connection comes back to this filter only
+    /// after the broker has processed the retained publish.
+    pub fn publish_retained(&self, topic: &str, payload: &[u8]) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload.to_vec())
+            .unwrap();
+        self.client
+            .publish(
+                "edgefilter/twin/desired",
+                QoS::AtLeastOnce,
+                false,
+                br#"{"TemperatureThreshold":25,"$version":0}"#.to_vec(),
+            )
+            .unwrap();
+        self.patch_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the fence patch came back");
     }
 
     pub fn get(&self, f: impl Fn(&Stats) -> &AtomicU64) -> u64 {
