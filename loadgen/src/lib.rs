@@ -1,0 +1,34 @@
+//! loadgen — the bundled stress tester of edgefilter (SPEC §9). It plays both ends of the
+//! filter's data flow: the sensors (MQTT in) and the alert consumer (MQTT out).
+//!
+//! # Layout
+//!
+//! ```text
+//!  schedule ─▶ message ─▶ publisher (N connections) ─▶ broker ─▶ filter ─▶ broker ─▶ sink ─▶ account
+//!   (when)     (what,        (batches, QoS 1 window:                                (alerts)  (lost, dup,
+//!              verdict)       inflight)                                                        unexpected,
+//!                                    twin (control connection: probes, twin step)              latency)
+//! ```
+//!
+//! - [`cli`]: the command line and its validation into a [`cli::Config`].
+//! - [`schedule`]: the open-loop schedule, device → connection split, stop and pause points.
+//! - [`message`]: sensor bodies, expected verdicts, PUBLISH encoding in place.
+//! - [`publisher`]: one connection's writer and PUBACK/PINGRESP reader threads.
+//! - [`inflight`]: QoS 1 packet ids in flight.
+//! - [`sink`]: the alert subscriber; [`account`]: its pure accounting.
+//! - [`twin`]: retained twin documents, probes, the desired patch of `--twin-step`.
+//! - [`wire`]: connections on rumqttc's packet codec; [`clock`]: time and CPU.
+//! - [`report`]: table, summary JSON, `.hgrm`; [`run`]: wires one run together.
+
+pub mod account;
+pub mod cli;
+pub mod clock;
+pub mod inflight;
+pub mod message;
+pub mod publisher;
+pub mod report;
+pub mod run;
+pub mod schedule;
+pub mod sink;
+pub mod twin;
+pub mod wire;

@@ -1,0 +1,223 @@
+//! Tooling, the output side of loadgen: the alert subscriber (MQTT out, from the filter's
+//! point of view). One connection subscribed to `--alert-filter`; each read is framed in
+//! place, each PUBLISH's payload goes to [`Accounting::on_alert`] stamped with the read's
+//! time. After the publishers finish, the controller hands over the expected set and the sink
+//! drains: it stops when every expected alert has arrived or none came for the drain timeout.
+
+use crate::account::{Accounting, AlertKind, BitSet};
+use crate::clock::{thread_cpu, Clock};
+use crate::publisher::IDLE_PING;
+use crate::wire::{
+    decode_control, frame, parse_publish, puback_packet, subscribe_packet, Conn, Control,
+    WireError, DISCONNECT, PINGREQ,
+};
+use bytes::Buf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Progress the sink publishes for the controller.
+#[derive(Default)]
+pub struct SinkProgress {
+    pub received: AtomicU64,
+    pub probe_seen: AtomicBool,
+}
+
+/// Start draining: everything sent is acknowledged by the broker.
+pub struct Drain {
+    pub expected: BitSet,
+    pub timeout: Duration,
+}
+
+pub struct SinkResult {
+    pub acct: Accounting,
+    /// The drain ended on the idle timeout (some expected alerts never came).
+    pub timed_out: bool,
+    pub cpu: Duration,
+}
+
+/// Subscribes `conn` to `filter` at `qos` and waits for the SUBACK.
+pub fn subscribe(
+    conn: &mut Conn,
+    filter: &str,
+    qos: u8,
+    timeout: Duration,
+) -> Result<(), WireError> {
+    conn.send(&subscribe_packet(&[(filter, qos)], 1, conn.version))?;
+    let deadline = Instant::now() + timeout;
+    conn.stream
+        .set_read_timeout(Some(Duration::from_millis(50)))?;
+    loop {
+        while let Some(f) = frame(&conn.buf)? {
+            if f.kind() == 9 {
+                return match decode_control(&mut conn.buf, conn.version)? {
+                    Control::SubAck { granted, .. } if granted.iter().all(Option::is_some) => {
+                        Ok(())
+                    }
+                    _ => Err(WireError::SubscribeRefused {
+                        filter: filter.to_string(),
+                    }),
+                };
+            }
+            // Nothing else can precede the SUBACK; skip defensively.
+            conn.buf.advance(f.len);
+        }
+        if Instant::now() > deadline {
+            return Err(WireError::Timeout(timeout, "SUBACK"));
+        }
+        if conn.read_some()? == Some(0) {
+            return Err(WireError::Closed);
+        }
+    }
+}
+
+/// Whether reads should be coalesced: more than one alert per `tick` arrived on average over
+/// the last window. Under load the sink then lets alerts pile up in the socket for one tick
+/// after a short read, so one read takes many messages — a wake-up and context switch saved
+/// per message, for the sink and for the broker writing to it. Receive times (and so
+/// latencies) are read per chunk, so the tick bounds their error; slow streams are read as
+/// they come.
+pub fn should_coalesce(alerts: u64, window_us: u64, tick_us: u64) -> bool {
+    tick_us > 0 && alerts.saturating_mul(tick_us) > window_us
+}
+
+/// A read at least this large is not followed by a coalescing pause (the socket has more).
+const COALESCE_BYTES: usize = 256 << 10;
+
+/// How the sink reads.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkOptions {
+    /// QoS of the subscription (1: every QoS 1 alert is acknowledged).
+    pub qos: u8,
+    pub clock: Clock,
+    /// Read coalescing under load, see [`should_coalesce`].
+    pub tick: Duration,
+}
+
+/// Runs the sink on an already subscribed connection.
+pub fn spawn(
+    mut conn: Conn,
+    opts: SinkOptions,
+    progress: Arc<SinkProgress>,
+    issued: Arc<AtomicU64>,
+    run_start: Arc<AtomicU64>,
+    drain_rx: Receiver<Drain>,
+) -> std::io::Result<JoinHandle<Result<SinkResult, WireError>>> {
+    thread::Builder::new()
+        .name("loadgen-sink".into())
+        .spawn(move || {
+            let SinkOptions { qos, clock, tick } = opts;
+            conn.stream
+                .set_read_timeout(Some(Duration::from_millis(20)))?;
+            let mut acct = Accounting::new();
+            let mut acks = Vec::new();
+            let mut last_write = Instant::now();
+            // (expected set, alerts still missing, drain start µs, idle timeout µs)
+            let mut drain: Option<(BitSet, u64, u64, u64)> = None;
+            let v5 = conn.version.is_v5();
+            let tick_us = tick.as_micros() as u64;
+            // Alert rate over the last 10 ms window decides whether reads are coalesced.
+            let (mut window_start, mut window_count, mut coalesce) = (clock.now_us(), 0u64, false);
+            let timed_out = loop {
+                let got = match conn.read_some()? {
+                    Some(0) => return Err(WireError::Closed),
+                    Some(n) => n,
+                    None => 0,
+                };
+                if tick_us > 0 {
+                    conn.quick_ack();
+                }
+                let now = clock.now_us();
+                let before = acct.received + acct.probes;
+                let issued = issued.load(Ordering::Acquire);
+                let run_start = run_start.load(Ordering::Acquire);
+                while let Some(f) = frame(&conn.buf)? {
+                    match f.kind() {
+                        3 => {
+                            let p = parse_publish(&conn.buf, &f, v5)?;
+                            let (kind, seq) = acct.on_alert(p.payload, now, issued, run_start);
+                            if qos > 0 && p.qos > 0 {
+                                acks.extend_from_slice(&puback_packet(p.pkid));
+                            }
+                            if kind == AlertKind::First {
+                                if let Some((expected, missing, ..)) = &mut drain {
+                                    if expected.contains(seq) {
+                                        *missing -= 1;
+                                    }
+                                }
+                            }
+                            conn.buf.advance(f.len);
+                        }
+                        13 => conn.buf.advance(f.len),
+                        _ => {
+                            if let Control::Disconnect(reason) =
+                                decode_control(&mut conn.buf, conn.version)?
+                            {
+                                return Err(WireError::Malformed(format!(
+                                    "the broker sent DISCONNECT ({reason})"
+                                )));
+                            }
+                        }
+                    }
+                }
+                window_count += acct.received + acct.probes - before;
+                if now - window_start >= 10_000 {
+                    coalesce = should_coalesce(window_count, now - window_start, tick_us);
+                    (window_start, window_count) = (now, 0);
+                }
+                if !acks.is_empty() {
+                    conn.send(&acks)?;
+                    acks.clear();
+                    last_write = Instant::now();
+                }
+                if last_write.elapsed() > IDLE_PING {
+                    conn.send(&PINGREQ)?;
+                    last_write = Instant::now();
+                }
+                progress.received.store(acct.received, Ordering::Relaxed);
+                if acct.probes > 0 {
+                    progress.probe_seen.store(true, Ordering::Release);
+                }
+                if drain.is_none() {
+                    if let Ok(d) = drain_rx.try_recv() {
+                        let missing = d.expected.count() - d.expected.count_and(&acct.seen);
+                        drain = Some((d.expected, missing, now, d.timeout.as_micros() as u64));
+                    }
+                }
+                if let Some((_, missing, start, timeout)) = &drain {
+                    if *missing == 0 {
+                        break false;
+                    }
+                    let quiet_since = acct.last_alert_us.unwrap_or(0).max(*start);
+                    if now.saturating_sub(quiet_since) >= *timeout {
+                        break true;
+                    }
+                }
+                if coalesce && got > 0 && got < COALESCE_BYTES {
+                    thread::sleep(tick);
+                }
+            };
+            let _ = conn.send(&DISCONNECT);
+            Ok(SinkResult {
+                acct,
+                timed_out,
+                cpu: thread_cpu(),
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::should_coalesce;
+
+    #[test]
+    fn coalesces_only_above_one_alert_per_tick() {
+        // 10 ms window, 250 µs tick: 40 alerts is one per tick.
+        assert!(!should_coalesce(40, 10_000, 250));
+        assert!(should_coalesce(41, 10_000, 250));
+        assert!(!should_coalesce(0, 10_000, 250));
+        assert!(!should_coalesce(1_000_000, 10_000, 0), "tick 0 disables");
+    }
+}

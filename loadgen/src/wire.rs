@@ -1,0 +1,623 @@
+//! Tooling, io: loadgen's MQTT connections, on rumqttc's packet codec over blocking std
+//! sockets. rumqttc encodes and decodes the session packets (CONNECT/CONNACK,
+//! SUBSCRIBE/SUBACK, DISCONNECT, the twin's retained PUBLISH); the two hot packets get
+//! zero-copy readers here — [`parse_publish`] borrows topic and payload from the read buffer
+//! (rumqttc's v4 reader allocates a `String` per topic) and [`parse_puback`] reads a packet
+//! id — both tested against frames written by rumqttc.
+
+use bytes::{Buf, BytesMut};
+use rumqttc::v5::mqttbytes::{self as mqb5, v5 as mq5};
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// MQTT protocol version of every loadgen connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MqttVersion {
+    V311,
+    V5,
+}
+
+impl MqttVersion {
+    pub fn is_v5(self) -> bool {
+        self == MqttVersion::V5
+    }
+}
+
+/// Largest packet loadgen accepts from the broker.
+pub const MAX_PACKET: usize = 1 << 20;
+
+pub const PINGREQ: [u8; 2] = [0xC0, 0x00];
+/// A DISCONNECT with no reason code: valid for 3.1.1 and (normal disconnection) for 5.
+pub const DISCONNECT: [u8; 2] = [0xE0, 0x00];
+
+#[derive(Debug, Error)]
+pub enum WireError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: String, source: io::Error },
+    #[error("cannot resolve {0}")]
+    Resolve(String),
+    #[error("the broker refused the connection of {client_id}: {reason}")]
+    Refused { client_id: String, reason: String },
+    #[error("the broker refused the subscription to {filter:?}")]
+    SubscribeRefused { filter: String },
+    #[error("malformed packet from the broker: {0}")]
+    Malformed(String),
+    #[error("the broker closed the connection")]
+    Closed,
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, &'static str),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl From<rumqttc::mqttbytes::Error> for WireError {
+    fn from(e: rumqttc::mqttbytes::Error) -> Self {
+        WireError::Malformed(e.to_string())
+    }
+}
+
+impl From<mqb5::Error> for WireError {
+    fn from(e: mqb5::Error) -> Self {
+        WireError::Malformed(e.to_string())
+    }
+}
+
+/// The fixed header of one complete packet at the start of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    pub byte1: u8,
+    /// Fixed header length (type byte + remaining-length bytes).
+    pub header_len: usize,
+    /// Whole packet length.
+    pub len: usize,
+}
+
+impl Frame {
+    pub fn kind(&self) -> u8 {
+        self.byte1 >> 4
+    }
+}
+
+/// The packet at the start of `buf`, if it is complete.
+#[inline]
+pub fn frame(buf: &[u8]) -> Result<Option<Frame>, WireError> {
+    let mut rem = 0usize;
+    let mut i = 1;
+    loop {
+        let Some(&b) = buf.get(i) else {
+            return Ok(None);
+        };
+        rem |= usize::from(b & 0x7F) << (7 * (i - 1));
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        if i > 4 {
+            return Err(WireError::Malformed("remaining length over 4 bytes".into()));
+        }
+    }
+    if rem > MAX_PACKET {
+        return Err(WireError::Malformed(format!("packet of {rem} bytes")));
+    }
+    let len = i + rem;
+    Ok((buf.len() >= len).then_some(Frame {
+        byte1: buf[0],
+        header_len: i,
+        len,
+    }))
+}
+
+/// A PUBLISH, borrowed from the read buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishView<'a> {
+    pub qos: u8,
+    pub retain: bool,
+    pub pkid: u16,
+    pub topic: &'a [u8],
+    pub payload: &'a [u8],
+}
+
+/// Reads the PUBLISH framed by `f` at the start of `buf`.
+#[inline]
+pub fn parse_publish<'a>(buf: &'a [u8], f: &Frame, v5: bool) -> Result<PublishView<'a>, WireError> {
+    let bad = || WireError::Malformed("truncated PUBLISH".into());
+    let p = &buf[f.header_len..f.len];
+    let qos = (f.byte1 >> 1) & 3;
+    if qos == 3 {
+        return Err(WireError::Malformed("PUBLISH with QoS 3".into()));
+    }
+    let tlen = usize::from(u16::from_be_bytes([
+        *p.first().ok_or_else(bad)?,
+        *p.get(1).ok_or_else(bad)?,
+    ]));
+    let mut at = 2 + tlen;
+    let topic = p.get(2..at).ok_or_else(bad)?;
+    let mut pkid = 0;
+    if qos > 0 {
+        let b = p.get(at..at + 2).ok_or_else(bad)?;
+        pkid = u16::from_be_bytes([b[0], b[1]]);
+        at += 2;
+    }
+    if v5 {
+        // Property length (variable byte integer), then the properties: skipped.
+        let mut plen = 0usize;
+        let mut shift = 0;
+        loop {
+            let b = *p.get(at).ok_or_else(bad)?;
+            at += 1;
+            plen |= usize::from(b & 0x7F) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 21 {
+                return Err(bad());
+            }
+        }
+        at += plen;
+    }
+    let payload = p.get(at..).ok_or_else(bad)?;
+    Ok(PublishView {
+        qos,
+        retain: f.byte1 & 1 != 0,
+        pkid,
+        topic,
+        payload,
+    })
+}
+
+/// Reads the PUBACK framed by `f`: packet id and reason code (0 = success; 3.1.1 has none).
+#[inline]
+pub fn parse_puback(buf: &[u8], f: &Frame) -> Result<(u16, u8), WireError> {
+    let p = &buf[f.header_len..f.len];
+    match p {
+        [a, b] => Ok((u16::from_be_bytes([*a, *b]), 0)),
+        [a, b, r, ..] => Ok((u16::from_be_bytes([*a, *b]), *r)),
+        _ => Err(WireError::Malformed("short PUBACK".into())),
+    }
+}
+
+/// Encodes the CONNECT of a clean session.
+pub fn connect_packet(client_id: &str, keep_alive: u16, version: MqttVersion) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    match version {
+        MqttVersion::V311 => {
+            let mut c = rumqttc::Connect::new(client_id);
+            c.keep_alive = keep_alive;
+            c.clean_session = true;
+            c.write(&mut out).map_err(|e| e.to_string())
+        }
+        MqttVersion::V5 => mq5::Connect {
+            keep_alive,
+            client_id: client_id.to_string(),
+            clean_start: true,
+            properties: None,
+        }
+        .write(&None, &None, &mut out)
+        .map_err(|e| e.to_string()),
+    }
+    .expect("a CONNECT with a short client id always encodes");
+    out.to_vec()
+}
+
+/// Encodes a SUBSCRIBE to `filters` (filter, QoS).
+pub fn subscribe_packet(filters: &[(&str, u8)], pkid: u16, version: MqttVersion) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    match version {
+        MqttVersion::V311 => {
+            let mut s = rumqttc::Subscribe::new_many(
+                filters
+                    .iter()
+                    .map(|(f, q)| rumqttc::SubscribeFilter::new(f.to_string(), qos4(*q))),
+            );
+            s.pkid = pkid;
+            s.write(&mut out).map_err(|e| e.to_string())
+        }
+        MqttVersion::V5 => {
+            let mut s = mq5::Subscribe::new_many(
+                filters.iter().map(|(f, q)| mq5::Filter::new(*f, qos5(*q))),
+                None,
+            );
+            s.pkid = pkid;
+            s.write(&mut out).map_err(|e| e.to_string())
+        }
+    }
+    .expect("a SUBSCRIBE to valid filters always encodes");
+    out.to_vec()
+}
+
+/// Encodes a PUBLISH with an owned payload (twin patches, probes: rare packets).
+pub fn publish_packet(
+    topic: &str,
+    payload: &[u8],
+    qos: u8,
+    retain: bool,
+    pkid: u16,
+    version: MqttVersion,
+) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    match version {
+        MqttVersion::V311 => {
+            let mut p = rumqttc::Publish::new(topic, qos4(qos), payload.to_vec());
+            p.retain = retain;
+            p.pkid = pkid;
+            p.write(&mut out).map_err(|e| e.to_string())
+        }
+        MqttVersion::V5 => {
+            let mut p = mq5::Publish::new(topic, qos5(qos), payload.to_vec(), None);
+            p.retain = retain;
+            p.pkid = pkid;
+            p.write(&mut out).map_err(|e| e.to_string())
+        }
+    }
+    .expect("a PUBLISH with a packet id when QoS > 0 always encodes");
+    out.to_vec()
+}
+
+/// Encodes a PUBACK (success, no properties: the same bytes in 3.1.1 and 5).
+#[inline]
+pub fn puback_packet(pkid: u16) -> [u8; 4] {
+    let [a, b] = pkid.to_be_bytes();
+    [0x40, 0x02, a, b]
+}
+
+fn qos4(q: u8) -> rumqttc::QoS {
+    if q == 0 {
+        rumqttc::QoS::AtMostOnce
+    } else {
+        rumqttc::QoS::AtLeastOnce
+    }
+}
+
+fn qos5(q: u8) -> mqb5::QoS {
+    if q == 0 {
+        mqb5::QoS::AtMostOnce
+    } else {
+        mqb5::QoS::AtLeastOnce
+    }
+}
+
+/// A session packet other than PUBLISH/PUBACK, decoded by rumqttc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    ConnAck { refused: Option<String> },
+    SubAck { pkid: u16, granted: Vec<Option<u8>> },
+    PingResp,
+    Disconnect(String),
+    Other(u8),
+}
+
+/// Decodes (and removes) the packet framed at the start of `buf` with rumqttc.
+pub fn decode_control(buf: &mut BytesMut, version: MqttVersion) -> Result<Control, WireError> {
+    Ok(match version {
+        MqttVersion::V311 => match rumqttc::Packet::read(buf, MAX_PACKET)? {
+            rumqttc::Packet::ConnAck(a) => Control::ConnAck {
+                refused: (a.code != rumqttc::ConnectReturnCode::Success)
+                    .then(|| format!("{:?}", a.code)),
+            },
+            rumqttc::Packet::SubAck(a) => Control::SubAck {
+                pkid: a.pkid,
+                granted: a
+                    .return_codes
+                    .iter()
+                    .map(|c| match c {
+                        rumqttc::SubscribeReasonCode::Success(q) => Some(*q as u8),
+                        rumqttc::SubscribeReasonCode::Failure => None,
+                    })
+                    .collect(),
+            },
+            rumqttc::Packet::PingResp => Control::PingResp,
+            rumqttc::Packet::Disconnect => Control::Disconnect("DISCONNECT".into()),
+            other => Control::Other(kind_v4(&other)),
+        },
+        MqttVersion::V5 => match mq5::Packet::read(buf, Some(MAX_PACKET as u32))? {
+            mq5::Packet::ConnAck(a) => Control::ConnAck {
+                refused: (a.code != mq5::ConnectReturnCode::Success)
+                    .then(|| format!("{:?}", a.code)),
+            },
+            mq5::Packet::SubAck(a) => Control::SubAck {
+                pkid: a.pkid,
+                granted: a
+                    .return_codes
+                    .iter()
+                    .map(|c| match c {
+                        mq5::SubscribeReasonCode::Success(q) => Some(*q as u8),
+                        _ => None,
+                    })
+                    .collect(),
+            },
+            mq5::Packet::PingResp(_) => Control::PingResp,
+            mq5::Packet::Disconnect(d) => Control::Disconnect(format!("{:?}", d.reason_code)),
+            _ => Control::Other(0),
+        },
+    })
+}
+
+fn kind_v4(p: &rumqttc::Packet) -> u8 {
+    match p {
+        rumqttc::Packet::Publish(_) => 3,
+        rumqttc::Packet::PubAck(_) => 4,
+        _ => 0,
+    }
+}
+
+/// One blocking MQTT connection: the socket and what has been read but not yet consumed.
+pub struct Conn {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+    pub version: MqttVersion,
+    pub client_id: String,
+    scratch: Vec<u8>,
+}
+
+/// Keep-alive announced in every CONNECT (some brokers, rumqttd among them, refuse 0);
+/// loadgen sends a PINGREQ on any connection idle for a third of it.
+pub const KEEP_ALIVE_S: u16 = 60;
+
+impl Conn {
+    /// Connects, sends CONNECT (clean session) and waits for a successful CONNACK.
+    pub fn open(
+        addr: &str,
+        client_id: &str,
+        version: MqttVersion,
+        timeout: Duration,
+        read_chunk: usize,
+    ) -> Result<Conn, WireError> {
+        let addrs: Vec<_> = addr
+            .to_socket_addrs()
+            .map_err(|_| WireError::Resolve(addr.to_string()))?
+            .collect();
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+        let mut stream = None;
+        for a in &addrs {
+            match TcpStream::connect_timeout(a, timeout) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let stream = stream.ok_or_else(|| WireError::Connect {
+            addr: addr.to_string(),
+            source: last,
+        })?;
+        stream.set_nodelay(true)?;
+        let mut conn = Conn {
+            stream,
+            buf: BytesMut::with_capacity(read_chunk * 2),
+            version,
+            client_id: client_id.to_string(),
+            scratch: vec![0; read_chunk],
+        };
+        conn.send(&connect_packet(client_id, KEEP_ALIVE_S, version))?;
+        let deadline = Instant::now() + timeout;
+        match conn.next_control(deadline, "CONNACK")? {
+            Control::ConnAck { refused: None } => Ok(conn),
+            Control::ConnAck {
+                refused: Some(reason),
+            } => Err(WireError::Refused {
+                client_id: client_id.to_string(),
+                reason,
+            }),
+            other => Err(WireError::Malformed(format!(
+                "expected CONNACK, got {other:?}"
+            ))),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads what the socket has into the buffer. `Ok(None)` on read timeout, `Ok(Some(0))`
+    /// when the broker closed the connection.
+    pub fn read_some(&mut self) -> io::Result<Option<usize>> {
+        match self.stream.read(&mut self.scratch) {
+            Ok(n) => {
+                self.buf.extend_from_slice(&self.scratch[..n]);
+                Ok(Some(n))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Asks the kernel to acknowledge incoming segments at once instead of delaying the ACK
+    /// (Linux `TCP_QUICKACK`, which lapses by itself, so it is renewed after every read).
+    /// A reader that pauses between reads (the sink's tick) would otherwise hold back its
+    /// ACKs, and a broker writing with Nagle's algorithm (mosquitto's default) then holds
+    /// back its next small packets until the delayed-ACK timer fires — up to 40 ms of latency
+    /// that would be loadgen's own doing.
+    pub fn quick_ack(&self) {
+        use std::os::fd::AsRawFd;
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads an int from a valid pointer; a failure only means the
+        // option is unsupported, which is harmless.
+        unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+
+    /// Reads until a session packet arrives (PUBLISHes before it are an error here: only used
+    /// during the handshake, before any subscription).
+    fn next_control(
+        &mut self,
+        deadline: Instant,
+        what: &'static str,
+    ) -> Result<Control, WireError> {
+        loop {
+            if let Some(f) = frame(&self.buf)? {
+                if f.kind() == 3 || f.kind() == 4 {
+                    self.buf.advance(f.len);
+                    continue;
+                }
+                return decode_control(&mut self.buf, self.version);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(WireError::Timeout(Duration::ZERO, what));
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            match self.read_some()? {
+                Some(0) => return Err(WireError::Closed),
+                Some(_) => {}
+                None => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_complete_packets_only() {
+        assert_eq!(frame(&[]).unwrap(), None);
+        assert_eq!(frame(&[0x40]).unwrap(), None);
+        assert_eq!(frame(&[0x40, 2, 0]).unwrap(), None);
+        assert_eq!(
+            frame(&[0x40, 2, 0, 1, 0xff]).unwrap(),
+            Some(Frame {
+                byte1: 0x40,
+                header_len: 2,
+                len: 4
+            })
+        );
+        // 200-byte remaining length: two length bytes.
+        let mut big = vec![0x30, 0xC8, 0x01];
+        big.resize(3 + 200, 0);
+        assert_eq!(frame(&big).unwrap().unwrap().len, 203);
+        assert_eq!(frame(&big[..202]).unwrap(), None);
+        assert!(frame(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]).is_err());
+        assert!(
+            frame(&[0x30, 0xff, 0xff, 0xff, 0x7f]).is_err(),
+            "over MAX_PACKET"
+        );
+    }
+
+    #[test]
+    fn reads_publishes_written_by_rumqttc() {
+        for (version, qos, pkid) in [
+            (MqttVersion::V311, 0, 0),
+            (MqttVersion::V311, 1, 513),
+            (MqttVersion::V5, 0, 0),
+            (MqttVersion::V5, 1, 9),
+        ] {
+            let pkt = publish_packet(
+                "alerts/telemetry/dev-1",
+                b"{\"seq\":1}",
+                qos,
+                qos == 1,
+                pkid,
+                version,
+            );
+            let f = frame(&pkt).unwrap().unwrap();
+            assert_eq!((f.kind(), f.len), (3, pkt.len()));
+            let p = parse_publish(&pkt, &f, version.is_v5()).unwrap();
+            assert_eq!(
+                p,
+                PublishView {
+                    qos,
+                    retain: qos == 1,
+                    pkid,
+                    topic: b"alerts/telemetry/dev-1",
+                    payload: b"{\"seq\":1}",
+                }
+            );
+        }
+        // A v5 PUBLISH with properties (user property MessageType=Alert) skips them.
+        let mut p = mq5::Publish::new("a", mqb5::QoS::AtLeastOnce, &b"body"[..], None);
+        p.pkid = 3;
+        p.properties = Some(mq5::PublishProperties {
+            user_properties: vec![("MessageType".into(), "Alert".into())],
+            content_type: Some("application/json".into()),
+            ..Default::default()
+        });
+        let mut out = BytesMut::new();
+        p.write(&mut out).unwrap();
+        let f = frame(&out).unwrap().unwrap();
+        let v = parse_publish(&out, &f, true).unwrap();
+        assert_eq!((v.topic, v.payload, v.pkid), (&b"a"[..], &b"body"[..], 3));
+    }
+
+    #[test]
+    fn rejects_truncated_publishes() {
+        // Topic length 10 but only 2 bytes follow.
+        let pkt = [0x30, 4, 0, 10, b'a', b'b'];
+        let f = frame(&pkt).unwrap().unwrap();
+        assert!(parse_publish(&pkt, &f, false).is_err());
+        let pkt = [0x32, 3, 0, 0, 1];
+        let f = frame(&pkt).unwrap().unwrap();
+        assert!(parse_publish(&pkt, &f, false).is_err(), "missing pkid byte");
+        assert!(parse_publish(&[0x36, 0], &frame(&[0x36, 0]).unwrap().unwrap(), false).is_err());
+    }
+
+    #[test]
+    fn reads_pubacks() {
+        let mut v4 = BytesMut::new();
+        rumqttc::PubAck::new(700).write(&mut v4).unwrap();
+        let f = frame(&v4).unwrap().unwrap();
+        assert_eq!(parse_puback(&v4, &f).unwrap(), (700, 0));
+        assert_eq!(&v4[..], &puback_packet(700));
+        let mut v5 = BytesMut::new();
+        let mut a = mq5::PubAck::new(9, None);
+        a.reason = mq5::PubAckReason::NoMatchingSubscribers;
+        a.write(&mut v5).unwrap();
+        let f = frame(&v5).unwrap().unwrap();
+        assert_eq!(parse_puback(&v5, &f).unwrap(), (9, 0x10));
+    }
+
+    #[test]
+    fn session_packets_round_trip_through_rumqttc() {
+        // SUBACK as a broker sends it: decoded by rumqttc into our Control.
+        let mut b = BytesMut::from(&[0x90, 4, 0, 5, 0, 0x80][..]);
+        assert_eq!(
+            decode_control(&mut b, MqttVersion::V311).unwrap(),
+            Control::SubAck {
+                pkid: 5,
+                granted: vec![Some(0), None]
+            }
+        );
+        assert!(b.is_empty());
+        let mut b = BytesMut::from(&[0x20, 2, 0, 5][..]);
+        assert_eq!(
+            decode_control(&mut b, MqttVersion::V311).unwrap(),
+            Control::ConnAck {
+                refused: Some("NotAuthorized".into())
+            }
+        );
+        let mut b = BytesMut::from(&[0xD0, 0][..]);
+        assert_eq!(
+            decode_control(&mut b, MqttVersion::V5).unwrap(),
+            Control::PingResp
+        );
+        // Our CONNECT and SUBSCRIBE are rumqttc's, literally.
+        assert_eq!(
+            connect_packet("lg", 60, MqttVersion::V311),
+            [0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 2, b'l', b'g']
+        );
+        assert_eq!(
+            subscribe_packet(&[("a/#", 1)], 1, MqttVersion::V311),
+            [0x82, 8, 0, 1, 0, 3, b'a', b'/', b'#', 1]
+        );
+    }
+}

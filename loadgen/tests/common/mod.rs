@@ -1,0 +1,345 @@
+//! Test support for loadgen's end-to-end tests: a real mosquitto on an ephemeral port, a
+//! stand-in filter, and a runner for the loadgen binary.
+//!
+//! The filter here is a STAND-IN for edgefilter (which loadgen exists to test, and which is
+//! built elsewhere): a rumqttc client that forwards `telemetry/#` messages whose
+//! `machine.temperature` exceeds its threshold to `alerts/<topic>` unchanged, in arrival
+//! order, and implements the generic twin (desired patch in, retained reported document out).
+//! It can misbehave on purpose (drop, duplicate, ignore the twin) so the tests can check that
+//! loadgen's accounting catches each fault exactly.
+
+#![allow(dead_code)]
+
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// A mosquitto broker owned by one test, stopped (by its pid) on drop.
+pub struct Mosquitto {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for _ in 0..10 {
+            // mosquitto needs a concrete port: take a free one, release it, start on it; if
+            // another process grabbed it in between, mosquitto exits and we try another.
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("bind an ephemeral port")
+                .port();
+            let conf = dir.path().join("mosquitto.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                     max_queued_messages 2000000\nmax_queued_bytes 0\nmax_inflight_messages 1000\n\
+                     log_dest stderr\nlog_type error\n"
+                ),
+            )
+            .expect("write mosquitto.conf");
+            let mut child = Command::new("mosquitto")
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("mosquitto must be installed (apt-get install -y mosquitto)");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    break; // port collision: retry with another port
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Mosquitto {
+                        child,
+                        port,
+                        _dir: dir,
+                    };
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("could not start mosquitto on an ephemeral port");
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How the stand-in filter behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct Behaviour {
+    pub threshold: f64,
+    /// Drop every n-th alert (counting from 1), 0 = never.
+    pub drop_every: u64,
+    /// Publish every n-th alert twice, 0 = never.
+    pub duplicate_every: u64,
+    /// Apply desired patches (false: report them applied but keep the old threshold).
+    pub apply_twin: bool,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            threshold: 25.0,
+            drop_every: 0,
+            duplicate_every: 0,
+            apply_twin: true,
+        }
+    }
+}
+
+/// What the stand-in filter did (probes excluded).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub telemetry: AtomicU64,
+    pub alerts: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub dropped: AtomicU64,
+    pub duplicated: AtomicU64,
+    pub patches: AtomicU64,
+    /// Alerts whose temperature lies in (low, high] (set by `count_band`).
+    pub in_band: AtomicU64,
+}
+
+pub struct Forwarder {
+    client: Client,
+    threads: Vec<JoinHandle<()>>,
+    pub stats: Arc<Stats>,
+    /// One message per desired patch the filter received.
+    patch_rx: mpsc::Receiver<()>,
+}
+
+impl Forwarder {
+    /// Starts the stand-in filter and returns once its subscriptions are active and its
+    /// initial reported document (threshold, `$version` 0) is retained by the broker.
+    pub fn start(port: u16, b: Behaviour) -> Forwarder {
+        Self::start_with_band(port, b, None)
+    }
+
+    /// Also counts forwarded alerts whose temperature is in `(band.0, band.1]`.
+    pub fn start_with_band(port: u16, b: Behaviour, band: Option<(f64, f64)>) -> Forwarder {
+        let mut opts = MqttOptions::new(format!("stand-in-filter-{port}"), "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        opts.set_inflight(1000);
+        let (client, mut connection) = Client::new(opts, 100_000);
+        let (in_tx, in_rx) = mpsc::channel::<rumqttc::Publish>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let events = thread::spawn(move || {
+            let (mut subacks, mut ready_sent) = (0, false);
+            for ev in connection.iter() {
+                match ev {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if in_tx.send(p).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => subacks += 1,
+                    Ok(Event::Incoming(Packet::PubAck(_))) if subacks == 2 && !ready_sent => {
+                        ready_sent = true;
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        client.subscribe("telemetry/#", QoS::AtMostOnce).unwrap();
+        client
+            .subscribe("edgefilter/twin/desired", QoS::AtLeastOnce)
+            .unwrap();
+        let stats = Arc::new(Stats::default());
+        let (c, s) = (client.clone(), stats.clone());
+        let (patch_tx, patch_rx) = mpsc::channel();
+        let filter = thread::spawn(move || {
+            let mut threshold = b.threshold;
+            // The initial report goes out after both SUBSCRIBEs (requests are sent in order),
+            // so its PUBACK means the filter is fully set up.
+            report(&c, threshold, 0);
+            for p in in_rx {
+                if p.topic == "edgefilter/twin/desired" {
+                    let Ok(doc) = serde_json::from_slice::<Value>(&p.payload) else {
+                        continue;
+                    };
+                    let (Some(t), Some(v)) = (
+                        doc["TemperatureThreshold"].as_f64(),
+                        doc["$version"].as_u64(),
+                    ) else {
+                        continue;
+                    };
+                    s.patches.fetch_add(1, Ordering::Relaxed);
+                    let _ = patch_tx.send(());
+                    if b.apply_twin {
+                        threshold = t;
+                    }
+                    report(&c, t, v);
+                    continue;
+                }
+                let Ok(doc) = serde_json::from_slice::<Value>(&p.payload) else {
+                    continue;
+                };
+                let probe = doc.get("probe").is_some();
+                if !probe {
+                    s.telemetry.fetch_add(1, Ordering::Relaxed);
+                }
+                let Some(t) = doc["machine"]["temperature"].as_f64() else {
+                    continue;
+                };
+                if t <= threshold {
+                    continue;
+                }
+                let alert_topic = format!("alerts/{}", p.topic);
+                if probe {
+                    let _ = c.publish(alert_topic, QoS::AtMostOnce, false, p.payload.to_vec());
+                    continue;
+                }
+                let n = s.alerts.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some((lo, hi)) = band {
+                    if t > lo && t <= hi {
+                        s.in_band.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if b.drop_every > 0 && n % b.drop_every == 0 {
+                    s.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let copies = if b.duplicate_every > 0 && n % b.duplicate_every == 0 {
+                    s.duplicated.fetch_add(1, Ordering::Relaxed);
+                    2
+                } else {
+                    1
+                };
+                for _ in 0..copies {
+                    let _ = c.publish(
+                        alert_topic.clone(),
+                        QoS::AtMostOnce,
+                        false,
+                        p.payload.to_vec(),
+                    );
+                    s.forwarded.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("stand-in filter ready");
+        Forwarder {
+            client,
+            threads: vec![events, filter],
+            stats,
+            patch_rx,
+        }
+    }
+
+    /// Publishes a retained message (QoS 1) and returns once the broker has handled it: a
+    /// desired patch sent after it on the same connection comes back to this filter only
+    /// after the broker has processed the retained publish.
+    pub fn publish_retained(&self, topic: &str, payload: &[u8]) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload.to_vec())
+            .unwrap();
+        self.client
+            .publish(
+                "edgefilter/twin/desired",
+                QoS::AtLeastOnce,
+                false,
+                br#"{"TemperatureThreshold":25,"$version":0}"#.to_vec(),
+            )
+            .unwrap();
+        self.patch_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the fence patch came back");
+    }
+
+    pub fn get(&self, f: impl Fn(&Stats) -> &AtomicU64) -> u64 {
+        f(&self.stats).load(Ordering::Relaxed)
+    }
+}
+
+fn report(c: &Client, threshold: f64, version: u64) {
+    let doc =
+        serde_json::json!({"TemperatureThreshold": threshold, "$version": version, "status": "ok"});
+    let _ = c.publish(
+        "edgefilter/twin/reported",
+        QoS::AtLeastOnce,
+        true,
+        serde_json::to_vec(&doc).unwrap(),
+    );
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        let _ = self.client.disconnect();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The result of one loadgen run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub summary: Option<Value>,
+    pub hgrm: Option<String>,
+}
+
+/// Runs the loadgen binary against `broker` with `args` (plus --summary/--hgrm to temp files).
+pub fn loadgen(broker: &str, args: &[&str]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let summary: PathBuf = dir.path().join("summary.json");
+    let hgrm: PathBuf = dir.path().join("latency.hgrm");
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .arg("--broker")
+        .arg(broker)
+        .args(args)
+        .arg("--summary")
+        .arg(&summary)
+        .arg("--hgrm")
+        .arg(&hgrm)
+        .arg("--no-progress")
+        .output()
+        .expect("run loadgen");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        summary: std::fs::read(&summary)
+            .ok()
+            .map(|b| serde_json::from_slice(&b).expect("summary is JSON")),
+        hgrm: std::fs::read_to_string(&hgrm).ok(),
+    };
+    eprintln!("loadgen exit {}\n{}{}", run.code, run.stdout, run.stderr);
+    run
+}
+
+impl Run {
+    pub fn n(&self, key: &str) -> u64 {
+        let s = self.summary.as_ref().expect("a summary was written");
+        s[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("summary key {key} is a count: {s}"))
+    }
+}
