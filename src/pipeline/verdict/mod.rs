@@ -345,3 +345,67 @@ fn kind(node: &Node<'_>) -> Kind {
         Node::Static(_) => Kind::Number,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(path: &str) -> Vec<String> {
+        FieldPath::parse(path).unwrap().keys
+    }
+
+    fn tape_of(json: &str) -> Vec<Node<'static>> {
+        let buf: &'static mut [u8] = json.as_bytes().to_vec().leak();
+        simd_json::to_tape(buf).unwrap().0
+    }
+
+    #[test]
+    fn walk_skips_nested_values_by_count() {
+        let tape = tape_of(
+            r#"{"machine":{"x":{"temperature":99,"y":[1,{"temperature":98}]},"temperature":20},"z":[]}"#,
+        );
+        assert_eq!(
+            walk(&tape, &keys("machine.temperature"), 25.0),
+            Some(Found::Number { alert: false })
+        );
+        assert_eq!(
+            walk(&tape, &keys("machine.x.y"), 25.0),
+            Some(Found::NotNumber(Kind::Array))
+        );
+        assert_eq!(
+            walk(&tape, &keys("z.temperature"), 25.0),
+            Some(Found::Absent)
+        );
+    }
+
+    #[test]
+    fn walk_gives_up_on_a_malformed_tape() {
+        // A tape simd-json would never build: the slow path decides instead of a panic.
+        let truncated = [Node::Object { len: 2, count: 2 }, Node::String("machine")];
+        assert_eq!(walk(&truncated, &keys("machine.temperature"), 25.0), None);
+        let not_a_key = [
+            Node::Object { len: 1, count: 2 },
+            Node::Static(StaticNode::Null),
+        ];
+        assert_eq!(walk(&not_a_key, &keys("machine"), 25.0), None);
+        assert_eq!(walk(&[], &keys("machine"), 25.0), None);
+    }
+
+    #[test]
+    fn fast_path_refusals_fall_back_to_the_slow_path() {
+        let mut ev = Evaluator::new(FieldPath::parse("machine.temperature").unwrap(), 1024);
+        for doc in [
+            r#"{"machine":{"temperature":1e400}}"#,
+            r#"{"machine":{"temperature":18446744073709551616}}"#,
+            r#"{"x":"\ud800","machine":{"temperature":26}}"#,
+        ] {
+            assert_eq!(ev.fast(doc.as_bytes(), 25.0), None, "{doc}");
+            assert_eq!(ev.evaluate(doc.as_bytes(), 25.0), Verdict::Alert, "{doc}");
+        }
+        let doc = r#"{"machine":{"temperature":26}}"#;
+        assert_eq!(
+            ev.fast(doc.as_bytes(), 25.0),
+            Some(Found::Number { alert: true })
+        );
+    }
+}
