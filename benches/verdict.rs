@@ -105,7 +105,7 @@ fn simd_borrowed(buf: &mut Vec<u8>, payload: &[u8]) -> bool {
     simd_json::to_borrowed_value(buf).is_ok_and(|v| {
         v.get("machine")
             .and_then(|m| m.get("temperature"))
-            .and_then(|t| t.as_f64())
+            .and_then(|t| t.cast_f64())
             .is_some_and(|t| t > THRESHOLD)
     })
 }
