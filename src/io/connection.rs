@@ -34,7 +34,7 @@ use crate::metrics::{Metrics, TwinResult};
 use crate::pipeline::ack::AckTracker;
 use crate::pipeline::batch::{group_by_key, json_array, Batcher};
 use crate::pipeline::pool::{Batch, Job, Pool};
-use crate::pipeline::verdict::{FieldPath, Rejection, Verdict};
+use crate::pipeline::verdict::{Evaluator, FieldPath, Rejection, Verdict};
 use crate::twin::{Outcome, Threshold, Twin};
 
 /// Largest packet we buffer (the MQTT maximum); MQTT 5 brokers are told a smaller limit.
@@ -184,19 +184,21 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let pool = Pool::start(
-        plan.workers,
-        &plan.field,
-        plan.max_payload,
-        plan.max_pending + 64,
-        tx,
-    )
-    .map_err(ConnectionError::Io)?;
+    // `--workers 0`: verdicts on this task, no hand-off (small gateways).
+    let (pool, inline) = if plan.workers == 0 {
+        (None, Some(Evaluator::new(plan.field.clone(), plan.max_payload)))
+    } else {
+        let pool = Pool::start(plan.workers, &plan.field, plan.max_payload, plan.max_pending + 64, tx)
+            .map_err(ConnectionError::Io)?;
+        (Some(pool), None)
+    };
+    let shards = pool.as_ref().map_or(1, |p| p.workers());
     let twin = Twin::new(shared.threshold.get());
     shared.metrics.threshold(twin.threshold());
     let mut engine = Engine {
-        shard_jobs: (0..pool.workers()).map(|_| Vec::new()).collect(),
-        pool: Some(pool),
+        shard_jobs: (0..shards).map(|_| Vec::new()).collect(),
+        pool,
+        inline,
         results: rx,
         spare: Vec::new(),
         in_workers: 0,
@@ -226,6 +228,8 @@ struct Engine {
     dialect: Dialect,
     shared: Shared,
     pool: Option<Pool<Meta>>,
+    /// `--workers 0`: the evaluator used on this task instead of the pool.
+    inline: Option<Evaluator>,
     results: mpsc::UnboundedReceiver<Batch<Meta>>,
     /// Jobs collected for each worker during one socket read.
     shard_jobs: Vec<Vec<Job<Meta>>>,
@@ -738,10 +742,23 @@ impl Engine {
 
     /// Hands the jobs collected from one read to the workers, with the threshold in force.
     fn dispatch(&mut self) -> Result<(), ConnectionError> {
+        let threshold = self.shared.threshold.get();
+        if let Some(evaluator) = self.inline.as_mut() {
+            let jobs = std::mem::take(&mut self.shard_jobs[0]);
+            if jobs.is_empty() {
+                return Ok(());
+            }
+            let mut batch = Batch { threshold, jobs };
+            for job in &mut batch.jobs {
+                job.verdict = evaluator.evaluate(&job.payload, threshold);
+            }
+            self.in_workers += batch.jobs.len();
+            self.handle_results(batch);
+            return Ok(());
+        }
         let Some(pool) = self.pool.as_ref() else {
             return Err(ConnectionError::WorkersGone);
         };
-        let threshold = self.shared.threshold.get();
         for (shard, jobs) in self.shard_jobs.iter_mut().enumerate() {
             if jobs.is_empty() {
                 continue;
