@@ -656,7 +656,9 @@ impl Engine {
                 }
                 let seq = self.tracker.push(pkid, now);
                 self.shared.metrics.received(1);
-                let shard = self.pool.as_ref().map_or(0, |pool| pool.shard(&p.topic));
+                let shard = self.pool.as_ref().map_or(0, |pool| {
+                    pool.shard(&self.dialect.shard_key(&p.topic, &props))
+                });
                 let job = Job::new(
                     p.payload,
                     Meta {

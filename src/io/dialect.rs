@@ -4,9 +4,11 @@
 //! IoT Edge's edgeHub (SPEC §3.3). The connection loop asks the dialect where an inbound
 //! publish belongs and how to address what it publishes; everything else is shared.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
-use super::azure::propbag::{OutputProperties, PropertyBag};
+use super::azure::propbag::{sys, OutputProperties, PropertyBag};
 use super::azure::topics::{self as az_topics, Inbound as AzInbound, ModuleTopics};
 use super::azure::twin_doc;
 use super::azure::AzureIdentity;
@@ -66,6 +68,15 @@ impl Dialect {
         match self {
             Dialect::Generic(g) => g.alert(input_topic, payload, props),
             Dialect::Azure(a) => a.alert(payload, props),
+        }
+    }
+
+    /// The bytes that choose an input's verdict worker: inputs with the same key are decided
+    /// and alerted in arrival order (SPEC §2, per-device order).
+    pub fn shard_key<'a>(&self, topic: &'a [u8], props: &InputProps) -> Cow<'a, [u8]> {
+        match self {
+            Dialect::Generic(_) => Cow::Borrowed(topic),
+            Dialect::Azure(_) => Azure::shard_key(props),
         }
     }
 
@@ -201,6 +212,18 @@ impl Azure {
                 Route::Ignore
             }
         }
+    }
+
+    /// The topic carries per-message properties (`sequenceNumber`, …), so it cannot be the
+    /// shard key: the message's source is, the device and module edgeHub received it from
+    /// (`$.cdid`, `$.cmid`).
+    fn shard_key(props: &InputProps) -> Cow<'static, [u8]> {
+        let InputProps::Bag(bag) = props else {
+            return Cow::Borrowed(b"");
+        };
+        let device = bag.get(sys::CONNECTION_DEVICE_ID).unwrap_or_default();
+        let module = bag.get(sys::CONNECTION_MODULE_ID).unwrap_or_default();
+        Cow::Owned(format!("{device}/{module}").into_bytes())
     }
 
     fn events(&self, output: &str, props: &OutputProperties, payload: Bytes) -> OutPublish {
@@ -525,6 +548,22 @@ mod tests {
         );
         assert_eq!(p.content_type.as_deref(), Some("application/json"));
         assert_eq!((p.topic_alias, p.subscription_identifiers.len()), (None, 0));
+    }
+
+    #[test]
+    fn azure_inputs_shard_by_their_source_not_their_properties() {
+        let key = |bag: &str| {
+            let props = InputProps::Bag(Box::new(PropertyBag::decode(bag)));
+            Azure::shard_key(&props).into_owned()
+        };
+        let sensor = "%24.cdid=dev1&%24.cmid=SimulatedTemperatureSensor";
+        assert_eq!(
+            key(&format!("sequenceNumber=1&batchId=a&{sensor}")),
+            key(&format!("sequenceNumber=2&batchId=b&{sensor}"))
+        );
+        assert_eq!(key(sensor), b"dev1/SimulatedTemperatureSensor");
+        assert_ne!(key(sensor), key("%24.cdid=dev1&%24.cmid=OtherSensor"));
+        assert_eq!(key("sequenceNumber=1"), b"/");
     }
 
     #[test]
