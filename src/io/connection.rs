@@ -186,10 +186,19 @@ pub async fn run(
     let (tx, rx) = mpsc::unbounded_channel();
     // `--workers 0`: verdicts on this task, no hand-off (small gateways).
     let (pool, inline) = if plan.workers == 0 {
-        (None, Some(Evaluator::new(plan.field.clone(), plan.max_payload)))
+        (
+            None,
+            Some(Evaluator::new(plan.field.clone(), plan.max_payload)),
+        )
     } else {
-        let pool = Pool::start(plan.workers, &plan.field, plan.max_payload, plan.max_pending + 64, tx)
-            .map_err(ConnectionError::Io)?;
+        let pool = Pool::start(
+            plan.workers,
+            &plan.field,
+            plan.max_payload,
+            plan.max_pending + 64,
+            tx,
+        )
+        .map_err(ConnectionError::Io)?;
         (Some(pool), None)
     };
     let shards = pool.as_ref().map_or(1, |p| p.workers());
