@@ -116,6 +116,43 @@ async fn mqtt311_alerts_on_the_alert_topic() {
     }
 }
 
+/// `--workers 0` decides on the connection's thread: same verdicts, same order per device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_verdicts_filter_exactly_and_in_order() {
+    let broker = Mosquitto::start();
+    let filter = InProcess::start(&[
+        "--broker",
+        &broker.url(),
+        "--client-id",
+        "ef-inline",
+        "--workers",
+        "0",
+    ])
+    .await;
+    let sub = Client5::connect(broker.port, "sub").await;
+    sub.subscribe("alerts/#").await;
+    let publisher = Client5::connect(broker.port, "pub").await;
+    let mut expected = Vec::new();
+    for i in 0..200u64 {
+        let t = if i % 4 == 0 { 10.0 } else { 30.0 + i as f64 };
+        if t > 25.0 {
+            expected.push(i);
+        }
+        publisher
+            .publish("telemetry/one-device", body(i, t), &[])
+            .await;
+    }
+    sub.inbox.wait_count("alerts/", expected.len(), WAIT).await;
+    filter.stop().await;
+    let got: Vec<u64> = sub
+        .inbox
+        .on("alerts/")
+        .iter()
+        .filter_map(|a| seq_of(&a.payload))
+        .collect();
+    assert_eq!(got, expected, "exactly the alerts, in the device's order");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twin_patches_change_later_verdicts_and_are_reported() {
     let broker = Mosquitto::start();

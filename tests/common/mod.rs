@@ -63,6 +63,8 @@ impl Mosquitto {
                 "persistence false\nmax_queued_messages 1000000\nmax_inflight_messages 1000"
             )
             .unwrap();
+            // Started as root, mosquitto would switch to its own user and not write its log here.
+            writeln!(f, "user root").unwrap();
             writeln!(
                 f,
                 "log_dest file {}",
