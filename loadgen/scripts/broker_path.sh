@@ -6,6 +6,8 @@
 #
 #   loadgen/scripts/broker_path.sh [N=500000] [REPS=3] [extra loadgen flags...]
 #   MOSQUITTO=/path/to/mosquitto (default: mosquitto from PATH)
+#   ALERT_FILTER=... (default telemetry/#). IoT Edge topics:
+#   ALERT_FILTER='devices/dev1/modules/edgefilter/inputs/#' loadgen/scripts/broker_path.sh 500000 3 --target azure --no-property-check
 set -euo pipefail
 N=${1:-500000}; REPS=${2:-3}; shift $(( $# < 2 ? $# : 2 )) || true
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -32,7 +34,7 @@ for q in 0 1; do
     "${MOSQUITTO:-mosquitto}" -c "$TMP/mosquitto.conf" 2>>"$TMP/mosquitto.log" & BP=$!
     until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do sleep 0.05; done
     /usr/bin/time -v -o "$TMP/time.txt" "$BIN" --broker "mqtt://127.0.0.1:$PORT" \
-      --count "$N" --qos "$q" --alert-ratio 1 --alert-filter 'telemetry/#' \
+      --count "$N" --qos "$q" --alert-ratio 1 --alert-filter "${ALERT_FILTER:-telemetry/#}" \
       --no-progress --summary "$TMP/s.json" "$@" > /dev/null
     kill "$BP"; wait "$BP" 2>/dev/null || true; BP=
     python3 - "$TMP/s.json" "$TMP/time.txt" "$q" "$r" <<'PY'

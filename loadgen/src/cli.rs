@@ -1,8 +1,9 @@
 //! Tooling: loadgen's command line (clap), validated in a second stage into a ready-to-use
 //! [`Config`] — every bad value becomes one clear error before anything connects.
 
-use crate::message::TempSource;
+use crate::message::{device_name, TempSource};
 use crate::schedule::Schedule;
+use crate::target::{AzureModule, PropertyCheck, Target};
 use crate::wire::MqttVersion;
 use clap::{Parser, ValueEnum};
 use edgefilter::io::broker_url::BrokerUrl;
@@ -37,7 +38,8 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
 
-    /// Number of simulated devices (topics <input-prefix>/dev-0 .. dev-N-1).
+    /// Number of simulated devices dev-0 .. dev-N-1 (topics <input-prefix>/dev-<i>; with
+    /// --target azure they all feed the module's one input, each with its own sensor profile).
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub devices: u32,
 
@@ -64,7 +66,8 @@ pub struct Args {
     pub threshold: f64,
 
     /// Halfway through the run, pause, change the threshold to T2 through the twin, wait for
-    /// the filter to report it, and judge the second half with T2.
+    /// the filter to report it, and judge the second half with T2 (not with --target azure:
+    /// the module twin is edgeHub's).
     #[arg(long, value_name = "T2")]
     pub twin_step: Option<f64>,
 
@@ -73,29 +76,58 @@ pub struct Args {
     #[arg(long, requires = "twin_step")]
     pub twin_restore: bool,
 
-    /// Twin topic prefix: patches go to PREFIX/desired, reports are read from PREFIX/reported.
-    #[arg(long, value_name = "PREFIX", default_value = "edgefilter/twin")]
-    pub twin_topic: String,
+    /// Twin topic prefix: patches go to PREFIX/desired, reports are read from PREFIX/reported
+    /// [default: edgefilter/twin] (--target mqtt only).
+    #[arg(long, value_name = "PREFIX")]
+    pub twin_topic: Option<String>,
 
     /// How long to wait for the filter to report an applied twin patch.
     #[arg(long, value_name = "D", value_parser = humantime::parse_duration, default_value = "30s")]
     pub twin_timeout: Duration,
 
-    /// Telemetry topic prefix: messages go to PREFIX/<device>.
-    #[arg(long, value_name = "PREFIX", default_value = "telemetry")]
-    pub input_prefix: String,
+    /// Telemetry topic prefix: messages go to PREFIX/<device> [default: telemetry]
+    /// (--target mqtt only).
+    #[arg(long, value_name = "PREFIX")]
+    pub input_prefix: Option<String>,
 
-    /// Topic filter the alerts arrive on.
-    #[arg(long, value_name = "FILTER", default_value = "alerts/#")]
-    pub alert_filter: String,
+    /// Topic filter the alerts arrive on [default: alerts/#; with --target azure the module's
+    /// events, devices/<device-id>/modules/<module-id>/messages/events/#].
+    #[arg(long, value_name = "FILTER")]
+    pub alert_filter: Option<String>,
 
     /// MQTT protocol version of loadgen's connections.
     #[arg(long, value_name = "3|5", default_value = "3", value_parser = ["3", "5"])]
     pub mqtt_version: String,
 
-    /// What the filter runs against: a plain MQTT broker, or (reserved) an IoT Edge hub.
+    /// What the filter runs against: a plain MQTT broker (telemetry/<device> in, alerts/# out),
+    /// or IoT Edge topics: loadgen publishes as edgeHub delivers the sensor's messages to the
+    /// module's input (devices/<dev>/modules/<mod>/inputs/<input>/<property bag>) and reads
+    /// the module's events (devices/<dev>/modules/<mod>/messages/events/#), on a broker that
+    /// stands in for edgeHub's routing.
     #[arg(long, value_enum, default_value_t = TargetKind::Mqtt)]
     pub target: TargetKind,
+
+    /// --target azure: the IoT Edge device id [default: dev1].
+    #[arg(long, value_name = "ID")]
+    pub device_id: Option<String>,
+
+    /// --target azure: the filter module's id [default: edgefilter].
+    #[arg(long, value_name = "ID")]
+    pub module_id: Option<String>,
+
+    /// --target azure: the module input the telemetry is routed to [default: input1].
+    #[arg(long, value_name = "NAME")]
+    pub input_name: Option<String>,
+
+    /// --target azure: the module output the alerts are sent to [default: output1].
+    #[arg(long, value_name = "NAME")]
+    pub output_name: Option<String>,
+
+    /// --target azure: do not check the alerts' property bags ($.on=<output> first,
+    /// MessageType=Alert, the message's sequenceNumber), e.g. when --alert-filter reads the
+    /// input topics themselves (the broker path without a filter).
+    #[arg(long)]
+    pub no_property_check: bool,
 
     /// Write the summary as JSON to FILE.
     #[arg(long, value_name = "FILE")]
@@ -151,30 +183,19 @@ pub enum TargetKind {
     Azure,
 }
 
-/// Topic layout of the system under test. Only topics (and, later, payload properties)
-/// depend on the target; everything else in loadgen is target-agnostic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// Plain MQTT: telemetry on `<prefix>/<device>`.
-    Mqtt { input_prefix: String },
-}
-
-impl Target {
-    pub fn input_topic(&self, device: &str) -> String {
-        match self {
-            Target::Mqtt { input_prefix } => format!("{input_prefix}/{device}"),
-        }
-    }
-}
-
 #[derive(Debug, Error, PartialEq)]
 pub enum ConfigError {
     #[error("--broker: {0}")]
     Broker(String),
     #[error("--broker {0}: TLS (mqtts://) is not supported by loadgen yet; use mqtt://")]
     Tls(String),
-    #[error("--target azure is not yet supported (it needs edgefilter's Azure topic/property-bag code); use --target mqtt")]
-    Azure,
+    #[error("{flag} is not supported with --target azure: {why}")]
+    NotAzure {
+        flag: &'static str,
+        why: &'static str,
+    },
+    #[error("{0} applies only to --target azure")]
+    AzureOnly(&'static str),
     #[error("{flag} must be {what}, got {value}")]
     Invalid {
         flag: &'static str,
@@ -200,6 +221,8 @@ pub struct Config {
     pub twin_prefix: String,
     pub twin_timeout: Duration,
     pub target: Target,
+    /// What each alert's topic must show (`--target azure` without `--no-property-check`).
+    pub property_check: Option<PropertyCheck>,
     pub alert_filter: String,
     pub version: MqttVersion,
     pub summary: Option<PathBuf>,
@@ -223,14 +246,66 @@ fn invalid(flag: &'static str, what: &'static str, value: impl ToString) -> Conf
 }
 
 impl Args {
+    /// The target and its topics; the flags of the other target are refused.
+    fn target(&self) -> Result<Target, ConfigError> {
+        let azure_flags = [
+            ("--device-id", &self.device_id),
+            ("--module-id", &self.module_id),
+            ("--input-name", &self.input_name),
+            ("--output-name", &self.output_name),
+        ];
+        match self.target {
+            TargetKind::Mqtt => {
+                if let Some((flag, _)) = azure_flags.iter().find(|(_, v)| v.is_some()) {
+                    return Err(ConfigError::AzureOnly(flag));
+                }
+                if self.no_property_check {
+                    return Err(ConfigError::AzureOnly("--no-property-check"));
+                }
+                Ok(Target::Mqtt {
+                    input_prefix: self
+                        .input_prefix
+                        .clone()
+                        .unwrap_or_else(|| "telemetry".to_string()),
+                })
+            }
+            TargetKind::Azure => {
+                const TWIN: &str = "the module twin is edgeHub's";
+                for (flag, given, why) in [
+                    ("--twin-step", self.twin_step.is_some(), TWIN),
+                    ("--twin-topic", self.twin_topic.is_some(), TWIN),
+                    (
+                        "--input-prefix",
+                        self.input_prefix.is_some(),
+                        "the input topic is devices/<device-id>/modules/<module-id>/inputs/<input-name>",
+                    ),
+                ] {
+                    if given {
+                        return Err(ConfigError::NotAzure { flag, why });
+                    }
+                }
+                for (flag, v) in azure_flags {
+                    if v.as_deref() == Some("") {
+                        return Err(invalid(flag, "a non-empty name", "''"));
+                    }
+                }
+                let or = |v: &Option<String>, d: &str| v.clone().unwrap_or_else(|| d.to_string());
+                Ok(Target::Azure(AzureModule {
+                    device_id: or(&self.device_id, "dev1"),
+                    module_id: or(&self.module_id, "edgefilter"),
+                    input_name: or(&self.input_name, "input1"),
+                    output_name: or(&self.output_name, "output1"),
+                    batch_id: uuid::Uuid::new_v4().to_string(),
+                }))
+            }
+        }
+    }
+
     pub fn validate(self) -> Result<Config, ConfigError> {
         let broker =
             BrokerUrl::parse(&self.broker).map_err(|e| ConfigError::Broker(e.to_string()))?;
         if broker.tls {
             return Err(ConfigError::Tls(self.broker));
-        }
-        if self.target == TargetKind::Azure {
-            return Err(ConfigError::Azure);
         }
         if !(self.rate.is_finite() && self.rate >= 0.0) {
             return Err(invalid(
@@ -285,12 +360,23 @@ impl Args {
             ("--input-prefix", &self.input_prefix),
             ("--twin-topic", &self.twin_topic),
         ] {
-            if v.is_empty() || v.contains(['#', '+']) {
-                return Err(invalid(flag, "a topic prefix without wildcards", v));
+            if let Some(v) = v {
+                if v.is_empty() || v.contains(['#', '+']) {
+                    return Err(invalid(flag, "a topic prefix without wildcards", v));
+                }
             }
         }
-        if self.alert_filter.is_empty() {
+        if self.alert_filter.as_deref() == Some("") {
             return Err(invalid("--alert-filter", "a topic filter", "''"));
+        }
+        let target = self.target()?;
+        let longest = target.input_topic(&device_name(self.devices - 1));
+        if longest.max_len() > usize::from(u16::MAX) {
+            return Err(invalid(
+                "the input topic",
+                "at most 65535 bytes",
+                format!("{} bytes", longest.max_len()),
+            ));
         }
         let duration = match (self.count, self.duration) {
             (None, None) if self.rate > 0.0 => Some(Duration::from_secs(10)),
@@ -316,12 +402,15 @@ impl Args {
             threshold: self.threshold,
             twin_step: self.twin_step,
             twin_restore: self.twin_restore,
-            twin_prefix: self.twin_topic,
+            twin_prefix: self
+                .twin_topic
+                .unwrap_or_else(|| "edgefilter/twin".to_string()),
             twin_timeout: self.twin_timeout,
-            target: Target::Mqtt {
-                input_prefix: self.input_prefix,
-            },
-            alert_filter: self.alert_filter,
+            alert_filter: self
+                .alert_filter
+                .unwrap_or_else(|| target.default_alert_filter()),
+            property_check: target.property_check().filter(|_| !self.no_property_check),
+            target,
             version: if self.mqtt_version == "5" {
                 MqttVersion::V5
             } else {
@@ -367,7 +456,7 @@ mod tests {
         assert_eq!(c.temp, TempSource::Profile);
         assert_eq!(c.version, MqttVersion::V311);
         assert_eq!(c.alert_filter, "alerts/#");
-        assert_eq!(c.target.input_topic("dev-1"), "telemetry/dev-1");
+        assert_eq!(c.target.input_topic("dev-1").topic(None), "telemetry/dev-1");
         assert_eq!(c.twin_prefix, "edgefilter/twin");
         assert_eq!(c.drain_timeout, Duration::from_secs(10));
         assert_eq!((c.window, c.batch), (2_000, 256));
@@ -419,7 +508,7 @@ mod tests {
             (30.0, Some(40.0), true)
         );
         assert_eq!(c.version, MqttVersion::V5);
-        assert_eq!(c.target.input_topic("dev-0"), "in/dev-0");
+        assert_eq!(c.target.input_topic("dev-0").topic(Some(3)), "in/dev-0");
         assert!(!c.progress);
         let c = parse(&["--duration", "2s", "--twin-step", "30"]).unwrap();
         assert_eq!(c.schedule.stop, Stop::Elapsed(2_000_000));
@@ -427,9 +516,72 @@ mod tests {
     }
 
     #[test]
+    fn azure_target() {
+        let c = parse(&["--target", "azure"]).unwrap();
+        let Target::Azure(m) = &c.target else {
+            panic!("{:?}", c.target)
+        };
+        assert_eq!(
+            (
+                m.device_id.as_str(),
+                m.module_id.as_str(),
+                m.input_name.as_str(),
+                m.output_name.as_str()
+            ),
+            ("dev1", "edgefilter", "input1", "output1")
+        );
+        assert_eq!(m.batch_id.len(), 36, "a GUID: {}", m.batch_id);
+        assert_eq!(
+            c.alert_filter,
+            "devices/dev1/modules/edgefilter/messages/events/#"
+        );
+        assert!(c.property_check.is_some());
+        let c = parse(&["--target", "azure", "--no-property-check"]).unwrap();
+        assert!(c.property_check.is_none());
+        assert!(c.target.input_topic("dev-0").topic(Some(9)).starts_with(
+            "devices/dev1/modules/edgefilter/inputs/input1/sequenceNumber=9&batchId="
+        ));
+        let c = parse(&[
+            "--target",
+            "azure",
+            "--device-id",
+            "gw",
+            "--module-id",
+            "filter",
+            "--input-name",
+            "in",
+            "--output-name",
+            "out",
+            "--alert-filter",
+            "devices/gw/modules/filter/messages/#",
+        ])
+        .unwrap();
+        assert!(c
+            .target
+            .input_topic("dev-0")
+            .topic(None)
+            .starts_with("devices/gw/modules/filter/inputs/in/batchId="));
+        assert_eq!(c.alert_filter, "devices/gw/modules/filter/messages/#");
+        // One GUID per run.
+        let other = parse(&["--target", "azure"]).unwrap();
+        assert_ne!(other.target, parse(&["--target", "azure"]).unwrap().target);
+    }
+
+    #[test]
     fn one_clear_error_per_mistake() {
         let err = |a: &[&str]| parse(a).unwrap_err();
-        assert!(err(&["--target", "azure"]).contains("not yet supported"));
+        assert!(err(&["--device-id", "d"]).contains("--device-id applies only to --target azure"));
+        assert!(err(&["--output-name", "o"]).contains("--output-name"));
+        assert!(err(&["--no-property-check"]).contains("--no-property-check applies only"));
+        assert_eq!(
+            err(&["--target", "azure", "--twin-step", "30"]),
+            "--twin-step is not supported with --target azure: the module twin is edgeHub's"
+        );
+        assert!(err(&["--target", "azure", "--twin-topic", "t"]).contains("--twin-topic"));
+        assert!(err(&["--target", "azure", "--input-prefix", "t"]).contains("--input-prefix"));
+        assert!(err(&["--target", "azure", "--module-id", ""]).contains("--module-id"));
+        let long = "x".repeat(70_000);
+        assert!(err(&["--input-prefix", &long]).contains("at most 65535 bytes"));
         assert!(err(&["--count", "0"]).contains("--count"));
         assert!(err(&["--count", "5", "--duration", "1s"]).contains("cannot be used with"));
         assert!(err(&["--connections", "11"]).contains("--connections"));

@@ -11,6 +11,8 @@
 //! ```
 //!
 //! - [`cli`]: the command line and its validation into a [`cli::Config`].
+//! - [`target`]: the topics per target (`mqtt`, or `azure`: module input and events topics
+//!   with property bags) and the alert property check.
 //! - [`schedule`]: the open-loop schedule, device → connection split, stop and pause points.
 //! - [`message`]: sensor bodies, expected verdicts, PUBLISH encoding in place.
 //! - [`publisher`]: one connection's writer and PUBACK/PINGRESP reader threads.
@@ -30,5 +32,6 @@ pub mod report;
 pub mod run;
 pub mod schedule;
 pub mod sink;
+pub mod target;
 pub mod twin;
 pub mod wire;

@@ -8,6 +8,7 @@
 //! threshold in force. Either way loadgen knows the exact verdict: the body carries the f64's
 //! shortest round-trip text, so the filter parses back exactly the value compared here.
 
+use crate::target::TopicTemplate;
 use edgefilter::sensor::{write_body, Reading, Sensor, Tracking};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -53,16 +54,18 @@ pub fn ratio_temperature(seed: u64, seq: u64, ratio: f64, threshold: f64) -> f64
 #[derive(Debug, Clone)]
 pub struct Device {
     pub name: String,
-    pub topic: Vec<u8>,
+    /// Written per message: with `--target azure` the topic carries the message's
+    /// `sequenceNumber`.
+    pub topic: TopicTemplate,
     pub sensor: Sensor,
 }
 
 impl Device {
     /// Device `index` of a run seeded with `seed`, publishing to `topic`.
-    pub fn new(index: u32, seed: u64, topic: String) -> Self {
+    pub fn new(index: u32, seed: u64, topic: TopicTemplate) -> Self {
         Device {
             name: device_name(index),
-            topic: topic.into_bytes(),
+            topic,
             sensor: Sensor::new(splitmix64(seed ^ (u64::from(index) << 32))),
         }
     }
@@ -103,12 +106,36 @@ pub fn encode_publish(
     pkid: u16,
     payload: impl FnOnce(&mut Vec<u8>),
 ) {
+    encode_publish_with(
+        out,
+        fmt,
+        retain,
+        |o| o.extend_from_slice(topic),
+        pkid,
+        payload,
+    );
+}
+
+/// [`encode_publish`] with the topic written in place too, by `topic` (at most 65535 bytes,
+/// which `cli` checks for every topic loadgen writes).
+#[inline]
+pub fn encode_publish_with(
+    out: &mut Vec<u8>,
+    fmt: PublishFormat,
+    retain: bool,
+    topic: impl FnOnce(&mut Vec<u8>),
+    pkid: u16,
+    payload: impl FnOnce(&mut Vec<u8>),
+) {
     let start = out.len();
     out.push(0x30 | (fmt.qos << 1) | u8::from(retain));
     out.extend_from_slice(&[0, 0]); // remaining length, patched below (2 bytes is the usual size)
     let var_start = out.len();
-    out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
-    out.extend_from_slice(topic);
+    out.extend_from_slice(&[0, 0]); // topic length, patched below
+    topic(out);
+    let topic_len = out.len() - var_start - 2;
+    debug_assert!(topic_len <= usize::from(u16::MAX));
+    out[var_start..var_start + 2].copy_from_slice(&(topic_len as u16).to_be_bytes());
     if fmt.qos > 0 {
         out.extend_from_slice(&pkid.to_be_bytes());
     }
@@ -245,6 +272,34 @@ mod tests {
     }
 
     #[test]
+    fn publish_with_a_per_message_topic_matches_rumqttc() {
+        use crate::target::{AzureModule, Target};
+        let t = Target::Azure(AzureModule {
+            device_id: "dev1".into(),
+            module_id: "edgefilter".into(),
+            input_name: "input1".into(),
+            output_name: "output1".into(),
+            batch_id: "b".into(),
+        })
+        .input_topic("dev-0");
+        let fmt = PublishFormat { qos: 1, v5: false };
+        let mut out = Vec::new();
+        encode_publish_with(
+            &mut out,
+            fmt,
+            false,
+            |o| t.write(o, Some(77)),
+            9,
+            |o| o.extend_from_slice(b"{}"),
+        );
+        let mut p = Publish::new(t.topic(Some(77)), QoS::AtLeastOnce, b"{}".to_vec());
+        p.pkid = 9;
+        let mut want = BytesMut::new();
+        p.write(&mut want).unwrap();
+        assert_eq!(out, want.to_vec());
+    }
+
+    #[test]
     fn publish_literal_bytes() {
         let fmt = PublishFormat { qos: 1, v5: false };
         assert_eq!(
@@ -275,7 +330,7 @@ mod tests {
 
     #[test]
     fn body_round_trips_the_temperature() {
-        let mut d = Device::new(3, 42, "telemetry/dev-3".into());
+        let mut d = Device::new(3, 42, TopicTemplate::fixed("telemetry/dev-3".into()));
         assert_eq!(d.name, "dev-3");
         let r = d.reading(TempSource::Ratio(0.5), 42, 17, 25.0);
         let mut out = Vec::new();
@@ -290,7 +345,7 @@ mod tests {
         assert_eq!(v["sentUs"], 1_700_000_000_123_456u64);
         assert_eq!(v["timeCreated"], "2023-11-14T22:13:20.123456Z");
         // The profile: the first reading of every device is 21.
-        let mut d = Device::new(0, 42, "t".into());
+        let mut d = Device::new(0, 42, TopicTemplate::fixed("t".into()));
         assert_eq!(
             d.reading(TempSource::Profile, 42, 0, 25.0)
                 .machine_temperature,

@@ -7,7 +7,7 @@
 use crate::account::{new_latency_histogram, BitSet};
 use crate::clock::{thread_cpu, Clock};
 use crate::inflight::{IdCursor, IdWindow};
-use crate::message::{encode_publish, write_message_body, Device, PublishFormat, TempSource};
+use crate::message::{encode_publish_with, write_message_body, Device, PublishFormat, TempSource};
 use crate::schedule::{ConnSeqs, Schedule};
 use crate::wire::{
     decode_control, frame, parse_puback, Conn, Control, WireError, DISCONNECT, PINGREQ,
@@ -437,10 +437,15 @@ impl Writer {
                 } else {
                     0
                 };
-                let name = dev.name.as_str();
-                encode_publish(&mut self.buf, self.cfg.fmt, false, &dev.topic, pkid, |o| {
-                    write_message_body(o, &r, seq, name, intended)
-                });
+                let dev = &self.cfg.devices[di];
+                encode_publish_with(
+                    &mut self.buf,
+                    self.cfg.fmt,
+                    false,
+                    |o| dev.topic.write(o, Some(seq)),
+                    pkid,
+                    |o| write_message_body(o, &r, seq, &dev.name, intended),
+                );
                 last_seq = seq;
                 n += 1;
                 seqs.advance();

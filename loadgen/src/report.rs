@@ -71,6 +71,15 @@ pub struct Summary {
     /// Alerts for messages of an earlier run (`sentUs` before this run's start), e.g. from a
     /// filter still draining a backlog; not counted in any other figure.
     pub stale: u64,
+    /// `mqtt` or `azure` (`--target`).
+    pub target: String,
+    /// Whether alert properties were checked (`--target azure` without `--no-property-check`).
+    pub properties_checked: bool,
+    /// `--target azure`: alerts whose topic lacks the expected properties (`$.on=<output>`
+    /// first, `MessageType=Alert`, the message's `sequenceNumber`); always 0 for `mqtt`.
+    pub bad_properties: u64,
+    /// The topic of the first such alert.
+    pub first_bad_properties: Option<String>,
     /// CPU of the whole loadgen process from start to the end of the drain.
     pub cpu_s: f64,
     pub cpu_us_per_msg: f64,
@@ -89,7 +98,7 @@ pub struct Summary {
 impl Summary {
     /// Exit status 0 only for a clean run.
     pub fn passed(&self) -> bool {
-        self.lost == 0 && self.unexpected == 0
+        self.lost == 0 && self.unexpected == 0 && self.bad_properties == 0
     }
 
     pub fn to_json(&self) -> String {
@@ -106,7 +115,8 @@ impl Summary {
         };
         let _ = writeln!(
             s,
-            "loadgen: QoS {} (alerts QoS {}), MQTT {}, {} connection(s), {} device(s), rate {rate}, threshold {}{}",
+            "loadgen: {}QoS {} (alerts QoS {}), MQTT {}, {} connection(s), {} device(s), rate {rate}, threshold {}{}",
+            if self.target == "azure" { "IoT Edge topics, " } else { "" },
             self.qos,
             self.sink_qos,
             if self.mqtt_version == 5 { "5" } else { "3.1.1" },
@@ -163,6 +173,22 @@ impl Summary {
                 mark(self.unexpected)
             ),
         );
+        if self.properties_checked {
+            row(
+                &mut s,
+                "bad properties",
+                format!(
+                    "{:>12}{}",
+                    thousands(self.bad_properties),
+                    mark(self.bad_properties)
+                ),
+            );
+        } else if self.target == "azure" {
+            row(&mut s, "bad properties", "not checked".into());
+        }
+        if let Some(topic) = &self.first_bad_properties {
+            row(&mut s, "first bad topic", topic.clone());
+        }
         if self.stale > 0 {
             row(
                 &mut s,
@@ -383,6 +409,11 @@ mod tests {
             ..s.clone()
         }
         .passed());
+        assert!(!Summary {
+            bad_properties: 1,
+            ..s.clone()
+        }
+        .passed());
         assert!(
             Summary { duplicates: 1, ..s }.passed(),
             "duplicates are reported, not failed"
@@ -416,6 +447,22 @@ mod tests {
             "12.3 ms",
             "[5, 9]",
             "FAIL",
+        ] {
+            assert!(t.contains(want), "{want} in\n{t}");
+        }
+        assert!(!t.contains("bad properties"), "mqtt target: {t}");
+        let t = Summary {
+            target: "azure".into(),
+            properties_checked: true,
+            bad_properties: 3,
+            first_bad_properties: Some("devices/d/modules/m/messages/events/x=1".into()),
+            ..Default::default()
+        }
+        .table();
+        for want in [
+            "IoT Edge topics",
+            "bad properties              3   <-- FAIL",
+            "first bad topic  devices/d/modules/m/messages/events/x=1",
         ] {
             assert!(t.contains(want), "{want} in\n{t}");
         }

@@ -1,7 +1,7 @@
-//! Tooling: one loadgen run, wired together — connect, read the twin, wait until a probe
-//! travels the whole path (publisher → broker → filter → alert subscription), start the
-//! clock, publish open-loop on every connection, take the twin step halfway if asked, drain
-//! the alerts, and turn the counts into a [`Summary`].
+//! Tooling: one loadgen run, wired together — connect, read the twin (`--target mqtt`), wait
+//! until a probe travels the whole path (publisher → broker → filter → alert subscription),
+//! start the clock, publish open-loop on every connection, take the twin step halfway if
+//! asked, drain the alerts, and turn the counts into a [`Summary`].
 
 use crate::account::{new_latency_histogram, BitSet};
 use crate::cli::Config;
@@ -11,6 +11,7 @@ use crate::publisher::{self, PubConfig, PubEvent, PubResult, Shared};
 use crate::report::{Latency, Summary};
 use crate::schedule::devices_of;
 use crate::sink::{self, Drain, SinkProgress};
+use crate::target::Target;
 use crate::twin::{reported_threshold, version_of, Twin, TwinError};
 use crate::wire::{Conn, MqttVersion, WireError};
 use hdrhistogram::Histogram;
@@ -74,12 +75,16 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
     let v = cfg.version;
     let clock = Clock::start();
 
-    // Control connection: twin documents and readiness probes.
+    // Control connection: twin documents and readiness probes. With --target azure the twin
+    // is edgeHub's and there are no retained documents to read.
     let mut twin = Twin::new(
         Conn::open(&addr, &format!("{id}-ctl"), v, CONNECT_TIMEOUT, 64 << 10)?,
         &cfg.twin_prefix,
     );
-    let docs = twin.read_retained(cfg.ready_timeout)?;
+    let docs = match cfg.target {
+        Target::Mqtt { .. } => twin.read_retained(cfg.ready_timeout)?,
+        Target::Azure(_) => Default::default(),
+    };
     if let Some(doc) = &docs.reported {
         if let Some(t) = reported_threshold(doc) {
             if t != cfg.threshold {
@@ -111,6 +116,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
             qos: cfg.sink_qos,
             clock,
             tick: cfg.tick,
+            check: cfg.property_check.clone(),
         },
         progress.clone(),
         issued.clone(),
@@ -132,7 +138,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
 
     // Readiness: a probe must travel the whole path before the clock starts.
     let probe_t = cfg.threshold.max(cfg.twin_step.unwrap_or(cfg.threshold)) + 1000.0;
-    let probe_topic = cfg.target.input_topic(PROBE_DEVICE);
+    let probe_topic = cfg.target.input_topic(PROBE_DEVICE).topic(None);
     let ready_start = Instant::now();
     let mut next_probe = ready_start;
     if cfg.progress {
@@ -384,6 +390,10 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
         cpu_sink_s: sink_result.cpu.as_secs_f64(),
         send_lag_us: Latency::from_histogram(&send_lag),
         stale: acct.stale,
+        target: cfg.target.name().to_string(),
+        properties_checked: cfg.property_check.is_some(),
+        bad_properties: sink_result.bad_properties,
+        first_bad_properties: sink_result.first_bad_topic.clone(),
         first_lost: counts.first_lost,
         first_unexpected: counts.first_unexpected,
         interrupted: INTERRUPTED.load(Ordering::Relaxed),

@@ -3,10 +3,12 @@
 //! place, each PUBLISH's payload goes to [`Accounting::on_alert`] stamped with the read's
 //! time. After the publishers finish, the controller hands over the expected set and the sink
 //! drains: it stops when every expected alert has arrived or none came for the drain timeout.
+//! With `--target azure` it also checks each alert's topic properties ([`PropertyCheck`]).
 
 use crate::account::{Accounting, AlertKind, BitSet};
 use crate::clock::{thread_cpu, Clock};
 use crate::publisher::IDLE_PING;
+use crate::target::PropertyCheck;
 use crate::wire::{
     decode_control, frame, parse_publish, puback_packet, subscribe_packet, Conn, Control,
     WireError, DISCONNECT, PINGREQ,
@@ -35,6 +37,11 @@ pub struct SinkResult {
     pub acct: Accounting,
     /// The drain ended on the idle timeout (some expected alerts never came).
     pub timed_out: bool,
+    /// Alerts of this run's messages (first copies and duplicates) whose topic failed the
+    /// [`PropertyCheck`].
+    pub bad_properties: u64,
+    /// The topic of the first of them, for diagnosis.
+    pub first_bad_topic: Option<String>,
     pub cpu: Duration,
 }
 
@@ -87,13 +94,15 @@ pub fn should_coalesce(alerts: u64, window_us: u64, tick_us: u64) -> bool {
 const COALESCE_BYTES: usize = 256 << 10;
 
 /// How the sink reads.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SinkOptions {
     /// QoS of the subscription (1: every QoS 1 alert is acknowledged).
     pub qos: u8,
     pub clock: Clock,
     /// Read coalescing under load, see [`should_coalesce`].
     pub tick: Duration,
+    /// What each alert's topic must show (`--target azure`).
+    pub check: Option<PropertyCheck>,
 }
 
 /// Runs the sink on an already subscribed connection.
@@ -108,7 +117,13 @@ pub fn spawn(
     thread::Builder::new()
         .name("loadgen-sink".into())
         .spawn(move || {
-            let SinkOptions { qos, clock, tick } = opts;
+            let SinkOptions {
+                qos,
+                clock,
+                tick,
+                check,
+            } = opts;
+            let (mut bad_properties, mut first_bad_topic) = (0u64, None);
             conn.stream
                 .set_read_timeout(Some(Duration::from_millis(20)))?;
             let mut acct = Accounting::new();
@@ -138,6 +153,16 @@ pub fn spawn(
                         3 => {
                             let p = parse_publish(&conn.buf, &f, v5)?;
                             let (kind, seq) = acct.on_alert(p.payload, now, issued, run_start);
+                            if let Some(check) = &check {
+                                if matches!(kind, AlertKind::First | AlertKind::Duplicate)
+                                    && !check.ok(p.topic, seq)
+                                {
+                                    bad_properties += 1;
+                                    first_bad_topic.get_or_insert_with(|| {
+                                        String::from_utf8_lossy(p.topic).into_owned()
+                                    });
+                                }
+                            }
                             if qos > 0 && p.qos > 0 {
                                 acks.extend_from_slice(&puback_packet(p.pkid));
                             }
@@ -203,6 +228,8 @@ pub fn spawn(
             Ok(SinkResult {
                 acct,
                 timed_out,
+                bad_properties,
+                first_bad_topic,
                 cpu: thread_cpu(),
             })
         })

@@ -270,6 +270,119 @@ fn no_filter_path_every_message_counts() {
     }
 }
 
+fn azure() -> Behaviour {
+    Behaviour {
+        azure: true,
+        ..ok()
+    }
+}
+
+#[test]
+fn azure_target_run_is_exact() {
+    // Module input topics with the sensor's property bag in, the module's events out; the
+    // stand-in checks every input topic with edgefilter's parser.
+    let (_b, fwd, run) = run_against(
+        azure(),
+        "--target azure --count 3000 --alert-ratio 0.3 --devices 4 --connections 2 --qos 1",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.n("sent"), 3000);
+    assert_eq!(fwd.get(|s| &s.telemetry), 3000);
+    assert_eq!(
+        fwd.get(|s| &s.bad_inputs),
+        0,
+        "every input topic as edgeHub delivers it"
+    );
+    let alerts = fwd.get(|s| &s.alerts);
+    assert!((750..1250).contains(&alerts), "about 30% alerts: {alerts}");
+    assert_eq!(run.n("expected_alerts"), alerts);
+    assert_eq!(run.n("received_alerts"), alerts);
+    assert_eq!(
+        (run.n("lost"), run.n("duplicates"), run.n("unexpected")),
+        (0, 0, 0)
+    );
+    assert_eq!(run.n("bad_properties"), 0);
+    let s = run.summary.as_ref().unwrap();
+    assert_eq!(s["target"], "azure");
+    assert_eq!(s["latency_samples"].as_u64(), Some(alerts));
+    assert!(run.stdout.contains("bad properties"));
+    assert!(run.stdout.contains("PASS"));
+}
+
+#[test]
+fn azure_target_counts_alerts_without_their_properties() {
+    // Every 5th alert is sent without MessageType=Alert, and every 10th is dropped: the run
+    // fails, with both counted exactly and the drop not mistaken for a property fault.
+    let b = Behaviour {
+        untagged_every: 5,
+        drop_every: 10,
+        ..azure()
+    };
+    let (_b, fwd, run) = run_against(
+        b,
+        "--target azure --count 2000 --alert-ratio 0.5 --qos 0 --drain-timeout 1s",
+    );
+    assert_eq!(run.code, 1);
+    let alerts = fwd.get(|s| &s.alerts);
+    assert_eq!(run.n("expected_alerts"), alerts);
+    assert_eq!(run.n("lost"), alerts / 10);
+    // Multiples of 10 are dropped, so the untagged ones that arrive are the odd multiples of 5.
+    assert_eq!(run.n("bad_properties"), alerts / 5 - alerts / 10);
+    assert_eq!(fwd.get(|s| &s.untagged), alerts / 5);
+    assert_eq!((run.n("unexpected"), run.n("duplicates")), (0, 0));
+    let s = run.summary.as_ref().unwrap();
+    let first = s["first_bad_properties"].as_str().unwrap();
+    assert!(
+        first.starts_with(
+            "devices/dev1/modules/edgefilter/messages/events/%24.on=output1&sequenceNumber="
+        ),
+        "{first}"
+    );
+    assert!(run.stdout.contains("bad properties"));
+}
+
+#[test]
+fn azure_no_filter_path_without_the_property_check() {
+    // The sink reads the module's input topics themselves: every message counts, and their
+    // bags (inputs, not outputs) are not checked.
+    let broker = Mosquitto::start();
+    let args = "--target azure --no-property-check --alert-filter devices/dev1/modules/edgefilter/inputs/# \
+                --count 3000 --alert-ratio 1 --connections 2 --qos 1";
+    let run = loadgen(&broker.url(), &words(args));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        (run.n("sent"), run.n("received_alerts"), run.n("lost")),
+        (3000, 3000, 0)
+    );
+    assert_eq!(run.n("bad_properties"), 0);
+    assert!(run.stdout.contains("not checked"));
+    // With the check, input topics are not the module's events: every alert is flagged.
+    let run = loadgen(
+        &broker.url(),
+        &words(&args.replace("--no-property-check", "")),
+    );
+    assert_eq!(run.code, 1);
+    assert_eq!((run.n("lost"), run.n("bad_properties")), (0, 3000));
+}
+
+#[test]
+fn azure_target_with_other_ids_reaches_no_filter() {
+    // The stand-in serves dev1/edgefilter: a run for another module's input is never ready.
+    let broker = Mosquitto::start();
+    let _fwd = Forwarder::start(broker.port, azure());
+    let run = loadgen(
+        &broker.url(),
+        &words("--target azure --module-id other --count 10 --ready-timeout 600ms"),
+    );
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("devices/dev1/modules/other/messages/events/#"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn setup_errors_exit_2_with_one_line() {
     // Nothing listens on this port (it was just released).
@@ -290,9 +403,12 @@ fn setup_errors_exit_2_with_one_line() {
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("not ready"), "{}", run.stderr);
 
-    let run = loadgen(&broker.url(), &words("--target azure"));
+    let run = loadgen(&broker.url(), &words("--target azure --twin-step 30"));
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("not yet supported"));
+    assert_eq!(
+        run.stderr.trim(),
+        "loadgen: --twin-step is not supported with --target azure: the module twin is edgeHub's"
+    );
     let run = loadgen(&broker.url(), &words("--qos 2"));
     assert_eq!(run.code, 2);
 }

@@ -7,9 +7,16 @@
 //! order, and implements the generic twin (desired patch in, retained reported document out).
 //! It can misbehave on purpose (drop, duplicate, ignore the twin) so the tests can check that
 //! loadgen's accounting catches each fault exactly.
+//!
+//! With `Behaviour::azure` it stands in for edgefilter in IoT Edge mode AND for edgeHub's
+//! routing (neither edgeHub nor a real module input can run here): it reads
+//! `devices/dev1/modules/edgefilter/inputs/input1/#`, checks each input topic's property bag
+//! with edgefilter's own parser, and sends alerts to
+//! `devices/dev1/modules/edgefilter/messages/events/%24.on=output1&MessageType=Alert&sequenceNumber=<n>`.
 
 #![allow(dead_code)]
 
+use edgefilter::io::azure::ModuleTopics;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use std::net::{TcpListener, TcpStream};
@@ -96,6 +103,10 @@ pub struct Behaviour {
     pub duplicate_every: u64,
     /// Apply desired patches (false: report them applied but keep the old threshold).
     pub apply_twin: bool,
+    /// IoT Edge topics (module dev1/edgefilter, input1 → output1) instead of telemetry/alerts.
+    pub azure: bool,
+    /// With `azure`: send every n-th alert without `MessageType=Alert`, 0 = never.
+    pub untagged_every: u64,
 }
 
 impl Default for Behaviour {
@@ -105,6 +116,8 @@ impl Default for Behaviour {
             drop_every: 0,
             duplicate_every: 0,
             apply_twin: true,
+            azure: false,
+            untagged_every: 0,
         }
     }
 }
@@ -120,6 +133,37 @@ pub struct Stats {
     pub patches: AtomicU64,
     /// Alerts whose temperature lies in (low, high] (set by `count_band`).
     pub in_band: AtomicU64,
+    /// `azure`: input messages whose topic was not the sensor's as edgeHub delivers it
+    /// (property bag, `sequenceNumber` = the body's `seq`, one `batchId` for the run).
+    pub bad_inputs: AtomicU64,
+    /// `azure`: alerts sent without `MessageType=Alert`.
+    pub untagged: AtomicU64,
+}
+
+const AZ_INPUT_FILTER: &str = "devices/dev1/modules/edgefilter/inputs/input1/#";
+const AZ_EVENTS: &str = "devices/dev1/modules/edgefilter/messages/events/";
+
+/// Checks an input topic as edgeHub would deliver the sensor's message; returns its
+/// `sequenceNumber` (None for a probe) and `batchId`, or None when the topic is wrong.
+fn azure_input(topic: &str, body_seq: Option<u64>) -> Option<(Option<u64>, String)> {
+    let input = ModuleTopics::new("dev1", "edgefilter")
+        .parse_input(topic)
+        .ok()?;
+    let p = &input.properties;
+    let fixed = [
+        ("$.ct", "application/json"),
+        ("$.ce", "utf-8"),
+        ("$.cdid", "dev1"),
+        ("$.cmid", "SimulatedTemperatureSensor"),
+    ];
+    if input.input_name != "input1" || fixed.iter().any(|(k, v)| p.get(k) != Some(v)) {
+        return None;
+    }
+    let seq = p.get("sequenceNumber").map(|n| n.parse::<u64>().ok());
+    if seq.flatten() != body_seq || seq == Some(None) {
+        return None;
+    }
+    Some((seq.flatten(), p.get("batchId")?.to_string()))
 }
 
 pub struct Forwarder {
@@ -165,7 +209,12 @@ impl Forwarder {
                 }
             }
         });
-        client.subscribe("telemetry/#", QoS::AtMostOnce).unwrap();
+        let input_filter = if b.azure {
+            AZ_INPUT_FILTER
+        } else {
+            "telemetry/#"
+        };
+        client.subscribe(input_filter, QoS::AtMostOnce).unwrap();
         client
             .subscribe("edgefilter/twin/desired", QoS::AtLeastOnce)
             .unwrap();
@@ -174,6 +223,7 @@ impl Forwarder {
         let (patch_tx, patch_rx) = mpsc::channel();
         let filter = thread::spawn(move || {
             let mut threshold = b.threshold;
+            let mut batch_id: Option<String> = None;
             // The initial report goes out after both SUBSCRIBEs (requests are sent in order),
             // so its PUBACK means the filter is fully set up.
             report(&c, threshold, 0);
@@ -203,13 +253,34 @@ impl Forwarder {
                 if !probe {
                     s.telemetry.fetch_add(1, Ordering::Relaxed);
                 }
+                let mut seq = None;
+                if b.azure {
+                    // One batchId for the whole run.
+                    let checked =
+                        azure_input(&p.topic, doc["seq"].as_u64()).filter(|(_, batch)| {
+                            batch_id.get_or_insert_with(|| batch.clone()) == batch
+                        });
+                    let Some((n, _)) = checked else {
+                        s.bad_inputs.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    seq = n;
+                }
                 let Some(t) = doc["machine"]["temperature"].as_f64() else {
                     continue;
                 };
                 if t <= threshold {
                     continue;
                 }
-                let alert_topic = format!("alerts/{}", p.topic);
+                let mut alert_topic = if b.azure {
+                    let mut topic = format!("{AZ_EVENTS}%24.on=output1&MessageType=Alert");
+                    if let Some(n) = seq {
+                        topic.push_str(&format!("&sequenceNumber={n}"));
+                    }
+                    topic
+                } else {
+                    format!("alerts/{}", p.topic)
+                };
                 if probe {
                     let _ = c.publish(alert_topic, QoS::AtMostOnce, false, p.payload.to_vec());
                     continue;
@@ -219,6 +290,10 @@ impl Forwarder {
                     if t > lo && t <= hi {
                         s.in_band.fetch_add(1, Ordering::Relaxed);
                     }
+                }
+                if b.untagged_every > 0 && n % b.untagged_every == 0 {
+                    s.untagged.fetch_add(1, Ordering::Relaxed);
+                    alert_topic = alert_topic.replace("&MessageType=Alert", "");
                 }
                 if b.drop_every > 0 && n % b.drop_every == 0 {
                     s.dropped.fetch_add(1, Ordering::Relaxed);
