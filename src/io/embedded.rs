@@ -3,9 +3,7 @@
 //! with the filter attached — sensors and consumers connect to it like to any broker, and the
 //! filter's own connection goes to it over loopback.
 
-use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpListener};
 
 use thiserror::Error;
 
@@ -40,6 +38,7 @@ impl EmbeddedBroker {
     #[cfg(feature = "embedded-broker")]
     pub fn start(&self) -> Result<(), EmbeddedError> {
         use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+        use std::collections::HashMap;
 
         let listeners: Vec<SocketAddr> = self.v4.iter().chain(self.v5.iter()).copied().collect();
         // rumqttd only logs bind failures: check the addresses first for a clear error.
@@ -107,7 +106,10 @@ impl EmbeddedBroker {
     }
 }
 
+#[cfg(feature = "embedded-broker")]
 fn wait_listening(addr: SocketAddr) -> Result<(), EmbeddedError> {
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
     let deadline = Instant::now() + Duration::from_secs(10);
     let probe = if addr.ip().is_unspecified() {
         SocketAddr::new(
