@@ -187,6 +187,7 @@ pub async fn run(
         qos: settings.qos,
         field: settings.field.clone(),
         workers: settings.workers,
+        inline_batch: settings.inline_batch,
         max_payload: settings.max_payload,
         max_pending: settings.max_pending,
         max_inflight: settings.max_inflight,

@@ -82,6 +82,7 @@ async fn mqtt5_alerts_are_byte_identical_with_properties() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt311_alerts_on_the_alert_topic() {
     let broker = Mosquitto::start();
+    // --inline-batch 0: every batch goes through the worker pool (two workers).
     let filter = InProcess::start(&[
         "--broker",
         &broker.url(),
@@ -89,6 +90,10 @@ async fn mqtt311_alerts_on_the_alert_topic() {
         "3",
         "--client-id",
         "ef-311",
+        "--workers",
+        "2",
+        "--inline-batch",
+        "0",
     ])
     .await;
     let sub = Client4::connect(broker.port, "sub").await;

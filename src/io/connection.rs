@@ -108,6 +108,9 @@ pub struct Plan {
     pub qos: u8,
     pub field: FieldPath,
     pub workers: usize,
+    /// Batches up to this size are decided on the connection's thread when their worker is
+    /// idle (0: every batch goes to the pool).
+    pub inline_batch: usize,
     pub max_payload: usize,
     pub max_pending: usize,
     pub max_inflight: u16,
@@ -186,12 +189,10 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
     let (tx, rx) = mpsc::unbounded_channel();
-    // `--workers 0`: verdicts on this task, no hand-off (small gateways).
-    let (pool, inline) = if plan.workers == 0 {
-        (
-            None,
-            Some(Evaluator::new(plan.field.clone(), plan.max_payload)),
-        )
+    // `--workers 0`: every verdict on this task, no hand-off (small gateways).
+    let evaluator = Evaluator::new(plan.field.clone(), plan.max_payload);
+    let pool = if plan.workers == 0 {
+        None
     } else {
         let pool = Pool::start(
             plan.workers,
@@ -201,7 +202,7 @@ pub async fn run(
             tx,
         )
         .map_err(ConnectionError::Io)?;
-        (Some(pool), None)
+        Some(pool)
     };
     let shards = pool.as_ref().map_or(1, |p| p.workers());
     let twin = Twin::new(shared.threshold.get());
@@ -210,7 +211,7 @@ pub async fn run(
         shard_jobs: (0..shards).map(|_| Vec::new()).collect(),
         batches_out: vec![0; shards],
         pool,
-        inline,
+        evaluator,
         results: rx,
         spare: Vec::new(),
         in_workers: 0,
@@ -240,8 +241,8 @@ struct Engine {
     dialect: Dialect,
     shared: Shared,
     pool: Option<Pool<Meta>>,
-    /// `--workers 0`: the evaluator used on this task instead of the pool.
-    inline: Option<Evaluator>,
+    /// Decides small batches (and all of them with `--workers 0`) on this task.
+    evaluator: Evaluator,
     results: mpsc::UnboundedReceiver<Batch<Meta>>,
     /// Jobs collected for each worker during one socket read.
     shard_jobs: Vec<Vec<Job<Meta>>>,
@@ -554,11 +555,11 @@ impl Engine {
                 }
                 b = self.results.recv() => {
                     let Some(batch) = b else { return Err(ConnectionError::WorkersGone) };
-                    self.handle_results(batch);
+                    self.handle_results(batch, true);
                     // Take whatever else is ready in the same turn (one write for all).
                     for _ in 0..64 {
                         match self.results.try_recv() {
-                            Ok(batch) => self.handle_results(batch),
+                            Ok(batch) => self.handle_results(batch, true),
                             Err(_) => break,
                         }
                     }
@@ -770,28 +771,36 @@ impl Engine {
     /// threshold.
     fn dispatch(&mut self, force: bool) -> Result<(), ConnectionError> {
         let threshold = self.shared.threshold.get();
-        if let Some(evaluator) = self.inline.as_mut() {
-            let jobs = std::mem::take(&mut self.shard_jobs[0]);
-            if jobs.is_empty() {
-                return Ok(());
-            }
-            let mut batch = Batch { threshold, jobs };
-            for job in &mut batch.jobs {
-                job.verdict = evaluator.evaluate(&job.payload, threshold);
-            }
-            self.in_workers += batch.jobs.len();
-            self.handle_results(batch);
-            return Ok(());
-        }
-        let Some(pool) = self.pool.as_ref() else {
-            return Err(ConnectionError::WorkersGone);
-        };
-        for (shard, jobs) in self.shard_jobs.iter_mut().enumerate() {
-            if jobs.is_empty() || (self.batches_out[shard] > 0 && !force) {
+        for shard in 0..self.shard_jobs.len() {
+            let pending = self.shard_jobs[shard].len();
+            if pending == 0 {
                 continue;
             }
-            let jobs = std::mem::take(jobs);
-            self.in_workers += jobs.len();
+            let idle = self.batches_out[shard] == 0;
+            // A hand-off and the hand-back cost about as much as 40 verdicts (two wake-ups and
+            // context switches): a small batch for an idle worker is decided right here. An
+            // idle worker means nothing of this shard is out, so per-device order holds.
+            let inline = self.pool.is_none() || (idle && pending <= self.plan.inline_batch);
+            if inline {
+                let mut batch = Batch {
+                    threshold,
+                    jobs: std::mem::take(&mut self.shard_jobs[shard]),
+                };
+                for job in &mut batch.jobs {
+                    job.verdict = self.evaluator.evaluate(&job.payload, threshold);
+                }
+                self.in_workers += pending;
+                self.handle_results(batch, false);
+                continue;
+            }
+            if !idle && !force {
+                continue;
+            }
+            let Some(pool) = self.pool.as_ref() else {
+                return Err(ConnectionError::WorkersGone);
+            };
+            let jobs = std::mem::take(&mut self.shard_jobs[shard]);
+            self.in_workers += pending;
             self.batches_out[shard] += 1;
             if pool.submit(shard, Batch { threshold, jobs }).is_err() {
                 return Err(ConnectionError::WorkersGone);
@@ -800,11 +809,14 @@ impl Engine {
         Ok(())
     }
 
-    /// Verdicts are back: alerts to the batcher, the rest completes (or is dead-lettered).
-    fn handle_results(&mut self, mut batch: Batch<Meta>) {
-        if let Some(first) = batch.jobs.first() {
-            if let Some(out) = self.batches_out.get_mut(usize::from(first.meta.shard)) {
-                *out = out.saturating_sub(1);
+    /// Verdicts are back (`from_worker`: from the pool, else decided here): alerts to the
+    /// batcher, the rest completes (or is dead-lettered).
+    fn handle_results(&mut self, mut batch: Batch<Meta>, from_worker: bool) {
+        if from_worker {
+            if let Some(first) = batch.jobs.first() {
+                if let Some(out) = self.batches_out.get_mut(usize::from(first.meta.shard)) {
+                    *out = out.saturating_sub(1);
+                }
             }
         }
         let now = Instant::now();
