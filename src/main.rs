@@ -56,13 +56,21 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
-    // One thread drives all I/O: the connection loop is a single task, and with a
+    // `run`: one thread drives all I/O. The connection loop is a single task, and with a
     // multi-thread runtime every socket event would first wake a runtime worker which then
     // wakes the thread running `block_on` (perf: a quarter of the CPU in context switches).
-    // The verdict workers are std threads of their own.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    // The verdict workers are std threads of their own. `demo` also runs the simulated
+    // sensors and the monitor, which get threads of their own so they do not queue behind
+    // the filter.
+    let runtime = match &cli.command {
+        Command::Run(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        Command::Demo(_) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?,
+    };
     match cli.command {
         Command::Run(args) => {
             let settings = args.validate()?;

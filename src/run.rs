@@ -196,6 +196,7 @@ pub async fn run(
         batch_format: settings.batch_format,
         drain_timeout: settings.drain_timeout,
         token_ttl: settings.azure_token_ttl,
+        quick_ack: !in_azure && matches!(settings.target, Target::Embedded { .. }),
         // IoT Edge starts modules before edgeHub may be ready: keep trying.
         retry_first_connect: in_azure,
     };
