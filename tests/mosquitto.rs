@@ -444,6 +444,65 @@ async fn a_killed_module_loses_no_alert_at_qos1() {
     assert!(filter.wait_exit(WAIT).success());
 }
 
+/// Broker loss: the filter reconnects with backoff; counters and the threshold survive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_broker_is_reconnected_and_state_survives() {
+    let mut broker = Mosquitto::start();
+    let filter = InProcess::start(&["--broker", &broker.url(), "--client-id", "ef-restart"]).await;
+    {
+        let sub = Client5::connect(broker.port, "sub").await;
+        sub.subscribe("alerts/#").await;
+        sub.subscribe("edgefilter/twin/reported").await;
+        let publisher = Client5::connect(broker.port, "pub").await;
+        publisher
+            .publish_retained(
+                "edgefilter/twin/desired",
+                r#"{"TemperatureThreshold": 30, "$version": 2}"#,
+            )
+            .await;
+        sub.inbox
+            .wait_until(WAIT, "threshold 30 reported", |m| {
+                m.iter().any(|r| {
+                    r.topic.ends_with("reported")
+                        && serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap()
+                            ["$version"]
+                            == 2
+                })
+            })
+            .await;
+        publisher.publish("telemetry/r", body(1, 35.0), &[]).await;
+        sub.inbox.wait_count("alerts/", 1, WAIT).await;
+    }
+    broker.restart();
+    let deadline = std::time::Instant::now() + WAIT;
+    while filter.shared.metrics.snapshot().reconnects < 1 || !filter.shared.metrics.is_connected() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the filter did not reconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sub = Client5::connect(broker.port, "sub2").await;
+    sub.subscribe("alerts/#").await;
+    let publisher = Client5::connect(broker.port, "pub2").await;
+    publisher.publish("telemetry/r", body(2, 28.0), &[]).await; // below the twin's 30
+    publisher.publish("telemetry/r", body(3, 31.0), &[]).await;
+    sub.inbox.wait_count("alerts/", 1, WAIT).await;
+    let s = filter.shared.metrics.snapshot();
+    filter.stop().await;
+    assert_eq!(
+        filter_seqs(&sub.inbox.on("alerts/")),
+        vec![3],
+        "the threshold 30 survived the broker"
+    );
+    assert_eq!(s.received, 3, "counters survive reconnects");
+    assert_eq!(s.reconnects, 1);
+}
+
+fn filter_seqs(alerts: &[Received]) -> Vec<u64> {
+    alerts.iter().filter_map(|a| seq_of(&a.payload)).collect()
+}
+
 /// SIGTERM: stop taking input, flush, wait for acknowledgements, disconnect, exit 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_exits_zero() {

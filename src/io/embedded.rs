@@ -77,8 +77,11 @@ impl EmbeddedBroker {
             router: RouterConfig {
                 max_connections: 10_010,
                 max_outgoing_packet_count: 1000,
-                max_segment_size: 104_857_600,
-                max_segment_count: 10,
+                // The router keeps each topic's message log in memory: 4 segments of 8 MiB
+                // bound what a lagging subscriber can fall behind (and the broker's RSS),
+                // instead of rumqttd's example 10 × 100 MiB.
+                max_segment_size: 8 << 20,
+                max_segment_count: 4,
                 ..Default::default()
             },
             v4: self.v4.map(|a| server("embedded-v4", a)),

@@ -90,6 +90,30 @@ impl Mosquitto {
         panic!("mosquitto did not start on a free port in 5 attempts");
     }
 
+    /// Stops the broker and starts it again on the same port with the same configuration
+    /// (persistence is off: sessions and retained messages are gone, like after a crash).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let conf = self.dir.path().join("mosquitto.conf");
+        for _ in 0..50 {
+            self.child = Command::new(mosquitto_bin())
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            if wait_listening(self.addr(), Duration::from_secs(2)) {
+                return;
+            }
+            // The port may still be held by the old socket for a moment.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        panic!("mosquitto did not restart on port {}", self.port);
+    }
+
     fn dir_take(&mut self) -> tempfile::TempDir {
         std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
