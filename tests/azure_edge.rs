@@ -38,10 +38,10 @@ use std::time::{Duration, Instant};
 
 use azure_common::{
     metric, new_ca, runtime_env, scrape, server_cert, start_stand_in, unix_now, Behaviour, Ca,
-    EdgeHubFront, Expected, Module, StandIn,
+    EdgeHubFront, Expected, StandIn,
 };
 use base64::Engine as _;
-use common::{free_port, Client4, Mosquitto, Received};
+use common::{free_port, Client4, FilterProcess, Mosquitto, Received};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 
@@ -373,7 +373,7 @@ async fn filters_input1_to_output1_like_the_sdk_and_follows_the_twin() {
     let edge = Edge::start(EDGEFILTER, |ca| server_cert(GATEWAY, ca)).await;
     let metrics_port = free_port();
     let started = unix_now();
-    let mut module = Module::spawn(
+    let mut module = FilterProcess::spawn_clean_env(
         &edge.env(),
         &[
             "--broker",
@@ -572,7 +572,7 @@ async fn renews_the_token_by_reconnecting_without_losing_an_alert() {
         Duration::from_millis(50),
     )
     .await;
-    let mut module = Module::spawn(
+    let mut module = FilterProcess::spawn_clean_env(
         &edge.env(),
         &[
             "--broker",
@@ -694,7 +694,7 @@ async fn refuses_an_edgehub_certificate_the_trust_bundle_does_not_vouch_for() {
     ];
     for (case, cert, problem) in cases {
         let edge = Edge::start(EDGEFILTER, cert).await;
-        let mut module = Module::spawn(
+        let mut module = FilterProcess::spawn_clean_env(
             &edge.env(),
             &["--broker", &edge.broker_flag(), "--metrics-addr", "off"],
         );
@@ -739,7 +739,7 @@ async fn the_development_fallback_signs_locally_and_filters() {
     let args = ["--broker", &edge.broker_flag(), "--metrics-addr", "off"];
 
     // A wrong key: the front door refuses the token as edgeHub would; the module keeps trying.
-    let mut wrong = Module::spawn(&env(b"not the module key"), &args);
+    let mut wrong = FilterProcess::spawn_clean_env(&env(b"not the module key"), &args);
     edge.front.wait_connects(1, WAIT).await;
     let refused = edge.front.connects().remove(0);
     assert!(
@@ -753,7 +753,7 @@ async fn the_development_fallback_signs_locally_and_filters() {
     drop(wrong);
 
     // The right key connects and filters.
-    let mut module = Module::spawn(&env(MODULE_KEY), &args);
+    let mut module = FilterProcess::spawn_clean_env(&env(MODULE_KEY), &args);
     edge.front
         .wait_until(WAIT, "an accepted CONNECT", |c, _| {
             c.iter().any(|c| c.verdict.is_ok())

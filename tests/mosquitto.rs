@@ -396,7 +396,7 @@ async fn a_killed_module_loses_no_alert_at_qos1() {
         "1",
     ];
     let mut filter = FilterProcess::spawn(&args);
-    filter.wait_log("connected to", WAIT);
+    filter.wait_log("connected to", WAIT).await;
     let sub = Client4::connect(broker.port, "sub").await;
     sub.subscribe("alerts/#").await;
     let publisher = Client4::connect(broker.port, "pub").await;
@@ -418,9 +418,9 @@ async fn a_killed_module_loses_no_alert_at_qos1() {
             // Mid-stream: some alerts are out, more are in flight; kill without warning.
             sub.inbox.wait_count("alerts/", 100, WAIT).await;
             filter.signal("KILL");
-            filter.wait_exit(WAIT);
+            filter.wait_exit(WAIT).await;
             filter = FilterProcess::spawn(&args);
-            filter.wait_log("session resumed", WAIT);
+            filter.wait_log("session resumed", WAIT).await;
         }
     }
     let want = expected.len();
@@ -441,7 +441,7 @@ async fn a_killed_module_loses_no_alert_at_qos1() {
     let unexpected: Vec<_> = got.difference(&expected).take(10).collect();
     assert!(unexpected.is_empty(), "unexpected alerts {unexpected:?}");
     filter.signal("TERM");
-    assert!(filter.wait_exit(WAIT).success());
+    assert!(filter.wait_exit(WAIT).await.success());
 }
 
 /// Broker loss: the filter reconnects with backoff; counters and the threshold survive.
@@ -516,7 +516,7 @@ async fn sigterm_drains_and_exits_zero() {
         "--metrics-addr",
         "off",
     ]);
-    filter.wait_log("connected to", WAIT);
+    filter.wait_log("connected to", WAIT).await;
     let sub = Client4::connect(broker.port, "sub").await;
     sub.subscribe("alerts/#").await;
     let publisher = Client4::connect(broker.port, "pub").await;
@@ -525,7 +525,7 @@ async fn sigterm_drains_and_exits_zero() {
     }
     sub.inbox.wait_count("alerts/", 500, WAIT).await;
     filter.signal("TERM");
-    let status = filter.wait_exit(WAIT);
+    let status = filter.wait_exit(WAIT).await;
     assert!(status.success(), "exit status {status}:\n{}", filter.log());
     let log = filter.log();
     assert!(log.contains("draining"), "{log}");

@@ -12,7 +12,6 @@
 //!   the SAS token (signature recomputed with the module key, expiry with edgeHub's 5 minutes of
 //!   skew) and refuses with CONNACK 5 when they are wrong. Accepted connections are spliced to
 //!   a real mosquitto, which then plays edgeHub's broker role.
-//! - [`Module`]: `edgefilter run` with exactly the environment a test gives it.
 //!
 //! Shared by `azure_workload.rs` and `azure_edge.rs` (included with `#[path]`); it depends on
 //! nothing in `common/mod.rs`.
@@ -23,7 +22,6 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -597,95 +595,6 @@ async fn front_door(
 
 // ---------------------------------------------------------------------------------------------
 // The module as a child process
-
-/// `edgefilter run` with only the environment given (no IOTEDGE_* or EDGEFILTER_* leaks in from
-/// the test's own environment), output in a log file; killed on drop.
-pub struct Module {
-    pub child: Child,
-    pub log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Module {
-    pub fn spawn(env: &[(&str, String)], args: &[&str]) -> Module {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("edgefilter.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_edgefilter"))
-            .arg("run")
-            .args(args)
-            .env_clear()
-            .env("RUST_LOG", "info")
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        Module {
-            child,
-            log,
-            _dir: dir,
-        }
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until the log contains `needle`; panics if the process exits first.
-    pub async fn wait_log(&mut self, needle: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            if self.log().contains(needle) {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "edgefilter exited ({status}) before logging {needle:?}:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "edgefilter did not log {needle:?} within {within:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "edgefilter did not exit within {within:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Module {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The workload-mode environment the IoT Edge runtime gives a module container.
 pub fn runtime_env(

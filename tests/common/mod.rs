@@ -159,14 +159,29 @@ pub struct FilterProcess {
 }
 
 impl FilterProcess {
+    /// `edgefilter run <args>` with this process's environment (and `RUST_LOG=info`).
     pub fn spawn(args: &[&str]) -> FilterProcess {
+        Self::spawn_with(None, args)
+    }
+
+    /// `edgefilter run <args>` with exactly the environment `env` (no `IOTEDGE_*` variable
+    /// leaks in from outside).
+    pub fn spawn_clean_env(env: &[(&str, String)], args: &[&str]) -> FilterProcess {
+        Self::spawn_with(Some(env), args)
+    }
+
+    fn spawn_with(env: Option<&[(&str, String)]>, args: &[&str]) -> FilterProcess {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("edgefilter.log");
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_edgefilter"))
-            .arg("run")
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgefilter"));
+        cmd.arg("run").args(args);
+        if let Some(env) = env {
+            cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+        }
+        let child = cmd
             .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
@@ -182,10 +197,11 @@ impl FilterProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits until the log contains `needle` (the process reports progress there).
-    pub fn wait_log(&mut self, needle: &str, within: Duration) {
+    /// Waits until the log contains `needle` (the process reports progress there); panics if
+    /// the process exits first or after `within`.
+    pub async fn wait_log(&mut self, needle: &str, within: Duration) {
         let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
+        loop {
             if self.log().contains(needle) {
                 return;
             }
@@ -195,12 +211,13 @@ impl FilterProcess {
                     self.log()
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
+            assert!(
+                Instant::now() < deadline,
+                "edgefilter did not log {needle:?} within {within:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!(
-            "edgefilter did not log {needle:?} within {within:?}:\n{}",
-            self.log()
-        );
     }
 
     pub fn signal(&self, sig: &str) {
@@ -213,7 +230,7 @@ impl FilterProcess {
     }
 
     /// Waits for the exit status (panics after `within`).
-    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -224,7 +241,7 @@ impl FilterProcess {
                 "edgefilter did not exit within {within:?}:\n{}",
                 self.log()
             );
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
