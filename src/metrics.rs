@@ -297,15 +297,6 @@ impl Metrics {
             reconnects: self.reconnects.get(),
         }
     }
-
-    /// Rejections of one reason so far.
-    pub fn rejected_count(&self, reason: RejectReason) -> u64 {
-        self.rejected
-            .get_or_create(&ReasonLabels {
-                reason: reason.into(),
-            })
-            .get()
-    }
 }
 
 #[cfg(test)]

@@ -47,11 +47,8 @@ impl<T> Outgoing<T> {
         }
     }
 
-    /// Limits the window (e.g. to the broker's Receive Maximum); never above what `new` allowed.
-    pub fn limit_window(&mut self, window: u16) {
-        self.window = self.window.min(usize::from(window.max(1)));
-    }
-
+    /// The window for this connection: `--max-inflight` capped by the broker's Receive
+    /// Maximum.
     pub fn set_window(&mut self, window: u16) {
         self.window = usize::from(window.max(1));
     }
@@ -240,7 +237,7 @@ mod tests {
     #[test]
     fn the_broker_can_narrow_the_window() {
         let mut o = Outgoing::new(100);
-        o.limit_window(1);
+        o.set_window(1);
         o.enqueue(publish(0), 0);
         o.enqueue(publish(1), 1);
         assert_eq!(payloads(&mut o, false), vec![0]);
