@@ -530,7 +530,9 @@ impl Engine {
             }
             // Input credit: stop reading when too much is in the pipeline, unless PUBACKs we
             // are waiting for can only come through that same socket.
-            let over = self.tracker.len() + self.in_workers >= self.plan.max_pending;
+            // (The tracker holds every input of this connection not yet acknowledged; jobs of a
+            // lost connection may still be with the workers.)
+            let over = self.tracker.len().max(self.in_workers) >= self.plan.max_pending;
             let can_read = !over || self.out.inflight() > 0;
             let mut wake = last_write + keep_alive;
             if let Some(t) = ping_sent {
