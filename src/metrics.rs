@@ -231,12 +231,14 @@ impl Metrics {
         if last.is_none_or(|t| now.duration_since(t) >= REJECT_LOG_EVERY) {
             let others = std::mem::take(since);
             *last = Some(now);
-            tracing::warn!(
-                reason = reason.as_str(),
-                topic,
-                "rejected a message on {topic}: {detail} ({others} more `{}` since the last report)",
-                reason.as_str()
-            );
+            let reason = reason.as_str();
+            if others > 0 {
+                tracing::warn!(
+                    "rejected a message on {topic} ({reason}): {detail}; {others} more `{reason}` since the last report"
+                );
+            } else {
+                tracing::warn!("rejected a message on {topic} ({reason}): {detail}");
+            }
         } else {
             *since += 1;
         }
