@@ -5,33 +5,6 @@ mod common;
 
 use common::*;
 
-fn one_line_error(args: &[&str], code: i32, needle: &str) {
-    let out = run_cli(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    let last = lines.last().copied().unwrap_or_default();
-    assert!(last.starts_with("edgefilter: "), "{args:?}: {stderr}");
-    assert!(
-        last.contains(needle),
-        "{args:?}: expected {needle:?} in {last:?}"
-    );
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
-        "{stderr}"
-    );
-    // One error line, no usage dump (informational log lines may precede it).
-    assert_eq!(
-        lines
-            .iter()
-            .filter(|l| l.starts_with("edgefilter: "))
-            .count(),
-        1,
-        "{stderr}"
-    );
-    assert!(!stderr.contains("Usage:"), "{args:?}: {stderr}");
-}
-
 #[test]
 fn unknown_flags_are_named() {
     one_line_error(&["run", "--no-such-flag"], 2, "--no-such-flag");

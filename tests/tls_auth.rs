@@ -113,29 +113,30 @@ fn a_server_certificate_from_another_ca_is_refused() {
     let (broker, _plain, certs) = tls_broker();
     let d = certs.path();
     let url = format!("mqtts://localhost:{}", broker.port);
-    let out = run_cli(&[
-        "run",
-        "--broker",
-        &url,
-        "--ca",
-        &path(d, "other-ca.pem"),
-        "--client-cert",
-        &path(d, "client.pem"),
-        "--client-key",
-        &path(d, "client.key"),
-        "--metrics-addr",
-        "off",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr.lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with("edgefilter: TLS handshake with localhost:"),
-        "{stderr}"
+    let line = one_line_error(
+        &[
+            "run",
+            "--broker",
+            &url,
+            "--ca",
+            &path(d, "other-ca.pem"),
+            "--client-cert",
+            &path(d, "client.pem"),
+            "--client-key",
+            &path(d, "client.key"),
+            "--metrics-addr",
+            "off",
+        ],
+        1,
+        "TLS handshake with localhost:",
     );
     assert!(
-        last.contains("UnknownIssuer") || last.contains("certificate"),
-        "{stderr}"
+        line.starts_with("edgefilter: TLS handshake with localhost:"),
+        "{line}"
+    );
+    assert!(
+        line.contains("UnknownIssuer") || line.contains("certificate"),
+        "{line}"
     );
 }
 
@@ -145,21 +146,22 @@ fn a_certificate_for_another_host_is_refused() {
     let d = certs.path();
     // The certificate names localhost; 127.0.0.1 is not in it.
     let url = format!("mqtts://127.0.0.1:{}", broker.port);
-    let out = run_cli(&[
-        "run",
-        "--broker",
-        &url,
-        "--ca",
-        &path(d, "ca.pem"),
-        "--metrics-addr",
-        "off",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("TLS handshake"), "{stderr}");
+    let line = one_line_error(
+        &[
+            "run",
+            "--broker",
+            &url,
+            "--ca",
+            &path(d, "ca.pem"),
+            "--metrics-addr",
+            "off",
+        ],
+        1,
+        "TLS handshake",
+    );
     assert!(
-        stderr.contains("NotValidForName") || stderr.contains("name"),
-        "{stderr}"
+        line.contains("NotValidForName") || line.contains("name"),
+        "{line}"
     );
 }
 
@@ -205,20 +207,19 @@ fn a_wrong_password_is_refused_with_one_line() {
     let (broker, dir) = password_broker();
     let file = dir.path().join("pw");
     std::fs::write(&file, "wrong\n").unwrap();
-    let out = run_cli(&[
-        "run",
-        "--broker",
-        &broker.url(),
-        "--username",
-        "gateway",
-        "--password-file",
-        &file.display().to_string(),
-        "--metrics-addr",
-        "off",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr.lines().last().unwrap_or_default();
-    assert!(last.starts_with("edgefilter: "), "{stderr}");
-    assert!(last.contains("refused the connection"), "{stderr}");
+    one_line_error(
+        &[
+            "run",
+            "--broker",
+            &broker.url(),
+            "--username",
+            "gateway",
+            "--password-file",
+            &file.display().to_string(),
+            "--metrics-addr",
+            "off",
+        ],
+        1,
+        "refused the connection",
+    );
 }

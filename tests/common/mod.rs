@@ -261,6 +261,36 @@ pub fn run_cli(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Runs the binary with `args`, expects exit status `code` and one error line on stderr naming
+/// `needle` (no panic, no usage dump; informational log lines may precede it). Returns it.
+pub fn one_line_error(args: &[&str], code: i32, needle: &str) -> String {
+    let out = run_cli(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let last = lines.last().copied().unwrap_or_default();
+    assert!(last.starts_with("edgefilter: "), "{args:?}: {stderr}");
+    assert!(
+        last.contains(needle),
+        "{args:?}: expected {needle:?} in {last:?}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{stderr}"
+    );
+    // One error line, no usage dump (informational log lines may precede it).
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("edgefilter: "))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Usage:"), "{args:?}: {stderr}");
+    last.to_string()
+}
+
 /// One received message.
 #[derive(Debug, Clone)]
 pub struct Received {
