@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::config::{AzureEdge, MqttVersion, Settings, Target};
 use crate::io::azure::{AzureError, AzureIdentity, EDGEHUB_MQTT_PORT};
 use crate::io::codec::{ConnectOptions, Version};
-use crate::io::connection::{self, ConnectionError, Endpoint, Plan, Shared};
+use crate::io::connection::{self, ConnectionError, Endpoint, Plan, QuickAck, Shared};
 use crate::io::dialect::{Azure, Dialect, Generic};
 use crate::io::embedded::{EmbeddedBroker, EmbeddedError};
 use crate::io::http;
@@ -196,7 +196,13 @@ pub async fn run(
         batch_format: settings.batch_format,
         drain_timeout: settings.drain_timeout,
         token_ttl: settings.azure_token_ttl,
-        quick_ack: !in_azure && matches!(settings.target, Target::Embedded { .. }),
+        quick_ack: if !in_azure && matches!(settings.target, Target::Embedded { .. }) {
+            QuickAck::Always
+        } else if !in_azure && settings.qos == 0 {
+            QuickAck::BelowRate
+        } else {
+            QuickAck::Never
+        },
         // IoT Edge starts modules before edgeHub may be ready: keep trying.
         retry_first_connect: in_azure,
     };

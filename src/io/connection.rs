@@ -118,8 +118,8 @@ pub struct Plan {
     pub batch_linger: Duration,
     pub batch_format: BatchFormat,
     pub drain_timeout: Duration,
-    /// Send TCP ACKs at once (the embedded broker; see `quick_ack`).
-    pub quick_ack: bool,
+    /// When to send TCP ACKs at once (see `quick_ack`).
+    pub quick_ack: QuickAck,
     /// IoT Edge: lifetime of each SAS token.
     pub token_ttl: Duration,
     /// Keep retrying the first connection instead of failing (IoT Edge modules may start
@@ -366,12 +366,7 @@ impl Engine {
                 source,
             })?;
         tcp.set_nodelay(true)?;
-        // Only where the broker needs it (see `quick_ack`): elsewhere it costs CPU for nothing.
-        let fd = if self.plan.quick_ack {
-            raw_fd(&tcp)
-        } else {
-            None
-        };
+        let fd = raw_fd(&tcp);
         let stream: Transport = match &tls {
             None => Box::new(tcp),
             Some((config, name)) => {
@@ -390,6 +385,7 @@ impl Engine {
         let (rd, wr) = tokio::io::split(stream);
         let mut conn = Conn {
             fd,
+            acks: AckPolicy::new(Instant::now()),
             rd,
             wr,
             rbuf: BytesMut::with_capacity(64 * 1024),
@@ -552,12 +548,15 @@ impl Engine {
                     if r? == 0 {
                         return Err(ConnectionError::Closed);
                     }
-                    quick_ack(conn.fd);
                     let now = Instant::now();
+                    if conn.acks.after_read(now, self.plan.quick_ack) {
+                        quick_ack(conn.fd);
+                    }
                     while let Some(p) = codec::decode(version, &mut conn.rbuf, MAX_INCOMING)? {
                         if matches!(p, Inbound::PingResp) {
                             ping_sent = None;
                         }
+                        conn.acks.packets += 1;
                         self.handle_inbound(p, now)?;
                     }
                     self.dispatch(false)?;
@@ -1001,6 +1000,59 @@ pub fn dead_letter_envelope(reason: &str, detail: &str, topic: &str, payload: &[
     Bytes::from(serde_json::to_vec(&doc).unwrap_or_default())
 }
 
+/// When the connection acknowledges reads at once (see `quick_ack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuickAck {
+    /// Never: every input gets a PUBACK (QoS 1) that carries the ACK anyway.
+    Never,
+    /// After every read (the embedded broker).
+    Always,
+    /// While the input rate is below [`QUICK_ACK_BELOW`] (QoS 0 input through a broker).
+    BelowRate,
+}
+
+/// Under this many packets per second a QoS 0 connection acknowledges every read at once.
+pub const QUICK_ACK_BELOW: u64 = 25_000;
+
+/// Counts packets per 100 ms window to decide [`QuickAck::BelowRate`]. Pure: `now` passed in.
+#[derive(Debug, Clone)]
+struct AckPolicy {
+    window_start: Instant,
+    packets: u64,
+    /// The last full window was below the rate.
+    slow: bool,
+}
+
+impl AckPolicy {
+    const WINDOW: Duration = Duration::from_millis(100);
+
+    fn new(now: Instant) -> Self {
+        AckPolicy {
+            window_start: now,
+            packets: 0,
+            slow: true,
+        }
+    }
+
+    /// Whether to quick-ACK the read that just happened.
+    fn after_read(&mut self, now: Instant, mode: QuickAck) -> bool {
+        match mode {
+            QuickAck::Never => false,
+            QuickAck::Always => true,
+            QuickAck::BelowRate => {
+                let elapsed = now.saturating_duration_since(self.window_start);
+                if elapsed >= Self::WINDOW {
+                    let per_sec = self.packets * 1_000_000 / (elapsed.as_micros().max(1) as u64);
+                    self.slow = per_sec < QUICK_ACK_BELOW;
+                    self.window_start = now;
+                    self.packets = 0;
+                }
+                self.slow
+            }
+        }
+    }
+}
+
 #[cfg(unix)]
 fn raw_fd(tcp: &TcpStream) -> Option<i32> {
     use std::os::fd::AsRawFd;
@@ -1013,10 +1065,13 @@ fn raw_fd(_: &TcpStream) -> Option<i32> {
 }
 
 /// Acknowledges incoming segments at once (Linux `TCP_QUICKACK`, which lapses by itself, so
-/// it is renewed after every read). rumqttd writes with Nagle's algorithm and, at low rates,
-/// held its next small packet until our delayed-ACK timer fired: 4-40 ms on an alert's
-/// latency through the embedded broker (p50 4.4 -> 0.18 ms at 2k msg/s with this). Through
-/// mosquitto latency was fine without it, and per-read quick ACKs cost 6x the CPU there.
+/// it is renewed after every read). Brokers write with Nagle's algorithm (mosquitto's default,
+/// rumqttd): a small packet waits until the previous one is acknowledged, and when we have
+/// nothing to send back our ACK is delayed up to 40 ms. Measured (BENCHMARKS.md): QoS 0
+/// through mosquitto at 5k msg/s p50 22 ms without, 0.14 ms with; the embedded broker at 2k
+/// msg/s p50 4.4 ms without, 0.18 ms with. The price is a loop turn per small segment
+/// (8-16 us/msg on the 2-vCPU VM), so a QoS 0 connection quick-ACKs only while its input is
+/// below 25k msg/s; at QoS 1 every input's PUBACK carries the ACK and nothing is needed.
 fn quick_ack(fd: Option<i32>) {
     #[cfg(target_os = "linux")]
     if let Some(fd) = fd {
@@ -1047,6 +1102,8 @@ fn write_publish(p: &OutPublish, wbuf: &mut BytesMut) {
 struct Conn {
     /// The TCP socket under the (possibly TLS) stream, for socket options.
     fd: Option<i32>,
+    /// When to acknowledge reads at once (see `quick_ack`).
+    acks: AckPolicy,
     rd: tokio::io::ReadHalf<Transport>,
     wr: tokio::io::WriteHalf<Transport>,
     rbuf: BytesMut,
@@ -1102,5 +1159,71 @@ impl Backoff {
 
     fn reset(&mut self) {
         self.attempts = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_acks_follow_the_input_rate() {
+        let t0 = Instant::now();
+        let mut p = AckPolicy::new(t0);
+        assert!(
+            p.after_read(t0, QuickAck::BelowRate),
+            "a new connection starts quick"
+        );
+        // 100 ms with 3000 packets = 30k/s: above the bound, ACKs are left to TCP.
+        p.packets = 3000;
+        assert!(!p.after_read(t0 + Duration::from_millis(100), QuickAck::BelowRate));
+        // Decided per window: still slow=false inside the next window.
+        p.packets = 10;
+        assert!(!p.after_read(t0 + Duration::from_millis(150), QuickAck::BelowRate));
+        // The next window saw 10 packets: back to quick ACKs.
+        assert!(p.after_read(t0 + Duration::from_millis(200), QuickAck::BelowRate));
+        assert!(p.after_read(t0, QuickAck::Always));
+        assert!(!p.after_read(t0, QuickAck::Never));
+    }
+
+    #[test]
+    fn dead_letters_keep_the_payload_losslessly() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&dead_letter_envelope("not_json", "why", "t/1", b"garbage"))
+                .unwrap();
+        assert_eq!(
+            (v["reason"].as_str(), v["payload"].as_str()),
+            (Some("not_json"), Some("garbage"))
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&dead_letter_envelope("not_utf8", "why", "t/1", b"\xff\x00"))
+                .unwrap();
+        assert_eq!(v["payload_base64"], "/wA=");
+        let big = vec![b'x'; 5000];
+        let v: serde_json::Value =
+            serde_json::from_slice(&dead_letter_envelope("too_large", "why", "t/1", &big)).unwrap();
+        assert_eq!(
+            (v["truncated"].as_bool(), v["size"].as_u64()),
+            (Some(true), Some(5000))
+        );
+        assert_eq!(v["payload"].as_str().map(str::len), Some(DEAD_LETTER_KEEP));
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_up_to_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let first = b.next();
+        assert!(
+            first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
+            "{first:?}"
+        );
+        for _ in 0..20 {
+            let d = b.next();
+            assert!(d <= Duration::from_secs(10), "{d:?}");
+        }
+        let capped = b.next();
+        assert!(capped >= Duration::from_secs(5), "{capped:?}");
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(100));
     }
 }
