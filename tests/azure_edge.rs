@@ -48,31 +48,32 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(20);
 const MODULE_KEY: &[u8] = b"module primary key held by the security daemon";
 const HUB: &str = "hub.test";
-const DEVICE: &str = "dev1";
 const GATEWAY: &str = "edgehub.test";
 const GENERATION_ID: &str = "gen1";
 /// A GUID, as SimulatedTemperatureSensor's `batchId`.
 const BATCH: &str = "0b5f0ac5-3c1a-4a43-9e2b-6f2f3c1f8a11";
 
-/// A module id and how it appears in topics (url-encoded, nothing safe).
+/// The module's device and module ids. Both go into topics, client id and username raw.
 #[derive(Clone, Copy)]
-struct ModuleId {
-    id: &'static str,
-    in_topics: &'static str,
+struct Ids {
+    device: &'static str,
+    module: &'static str,
 }
 
-const EDGEFILTER: ModuleId = ModuleId {
-    id: "edgefilter",
-    in_topics: "edgefilter",
+const EDGEFILTER: Ids = Ids {
+    device: "dev1",
+    module: "edgefilter",
 };
-const NEEDS_ENCODING: ModuleId = ModuleId {
-    id: "filter$module",
-    in_topics: "filter%24module",
+/// A device id with characters an IoT Edge device id may hold that percent-encoding would
+/// change (`:` and `@`); module names are `[A-Za-z0-9_-]`.
+const ODD_DEVICE: Ids = Ids {
+    device: "gw:01@plant",
+    module: "filter_module-2",
 };
 
 /// One IoT Edge device's worth of stand-ins for one module.
 struct Edge {
-    module: ModuleId,
+    module: Ids,
     ca: Ca,
     daemon: StandIn,
     broker: Mosquitto,
@@ -87,20 +88,20 @@ type MakeCert<'a> = Box<dyn FnOnce(&Ca) -> Chain + 'a>;
 
 impl Edge {
     /// The stand-ins, with edgeHub's server certificate made by `cert` (given the bundle CA).
-    async fn start(module: ModuleId, cert: impl FnOnce(&Ca) -> Chain) -> Edge {
+    async fn start(module: Ids, cert: impl FnOnce(&Ca) -> Chain) -> Edge {
         Self::start_with_delay(module, cert, Duration::ZERO).await
     }
 
     /// [`Edge::start`], with what edgeHub sends the module arriving `delay` late.
     async fn start_with_delay(
-        module: ModuleId,
+        module: Ids,
         cert: impl FnOnce(&Ca) -> Chain,
         delay: Duration,
     ) -> Edge {
         let ca = new_ca("test IoT Edge CA");
         let daemon = start_stand_in(Behaviour::daemon(
             MODULE_KEY,
-            module.id,
+            module.module,
             GENERATION_ID,
             &ca.pem,
         ));
@@ -115,8 +116,8 @@ impl Edge {
             broker.addr(),
             Expected {
                 hub: HUB.into(),
-                device: DEVICE.into(),
-                module: module.id.into(),
+                device: module.device.into(),
+                module: module.module.into(),
                 key: MODULE_KEY.to_vec(),
             },
             delay,
@@ -140,16 +141,19 @@ impl Edge {
         edge
     }
 
-    /// `devices/<dev>/modules/<mod>` as in topics.
+    /// `devices/<dev>/modules/<mod>` as in topics: the ids raw.
     fn base(&self) -> String {
-        format!("devices/{DEVICE}/modules/{}", self.module.in_topics)
+        format!(
+            "devices/{}/modules/{}",
+            self.module.device, self.module.module
+        )
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
         runtime_env(
             HUB,
-            DEVICE,
-            self.module.id,
+            self.module.device,
+            self.module.module,
             GATEWAY,
             GENERATION_ID,
             &self.daemon.socket,
@@ -166,9 +170,10 @@ impl Edge {
     async fn send_input(&self, input: &str, seq: u64, body: &str) {
         let topic = format!(
             "{}/inputs/{input}/sequenceNumber={seq}&batchId={BATCH}\
-             &%24.ct=application%2Fjson&%24.ce=utf-8&%24.cdid={DEVICE}\
+             &%24.ct=application%2Fjson&%24.ce=utf-8&%24.cdid={}\
              &%24.cmid=SimulatedTemperatureSensor",
-            self.base()
+            self.base(),
+            edgefilter::io::azure::sas::encode_component(self.module.device)
         );
         self.hub.publish(&topic, body.as_bytes().to_vec()).await;
     }
@@ -394,7 +399,7 @@ async fn filters_input1_to_output1_like_the_sdk_and_follows_the_twin() {
         connect.username.as_deref(),
         Some(
             format!(
-                "hub.test/dev1/edgefilter/?api-version=2018-06-30&DeviceClientType=edgefilter%2F{}",
+                "hub.test/dev1/edgefilter/?api-version=2019-10-01&DeviceClientType=edgefilter%2F{}",
                 env!("CARGO_PKG_VERSION")
             )
             .as_str()
@@ -550,7 +555,7 @@ async fn filters_input1_to_output1_like_the_sdk_and_follows_the_twin() {
     let log = edge.broker.log();
     assert!(
         log.contains(&format!(
-            "as dev1/edgefilter (p2, c0, k30, u'hub.test/dev1/edgefilter/?api-version=2018-06-30\
+            "as dev1/edgefilter (p2, c0, k30, u'hub.test/dev1/edgefilter/?api-version=2019-10-01\
              &DeviceClientType=edgefilter%2F{}')",
             env!("CARGO_PKG_VERSION")
         )),
@@ -567,7 +572,7 @@ async fn renews_the_token_by_reconnecting_without_losing_an_alert() {
     // are on their way to it (and, as its drain waits for alert PUBACKs, arrive during the
     // drain). It must leave them unacknowledged for the broker to redeliver.
     let edge = Edge::start_with_delay(
-        NEEDS_ENCODING,
+        ODD_DEVICE,
         |ca| server_cert(GATEWAY, ca),
         Duration::from_millis(50),
     )
@@ -649,7 +654,7 @@ async fn renews_the_token_by_reconnecting_without_losing_an_alert() {
             .unwrap_or_else(|why| panic!("refused token: {why}"));
         assert!(se > last_se, "each token expires later: {connects:?}");
         last_se = se;
-        assert_eq!(c.client_id, "dev1/filter$module");
+        assert_eq!(c.client_id, "gw:01@plant/filter_module-2");
         assert!(!c.clean_session);
     }
     // Renewed by draining and reconnecting to the same session: what was queued for the
@@ -663,13 +668,13 @@ async fn renews_the_token_by_reconnecting_without_losing_an_alert() {
     assert!(
         edge.broker
             .log()
-            .contains("Sending PUBLISH to dev1/filter$module (d1, q1"),
+            .contains("Sending PUBLISH to gw:01@plant/filter_module-2 (d1, q1"),
         "no redelivery: the renewal drains did not overlap the stream"
     );
     // Credentials and trust bundle were fetched from the daemon at every connect.
     assert!(
         edge.daemon
-            .count("POST", "/modules/filter%24module/genid/gen1/sign?")
+            .count("POST", "/modules/filter_module-2/genid/gen1/sign?")
             >= connects.len()
     );
     assert!(edge.daemon.count("GET", "/trust-bundle?") >= connects.len());
@@ -728,7 +733,7 @@ async fn the_development_fallback_signs_locally_and_filters() {
             (
                 "EdgeHubConnectionString",
                 format!(
-                    "HostName={HUB};GatewayHostName={GATEWAY};DeviceId={DEVICE};\
+                    "HostName={HUB};GatewayHostName={GATEWAY};DeviceId=dev1;\
                      ModuleId=edgefilter;SharedAccessKey={}",
                     base64::engine::general_purpose::STANDARD.encode(key)
                 ),

@@ -151,7 +151,7 @@ async fn workload_signed_credentials_verify_against_the_module_key() {
     assert_eq!(
         creds.username,
         format!(
-            "myhub.azure-devices.net/dev1/filter$module/?api-version=2018-06-30\
+            "myhub.azure-devices.net/dev1/filter$module/?api-version=2019-10-01\
              &DeviceClientType=edgefilter%2F{}",
             env!("CARGO_PKG_VERSION")
         )

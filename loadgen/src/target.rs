@@ -13,7 +13,6 @@
 //!   copies and an integer.
 
 use edgefilter::io::azure::propbag::{encode_pairs_into, sys, PropertyBag, ALERT, MESSAGE_TYPE};
-use edgefilter::io::azure::sas::encode_component;
 use edgefilter::io::azure::ModuleTopics;
 
 /// The module whose input loadgen feeds with `--target azure`.
@@ -86,12 +85,13 @@ impl AzureModule {
         ModuleTopics::new(&self.device_id, &self.module_id)
     }
 
-    /// `devices/<dev>/modules/<mod>/inputs/<input>/` + the sensor's bag; ids url-encoded as
-    /// the SDK (and [`ModuleTopics`]) does.
+    /// `devices/<dev>/modules/<mod>/inputs/<input>/` + the sensor's bag: edgeHub's
+    /// `ModuleEndpoint` template filled with the raw ids and input name (as [`ModuleTopics`]
+    /// does), the bag percent-encoded.
     pub fn input_topic(&self) -> TopicTemplate {
         let filter = self.topics().input_filter(); // devices/<dev>/modules/<mod>/inputs/#
         let mut head = filter.trim_end_matches('#').to_string();
-        head.push_str(&encode_component(&self.input_name));
+        head.push_str(&self.input_name);
         head.push('/');
         let bag_start = head.len();
         encode_pairs_into(&mut head, [(SEQUENCE_NUMBER, "")]);
@@ -304,23 +304,27 @@ mod tests {
     }
 
     #[test]
-    fn odd_ids_are_url_encoded() {
+    fn odd_ids_are_raw_in_topics_and_encoded_in_the_bag() {
         let m = AzureModule {
-            device_id: "edge dev/1".into(),
-            module_id: "filter:2".into(),
-            input_name: "in+1".into(),
+            device_id: "gw:01@plant".into(),
+            module_id: "filter_2".into(),
+            input_name: "input-1".into(),
             output_name: "out 1".into(),
             batch_id: "b".into(),
         };
         assert_eq!(
             m.input_topic().topic(Some(0)),
-            "devices/edge%20dev%2F1/modules/filter%3A2/inputs/in%2B1/sequenceNumber=0\
-             &batchId=b&%24.ct=application%2Fjson&%24.ce=utf-8&%24.cdid=edge%20dev%2F1\
+            "devices/gw:01@plant/modules/filter_2/inputs/input-1/sequenceNumber=0\
+             &batchId=b&%24.ct=application%2Fjson&%24.ce=utf-8&%24.cdid=gw%3A01%40plant\
              &%24.cmid=SimulatedTemperatureSensor"
         );
         let check = PropertyCheck::new(&m);
         assert!(check.ok(
-            b"devices/edge%20dev%2F1/modules/filter%3A2/messages/events/%24.on=out%201&MessageType=Alert&sequenceNumber=5",
+            b"devices/gw:01@plant/modules/filter_2/messages/events/%24.on=out%201&MessageType=Alert&sequenceNumber=5",
+            5
+        ));
+        assert!(!check.ok(
+            b"devices/gw%3A01%40plant/modules/filter_2/messages/events/%24.on=out%201&MessageType=Alert&sequenceNumber=5",
             5
         ));
     }

@@ -40,8 +40,9 @@ pub use workload::{WorkloadClient, WorkloadError};
 /// edgeHub's MQTT-over-TLS port on `IOTEDGE_GATEWAYHOSTNAME`.
 pub const EDGEHUB_MQTT_PORT: u16 = 8883;
 
-/// The `api-version` edgeHub expects in the MQTT username (it only checks that one is present).
-pub const MQTT_API_VERSION: &str = "2018-06-30";
+/// The `api-version` in the MQTT username: edgeHub only checks that one is present; this is
+/// the one the Python SDK 2.14 sends (`constant.IOTHUB_API_VERSION`).
+pub const MQTT_API_VERSION: &str = "2019-10-01";
 
 /// edgeHub's largest message; raise the MQTT client's maximum packet size to at least this
 /// plus the topic and header (rumqttc defaults to 10 KiB).
@@ -100,7 +101,7 @@ pub enum AzureError {
 pub struct ConnectCredentials {
     /// `<deviceId>/<moduleId>`, exactly.
     pub client_id: String,
-    /// `<hub>/<deviceId>/<moduleId>/?api-version=2018-06-30&DeviceClientType=<url-encoded UA>`.
+    /// `<hub>/<deviceId>/<moduleId>/?api-version=2019-10-01&DeviceClientType=<url-encoded UA>`.
     pub username: String,
     /// The SAS token (`SharedAccessSignature sr=…&sig=…&se=…`).
     pub password: String,
@@ -136,8 +137,9 @@ impl AzureIdentity {
         format!("{}/{}", self.device_id, self.module_id)
     }
 
-    /// The MQTT username, as the Python SDK forms it (`_create_username`): host name and client
-    /// id as they are, the query pairs percent-encoded.
+    /// The MQTT username, as the Python SDK forms it (`IoTHubMQTTTranslationStage`): host name
+    /// and client id raw (device ids such as `gw:01@plant` included), only the query pairs
+    /// percent-encoded.
     pub fn username(&self) -> String {
         format!(
             "{}/{}/{}/?api-version={}&DeviceClientType={}",
@@ -331,7 +333,7 @@ mod tests {
         assert_eq!(
             id.username(),
             format!(
-                "myhub.azure-devices.net/dev1/filtermodule/?api-version=2018-06-30\
+                "myhub.azure-devices.net/dev1/filtermodule/?api-version=2019-10-01\
                  &DeviceClientType=edgefilter%2F{}",
                 env!("CARGO_PKG_VERSION")
             )
@@ -340,6 +342,37 @@ mod tests {
         let mut bad = id.clone();
         bad.gateway_host_name = "not a host".into();
         assert!(bad.server_name().is_err());
+    }
+
+    #[test]
+    fn odd_device_ids_are_raw_in_client_id_and_username_and_encoded_in_sr() {
+        let ua = format!("edgefilter%2F{}", env!("CARGO_PKG_VERSION"));
+        for (dev, sr_dev) in [
+            ("gw:01@plant", "gw%3A01%40plant"),
+            ("dev$1", "dev%241"),
+            ("a(b)=c", "a%28b%29%3Dc"),
+            (
+                "-:.+%_#*?!(),=@;$'",
+                "-%3A.%2B%25_%23%2A%3F%21%28%29%2C%3D%40%3B%24%27",
+            ),
+        ] {
+            let mut id = fallback_identity(PathBuf::from("/nonexistent"));
+            id.device_id = dev.into();
+            id.module_id = "filter_module-2".into();
+            assert_eq!(id.client_id(), format!("{dev}/filter_module-2"));
+            assert_eq!(
+                id.username(),
+                format!(
+                    "myhub.azure-devices.net/{dev}/filter_module-2/?api-version=2019-10-01\
+                     &DeviceClientType={ua}"
+                )
+            );
+            // python3 -c 'import urllib.parse as u; print(u.quote("<id>", safe=""))'
+            assert_eq!(
+                sas::encoded_resource_uri(&id.hub_host_name, dev, "filter_module-2"),
+                format!("myhub.azure-devices.net%2Fdevices%2F{sr_dev}%2Fmodules%2Ffilter_module-2")
+            );
+        }
     }
 
     #[tokio::test]

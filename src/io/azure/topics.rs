@@ -1,8 +1,16 @@
 //! edgeHub's topic names (io: MQTT in → parse, batch → MQTT out, twin): the filters a module
 //! subscribes to, the topics it publishes to, and the parsing of every topic edgeHub publishes
 //! to it. Pure functions over strings, as in the Python SDK's
-//! `iothub/pipeline/mqtt_topic_iothub.py` (device and module ids url-encoded with nothing safe
-//! where they appear in a topic; request ids likewise).
+//! `iothub/pipeline/mqtt_topic_iothub.py` (`_get_topic_base`, `is_input_topic`).
+//!
+//! Device and module ids go into topics **raw**, never percent-encoded: edgeHub fills its
+//! `devices/{deviceId}/modules/{moduleId}/inputs/{inputName}` template with the raw ids and
+//! delivers only where the topic matches a subscription filter literally, and the SDK never
+//! encodes them ("Neither Device ID nor Module ID should be URL encoded in a topic string").
+//! An IoT Edge device id may hold `- : . + % _ # * ? ! ( ) , = @ ; $ '` (PROTOCOL.md), so
+//! `gw:01@plant` is `devices/gw:01@plant/...` on the wire. Percent-encoding is only for what
+//! the SDK encodes: request ids (`$rid`), property-bag keys and values ([`super::propbag`]),
+//! and the SAS resource ([`super::sas`]).
 
 use percent_encoding::percent_decode_str;
 
@@ -69,12 +77,12 @@ pub enum Inbound {
     MethodRequest { name: String, rid: String },
 }
 
-/// The topics of one module, with its device and module ids encoded once.
+/// The topics of one module, built once from its raw device and module ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleTopics {
     device_id: String,
     module_id: String,
-    /// `devices/<dev>/modules/<mod>/`, ids url-encoded.
+    /// `devices/<dev>/modules/<mod>/`, ids raw.
     base: String,
 }
 
@@ -83,11 +91,7 @@ impl ModuleTopics {
         ModuleTopics {
             device_id: device_id.to_string(),
             module_id: module_id.to_string(),
-            base: format!(
-                "devices/{}/modules/{}/",
-                encode_component(device_id),
-                encode_component(module_id)
-            ),
+            base: format!("devices/{device_id}/modules/{module_id}/"),
         }
     }
 
@@ -124,7 +128,9 @@ impl ModuleTopics {
     }
 
     /// Parses `devices/<dev>/modules/<mod>/inputs/<name>[/<property bag>]`. The device and
-    /// module must be this module's (compared after percent-decoding); any input name parses.
+    /// module must be this module's, compared raw (as the SDK's `is_input_topic` does: an
+    /// encoded id is another id); any input name parses and is percent-decoded (the SDK's
+    /// `get_input_name_from_topic`). Device ids hold no `/`, so the levels split cleanly.
     pub fn parse_input(&self, topic: &str) -> Result<InputTopic, TopicError> {
         let rest = topic
             .strip_prefix("devices/")
@@ -140,7 +146,7 @@ impl ModuleTopics {
         if modules != "modules" || inputs != "inputs" {
             return Err(topic_error(topic, "not an input topic"));
         }
-        if decode(dev) != self.device_id || decode(module) != self.module_id {
+        if dev != self.device_id || module != self.module_id {
             return Err(topic_error(topic, "input topic of another module"));
         }
         if name.is_empty() {
@@ -293,11 +299,88 @@ mod tests {
             TWIN_DESIRED_FILTER,
             "$iothub/twin/PATCH/properties/desired/#"
         );
-        // Ids are encoded as the SDK does (quote(id, safe="")).
+    }
+
+    /// Every character PROTOCOL.md lists as legal in an IoT Edge device id, with the module
+    /// name characters `[A-Za-z0-9_-]`.
+    const ODD_DEVICE_IDS: [&str; 5] = [
+        "gw:01@plant",
+        "dev$1",
+        "a(b)=c",
+        "-:.+%_#*?!(),=@;$'",
+        "x%2Fy%20z",
+    ];
+
+    #[test]
+    fn ids_go_into_topics_raw() {
+        let t = ModuleTopics::new("gw:01@plant", "filter_module-2");
         assert_eq!(
-            ModuleTopics::new("dev:1", "mod 1").input_filter(),
-            "devices/dev%3A1/modules/mod%201/inputs/#"
+            t.input_filter(),
+            "devices/gw:01@plant/modules/filter_module-2/inputs/#"
         );
+        assert_eq!(
+            t.events_prefix(),
+            "devices/gw:01@plant/modules/filter_module-2/messages/events/"
+        );
+        assert_eq!(
+            ModuleTopics::new("dev$1", "m").input_filter(),
+            "devices/dev$1/modules/m/inputs/#"
+        );
+        assert_eq!(
+            ModuleTopics::new("a(b)=c", "m").events_prefix(),
+            "devices/a(b)=c/modules/m/messages/events/"
+        );
+        assert_eq!(
+            ModuleTopics::new("-:.+%_#*?!(),=@;$'", "m").input_filter(),
+            "devices/-:.+%_#*?!(),=@;$'/modules/m/inputs/#"
+        );
+        // A '%' is part of the id, not an escape.
+        assert_eq!(
+            ModuleTopics::new("x%2Fy%20z", "m").input_filter(),
+            "devices/x%2Fy%20z/modules/m/inputs/#"
+        );
+    }
+
+    #[test]
+    fn odd_ids_round_trip_through_input_and_alert_topics() {
+        for dev in ODD_DEVICE_IDS {
+            let t = ModuleTopics::new(dev, "filtermodule");
+            // What edgeHub delivers: its template with the raw ids, the bag encoded.
+            let input = format!(
+                "devices/{dev}/modules/filtermodule/inputs/input1/sequenceNumber=3\
+                 &%24.ct=application%2Fjson&%24.cdid={}",
+                crate::io::azure::sas::encode_component(dev)
+            );
+            let parsed = t
+                .parse_input(&input)
+                .unwrap_or_else(|e| panic!("{dev}: {e}"));
+            assert_eq!(parsed.input_name, "input1", "{dev}");
+            assert_eq!(parsed.properties.get("$.cdid"), Some(dev), "{dev}");
+            assert_eq!(
+                t.alert_topic(&input, "output1").unwrap(),
+                format!(
+                    "devices/{dev}/modules/filtermodule/messages/events/\
+                     %24.on=output1&%24.ct=application%2Fjson&MessageType=Alert&sequenceNumber=3"
+                ),
+                "{dev}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_encoded_id_is_another_device() {
+        // The old, wrong encoding of gw:01@plant names another device: not our input.
+        let t = ModuleTopics::new("gw:01@plant", "m");
+        assert_eq!(
+            t.parse_input("devices/gw%3A01%40plant/modules/m/inputs/input1")
+                .unwrap_err()
+                .reason,
+            "input topic of another module"
+        );
+        let t = ModuleTopics::new("x%2Fy", "m");
+        assert!(t.parse_input("devices/x%2Fy/modules/m/inputs/i").is_ok());
+        assert!(t.parse_input("devices/x/y/modules/m/inputs/i").is_err());
+        assert!(t.parse_input("devices/x%252Fy/modules/m/inputs/i").is_err());
     }
 
     #[test]
@@ -337,14 +420,6 @@ mod tests {
             assert_eq!(input.input_name, name, "{topic}");
             assert_eq!(input.properties.len(), props, "{topic}");
         }
-        // Encoded ids match their decoded form.
-        let odd = ModuleTopics::new("dev:1", "mod 1");
-        assert!(odd
-            .parse_input("devices/dev%3A1/modules/mod%201/inputs/i")
-            .is_ok());
-        assert!(odd
-            .parse_input("devices/dev:1/modules/mod 1/inputs/i")
-            .is_ok());
     }
 
     #[test]
