@@ -1,0 +1,294 @@
+//! A module's connection to the stand-in's TLS port (test tooling, edgeHub's MQTT protocol
+//! head): TLS, the CONNECT checked as edgeHub's authenticator does (CONNACK 5 otherwise),
+//! then the session — SUBSCRIBEs, PUBACKs for delivered messages, and the module's own
+//! publishes, processed one at a time as the protocol gateway does: events are routed
+//! upstream after the store delay and then PUBACKed, twin requests answered, anything else
+//! dropped and PUBACKed. A QoS 2 publish or a packet over the size limit closes the
+//! connection, as edgeHub does.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rumqttc::mqttbytes::v4::{
+    ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
+};
+use rumqttc::mqttbytes::QoS;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify};
+
+use crate::auth::unix_now;
+use crate::hub::{encode, send_other, Conn, Event, SeenConnect, Shared, Slot};
+use crate::routes::{classify, FromModule};
+
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(connection(tcp, acceptor.clone(), shared.clone()));
+    }
+}
+
+/// Reads one whole packet into `buf` (more bytes may follow it there).
+async fn read_packet<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Packet, String> {
+    loop {
+        match Packet::read(buf, max) {
+            Ok(p) => return Ok(p),
+            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
+            Err(rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n)) => {
+                return Err(format!("packet over {max} bytes ({n})"));
+            }
+            Err(rumqttc::mqttbytes::Error::InvalidQoS(2)) => return Err("QoS 2 publish".into()),
+            Err(e) => return Err(format!("malformed packet: {e}")),
+        }
+        match rd.read_buf(buf).await {
+            Ok(n) if n > 0 => {}
+            _ => return Err("closed".into()),
+        }
+    }
+}
+
+async fn connection(tcp: TcpStream, acceptor: tokio_rustls::TlsAcceptor, shared: Arc<Shared>) {
+    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return shared.record(Event::TlsFailure(e.to_string())),
+        Err(_) => return shared.record(Event::TlsFailure("handshake timed out".into())),
+    };
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let max = shared.config.max_packet;
+    let connect =
+        match tokio::time::timeout(Duration::from_secs(10), read_packet(&mut rd, &mut buf, max))
+            .await
+        {
+            Ok(Ok(Packet::Connect(c))) => c,
+            // Not a CONNECT first, or nothing: edgeHub drops such a connection.
+            _ => return,
+        };
+    let slot = shared.slots.get(&connect.client_id).cloned();
+    let verdict = match &slot {
+        Some(s) => s.expected.check(&connect, unix_now()),
+        None => Err(format!("no module {:?} on this device", connect.client_id)),
+    };
+    shared
+        .connects
+        .lock()
+        .unwrap()
+        .push(SeenConnect::new(&connect, verdict.clone()));
+    shared.notify.notify_waiters();
+    let (Some(slot), Ok(_)) = (slot, verdict) else {
+        // CONNACK "not authorized", then close, as edgeHub does for a bad token.
+        let ack = encode(&Packet::ConnAck(ConnAck::new(
+            ConnectReturnCode::NotAuthorized,
+            false,
+        )));
+        let _ = wr.write_all(&ack).await;
+        let _ = wr.shutdown().await;
+        return;
+    };
+    let client_id = connect.client_id.clone();
+    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let kill = Arc::new(Notify::new());
+    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+    {
+        let mut st = slot.state.lock().unwrap();
+        if let Some(old) = st.conn.take() {
+            old.kill.notify_one();
+            shared.record(Event::Closed {
+                client_id: client_id.clone(),
+                reason: "replaced by a new connection".into(),
+            });
+        }
+        let present = st.had_session && !connect.clean_session;
+        st.had_session = !connect.clean_session;
+        st.connections += 1;
+        st.delivery.connected(connect.clean_session);
+        let _ = tx.send(encode(&Packet::ConnAck(ConnAck::new(
+            ConnectReturnCode::Success,
+            present,
+        ))));
+        st.conn = Some(Conn {
+            id,
+            tx: tx.clone(),
+            kill: kill.clone(),
+        });
+    }
+    slot.wake.notify_one();
+
+    // Writer: everything for the module, in order.
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if wr.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    });
+    // The module's publishes, one at a time (the protocol gateway's per-client processor).
+    let (ptx, prx) = mpsc::unbounded_channel::<Publish>();
+    let processor = tokio::spawn(process_publishes(
+        prx,
+        slot.clone(),
+        shared.clone(),
+        tx.clone(),
+    ));
+
+    let reason = tokio::select! {
+        r = session(&mut rd, &mut buf, max, &slot, &tx, &ptx) => r,
+        _ = kill.notified() => None,
+    };
+    if let Some(reason) = reason {
+        shared.record(Event::Closed {
+            client_id: client_id.clone(),
+            reason,
+        });
+    }
+    {
+        let mut st = slot.state.lock().unwrap();
+        if st.conn.as_ref().is_some_and(|c| c.id == id) {
+            st.conn = None;
+            st.delivery.disconnected();
+        }
+    }
+    slot.wake.notify_one();
+    processor.abort();
+    writer.abort();
+}
+
+/// The session's read side. Returns why the stand-in closed the connection (None when the
+/// module closed it or disconnected).
+async fn session<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    max: usize,
+    slot: &Slot,
+    tx: &mpsc::UnboundedSender<Bytes>,
+    ptx: &mpsc::UnboundedSender<Publish>,
+) -> Option<String> {
+    loop {
+        let packet = match read_packet(rd, buf, max).await {
+            Ok(p) => p,
+            Err(e) if e == "closed" => return None,
+            Err(e) => return Some(e),
+        };
+        match packet {
+            Packet::Publish(p) if p.qos == QoS::ExactlyOnce => {
+                return Some("QoS 2 publish".into());
+            }
+            Packet::Publish(p) => {
+                let _ = ptx.send(p);
+            }
+            Packet::PubAck(a) => {
+                slot.state.lock().unwrap().delivery.puback(a.pkid);
+                slot.wake.notify_one();
+            }
+            Packet::Subscribe(s) => {
+                let codes = s
+                    .filters
+                    .iter()
+                    .map(|f| {
+                        SubscribeReasonCode::Success(match f.qos {
+                            QoS::AtMostOnce => QoS::AtMostOnce,
+                            _ => QoS::AtLeastOnce,
+                        })
+                    })
+                    .collect();
+                slot.state
+                    .lock()
+                    .unwrap()
+                    .delivery
+                    .subscribe(s.filters.into_iter().map(|f| f.path));
+                let _ = tx.send(encode(&Packet::SubAck(SubAck::new(s.pkid, codes))));
+                slot.wake.notify_one();
+            }
+            Packet::Unsubscribe(u) => {
+                let _ = tx.send(encode(&Packet::UnsubAck(UnsubAck::new(u.pkid))));
+            }
+            Packet::PingReq => {
+                let _ = tx.send(encode(&Packet::PingResp));
+            }
+            Packet::Disconnect => return None,
+            Packet::Connect(_) => return Some("second CONNECT".into()),
+            _ => {}
+        }
+    }
+}
+
+/// The module's publishes, in order: events after the store delay, then their PUBACK; twin
+/// requests answered, then PUBACKed; unknown topics dropped and PUBACKed.
+async fn process_publishes(
+    mut prx: mpsc::UnboundedReceiver<Publish>,
+    slot: Arc<Slot>,
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Bytes>,
+) {
+    let client_id = slot.expected.client_id();
+    let delay = shared.config.store_delay;
+    while let Some(p) = prx.recv().await {
+        let kind = classify(&p.topic, &slot.expected.device, &slot.expected.module);
+        match kind {
+            FromModule::Event { .. } => {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                slot.state.lock().unwrap().upstream += 1;
+                shared.upstream(&p.topic, p.payload.clone());
+                shared.record(Event::Upstream {
+                    client_id: client_id.clone(),
+                    topic: p.topic.clone(),
+                });
+            }
+            FromModule::TwinGet { rid } => {
+                let mut st = slot.state.lock().unwrap();
+                let body = Bytes::from(st.twin.full());
+                send_other(&mut st, &format!("$iothub/twin/res/200/?$rid={rid}"), body);
+                drop(st);
+                shared.record(Event::Twin {
+                    client_id: client_id.clone(),
+                    what: "GET".into(),
+                });
+            }
+            FromModule::TwinReported { rid } => {
+                let mut st = slot.state.lock().unwrap();
+                let (topic, what) = match st.twin.patch_reported(&p.payload) {
+                    Ok(v) => (
+                        format!("$iothub/twin/res/204/?$rid={rid}&$version={v}"),
+                        "reported 204".to_string(),
+                    ),
+                    Err(status) => (
+                        format!("$iothub/twin/res/{status}/?$rid={rid}"),
+                        format!("reported {status}"),
+                    ),
+                };
+                send_other(&mut st, &topic, Bytes::new());
+                drop(st);
+                shared.record(Event::Twin {
+                    client_id: client_id.clone(),
+                    what,
+                });
+            }
+            FromModule::MethodResponse => {}
+            FromModule::Unknown => {
+                slot.state.lock().unwrap().dropped += 1;
+                shared.record(Event::Dropped {
+                    client_id: client_id.clone(),
+                    topic: p.topic.clone(),
+                });
+            }
+        }
+        if p.qos == QoS::AtLeastOnce {
+            let _ = tx.send(encode(&Packet::PubAck(PubAck::new(p.pkid))));
+        }
+    }
+}
