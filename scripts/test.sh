@@ -1,21 +1,41 @@
 #!/usr/bin/env bash
 # Runs every test of edgefilter from a fresh machine: installs what the tests need when it is
-# missing (mosquitto; the IoT Edge dev tool in a venv), checks formatting and lints, then runs
-# the whole suite with cargo-nextest (cargo test when nextest is absent).
+# missing (mosquitto, prometheus; the IoT Edge dev tool in a venv), checks formatting and
+# lints, then runs the whole suite with cargo-nextest (cargo test when nextest is absent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v mosquitto_passwd >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+# Prometheus (tests/prometheus.rs scrapes edgefilter with the real server; promtool ships in
+# the same package). Without recommends: the node exporter is not needed.
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  # The packages' services must not start (tests run their own instances on ephemeral ports;
+  # Prometheus' would hold 9090): deny service starts while installing, unless a policy
+  # already exists.
+  policy_added=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 0755 /usr/sbin/policy-rc.d
+    policy_added=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  if [ -n "$policy_added" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 fi
-# The broker is started by each test on its own port; the system service is not needed.
-if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto >/dev/null 2>&1 || true; fi
+# Brokers and Prometheus are started by each test on its own port; the system services are
+# not needed (and must not hold 1883/9090).
+for svc in mosquitto prometheus; do
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl disable --now "$svc" >/dev/null 2>&1 || true
+  elif [ -x "/etc/init.d/$svc" ]; then
+    "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+  fi
+done
 
 if [ -x scripts/deploy_venv.sh ]; then
   echo "==> IoT Edge dev tool venv"

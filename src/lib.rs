@@ -23,7 +23,8 @@
 //!   embedded broker, the metrics endpoint.
 //! - [`twin`]: desired-property patches, their validation, the lock-free threshold and the
 //!   reported document.
-//! - [`metrics`]: counters and histograms as named events, rendered as Prometheus text.
+//! - [`metrics`]: counters and histograms as named events, rendered as Prometheus text;
+//!   [`process_metrics`]: the standard `process_*` figures read from `/proc` at each scrape.
 //! - [`sensor`]: the SimulatedTemperatureSensor profile (demo, loadgen, benches).
 //! - [`run`]: wires the parts together for `edgefilter run`; [`demo`] for `edgefilter demo`.
 
@@ -33,6 +34,7 @@ pub mod io;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod process_metrics;
 pub mod run;
 pub mod sensor;
 pub mod twin;

@@ -2,7 +2,7 @@
 //! event here ([`Metrics::received`], [`Metrics::alerts_published`], [`Metrics::rejected`], …)
 //! that counts (Prometheus, rendered by `io::http` at `/metrics`) and, where a human should
 //! know, logs — rate-limited, never one line per message. Events are emitted per batch by the
-//! connection task.
+//! connection task. The standard `process_*` metrics come from [`crate::process_metrics`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -13,9 +13,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::pipeline::verdict::RejectReason;
+use crate::process_metrics::ProcessCollector;
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -57,6 +58,11 @@ pub struct ResultLabels {
     pub result: TwinResult,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
 /// All counters, and the registry that renders them.
 pub struct Metrics {
     registry: Registry,
@@ -72,6 +78,7 @@ pub struct Metrics {
     reconnects: Counter,
     connected_gauge: Gauge,
     connected: AtomicBool,
+    pipeline: PipelineGauges,
     /// Per reject reason: when it was last logged, and how many since.
     reject_log: Mutex<[(Option<Instant>, u64); 5]>,
 }
@@ -91,6 +98,28 @@ pub struct Snapshot {
 }
 
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The state of the pipeline, set by the connection loop once per turn ([`Metrics::pipeline`]).
+#[derive(Default)]
+struct PipelineGauges {
+    pending: Gauge,
+    inflight: Gauge,
+    queued: Gauge,
+    paused: Gauge,
+}
+
+/// One sample of the pipeline's state for [`Metrics::pipeline`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PipelineState {
+    /// Inputs received and not yet acknowledged (the `--max-pending` budget).
+    pub pending: usize,
+    /// Outgoing QoS 1 publishes (alerts, dead letters) sent, not yet acknowledged by the broker.
+    pub inflight: usize,
+    /// Outgoing publishes waiting for a free slot of the `--max-inflight` window.
+    pub queued: usize,
+    /// Reading from the broker is paused because `pending` reached `--max-pending`.
+    pub paused: bool,
+}
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -142,9 +171,10 @@ impl Metrics {
             "Threshold in force",
             threshold.clone(),
         );
-        registry.register(
-            "edgefilter_processing_seconds",
+        registry.register_with_unit(
+            "edgefilter_processing",
             "Time from receiving an input to its final verdict (alerts: to the alert's acknowledgement)",
+            Unit::Seconds,
             processing.clone(),
         );
         registry.register(
@@ -167,6 +197,39 @@ impl Metrics {
             "1 while connected to the broker",
             connected_gauge.clone(),
         );
+        let pipeline = PipelineGauges::default();
+        registry.register(
+            "edgefilter_pending_messages",
+            "Input messages in the pipeline: received, not yet acknowledged (limit --max-pending)",
+            pipeline.pending.clone(),
+        );
+        registry.register(
+            "edgefilter_inflight_publishes",
+            "Outgoing QoS 1 publishes (alerts, dead letters) not yet acknowledged by the broker",
+            pipeline.inflight.clone(),
+        );
+        registry.register(
+            "edgefilter_queued_publishes",
+            "Outgoing publishes waiting for a free slot of the --max-inflight window",
+            pipeline.queued.clone(),
+        );
+        registry.register(
+            "edgefilter_input_paused",
+            "1 while reading input is paused because --max-pending messages are in the pipeline",
+            pipeline.paused.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "edgefilter_build_info",
+            "Always 1; the version label names the running edgefilter",
+            build_info,
+        );
+        registry.register_collector(Box::new(ProcessCollector));
         for reason in RejectReason::ALL {
             let _ = rejected.get_or_create(&ReasonLabels {
                 reason: reason.into(),
@@ -189,16 +252,34 @@ impl Metrics {
             reconnects,
             connected_gauge,
             connected: AtomicBool::new(false),
+            pipeline,
             reject_log: Mutex::new([(None, 0); 5]),
         }
     }
 
-    /// Prometheus text exposition of every metric.
+    /// OpenMetrics text exposition of every metric (what Prometheus asks for).
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The classic Prometheus text format (0.0.4), for clients that do not ask for OpenMetrics
+    /// (curl, `promtool check metrics`, older collectors).
+    pub fn render_prometheus_text(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The pipeline's state; the connection loop calls this once per turn (atomic stores).
+    pub fn pipeline(&self, s: PipelineState) {
+        let g = &self.pipeline;
+        g.pending.set(s.pending as i64);
+        g.inflight.set(s.inflight as i64);
+        g.queued.set(s.queued as i64);
+        g.paused.set(i64::from(s.paused));
     }
 
     pub fn received(&self, n: u64) {
@@ -340,6 +421,38 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+        assert!(text.contains("# UNIT edgefilter_processing_seconds seconds"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn pipeline_state_and_process_metrics_render_in_both_formats() {
+        let m = Metrics::new();
+        m.pipeline(PipelineState {
+            pending: 17,
+            inflight: 5,
+            queued: 2,
+            paused: true,
+        });
+        let classic = m.render_prometheus_text();
+        for line in [
+            "edgefilter_pending_messages 17",
+            "edgefilter_inflight_publishes 5",
+            "edgefilter_queued_publishes 2",
+            "edgefilter_input_paused 1",
+            "# TYPE edgefilter_messages_received_total counter",
+            "# TYPE process_cpu_seconds_total counter",
+            "# TYPE process_resident_memory_bytes gauge",
+            concat!(
+                "edgefilter_build_info{version=\"",
+                env!("CARGO_PKG_VERSION"),
+                "\"} 1"
+            ),
+        ] {
+            assert!(classic.contains(line), "missing {line:?} in\n{classic}");
+        }
+        assert!(!classic.contains("# EOF"), "0.0.4 text has no EOF marker");
+        assert!(m.render().contains("edgefilter_pending_messages 17"));
     }
 
     #[test]

@@ -61,6 +61,12 @@ pub struct Args {
     #[arg(long, value_name = "R")]
     pub alert_ratio: Option<f64>,
 
+    /// Make each message malformed with this probability (deterministic in --seed and the
+    /// message's seq): the sensor body without its closing brace, which a filter must reject
+    /// (`not_json`) and never forward. Counted as `malformed` in the summary.
+    #[arg(long, value_name = "R", default_value_t = 0.0)]
+    pub malformed: f64,
+
     /// The filter's threshold in force when the run starts (edgefilter's default is 25).
     #[arg(long, value_name = "T", default_value_t = 25.0)]
     pub threshold: f64,
@@ -215,6 +221,8 @@ pub struct Config {
     pub qos: u8,
     pub sink_qos: u8,
     pub temp: TempSource,
+    /// Probability that a message is malformed (`--malformed`).
+    pub malformed: f64,
     pub threshold: f64,
     pub twin_step: Option<f64>,
     pub twin_restore: bool,
@@ -335,6 +343,9 @@ impl Args {
                 return Err(invalid("--alert-ratio", "between 0 and 1", r));
             }
         }
+        if !(0.0..=1.0).contains(&self.malformed) {
+            return Err(invalid("--malformed", "between 0 and 1", self.malformed));
+        }
         if !self.threshold.is_finite() {
             return Err(invalid("--threshold", "a finite number", self.threshold));
         }
@@ -399,6 +410,7 @@ impl Args {
             temp: self
                 .alert_ratio
                 .map_or(TempSource::Profile, TempSource::Ratio),
+            malformed: self.malformed,
             threshold: self.threshold,
             twin_step: self.twin_step,
             twin_restore: self.twin_restore,

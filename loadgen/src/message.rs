@@ -50,6 +50,13 @@ pub fn ratio_temperature(seed: u64, seq: u64, ratio: f64, threshold: f64) -> f64
     }
 }
 
+/// Whether message `seq` is malformed under `--malformed ratio` (independent of the alert
+/// draw of [`ratio_temperature`]).
+#[inline]
+pub fn is_malformed(seed: u64, seq: u64, ratio: f64) -> bool {
+    ratio > 0.0 && unit(splitmix64(!seed ^ seq.wrapping_mul(0x9FB2_1C65_1E98_DF25))) < ratio
+}
+
 /// One simulated device: its name, input topic and sensor.
 #[derive(Debug, Clone)]
 pub struct Device {
@@ -217,6 +224,24 @@ pub const PROBE_DEVICE: &str = "loadgen-probe";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malformed_draw_follows_the_ratio_and_not_the_alert_draw() {
+        let n = 100_000u64;
+        let bad = (0..n).filter(|&s| is_malformed(7, s, 0.1)).count() as f64;
+        assert!((bad / n as f64 - 0.1).abs() < 0.01, "{bad}");
+        assert!(!(0..n).any(|s| is_malformed(7, s, 0.0)));
+        assert!((0..n).all(|s| is_malformed(7, s, 1.0)));
+        // Independent of the alert draw: malformed messages are alerts at the same ratio.
+        let (mut bad, mut bad_alert) = (0u64, 0u64);
+        for s in 0..n {
+            if is_malformed(7, s, 0.2) {
+                bad += 1;
+                bad_alert += u64::from(ratio_temperature(7, s, 0.5, 25.0) > 25.0);
+            }
+        }
+        assert!((bad_alert as f64 / bad as f64 - 0.5).abs() < 0.03);
+    }
     use bytes::BytesMut;
     use rumqttc::v5::mqttbytes::{v5 as mq5, QoS as QoS5};
     use rumqttc::{Publish, QoS};

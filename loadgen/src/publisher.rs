@@ -7,7 +7,9 @@
 use crate::account::{new_latency_histogram, BitSet};
 use crate::clock::{thread_cpu, Clock};
 use crate::inflight::{IdCursor, IdWindow};
-use crate::message::{encode_publish_with, write_message_body, Device, PublishFormat, TempSource};
+use crate::message::{
+    encode_publish_with, is_malformed, write_message_body, Device, PublishFormat, TempSource,
+};
 use crate::schedule::{ConnSeqs, Schedule};
 use crate::wire::{
     decode_control, frame, parse_puback, Conn, Control, WireError, DISCONNECT, PINGREQ,
@@ -88,6 +90,8 @@ pub struct PubConfig {
     /// Maximum messages per write.
     pub batch: usize,
     pub temp: TempSource,
+    /// Probability of a malformed body (`--malformed`).
+    pub malformed: f64,
     pub seed: u64,
     pub threshold: f64,
     /// The threshold after the twin step, if any.
@@ -120,6 +124,8 @@ pub enum PubEvent {
 #[derive(Debug)]
 pub struct PubResult {
     pub sent: u64,
+    /// Of `sent`, messages with a malformed body (never expected as alerts).
+    pub malformed: u64,
     /// Sequence numbers whose expected verdict is "alert".
     pub expected: BitSet,
     /// QoS 1 publishes the broker answered with an error reason code (MQTT 5).
@@ -202,6 +208,7 @@ pub fn spawn(
                 });
                 Some(PubResult {
                     sent: w.sent,
+                    malformed: w.malformed,
                     expected: std::mem::take(&mut w.expected),
                     refused: w.acks.refused.load(Ordering::Acquire),
                     bogus_acks: w.acks.bogus.load(Ordering::Acquire),
@@ -229,6 +236,7 @@ struct Writer {
     buf: Vec<u8>,
     expected: BitSet,
     sent: u64,
+    malformed: u64,
     pings: u64,
     last_write: Instant,
     send_lag: Histogram<u64>,
@@ -258,6 +266,7 @@ impl Writer {
             buf,
             expected: BitSet::new(),
             sent: 0,
+            malformed: 0,
             pings: 0,
             last_write: Instant::now(),
             send_lag: new_latency_histogram(),
@@ -428,7 +437,10 @@ impl Writer {
                 }
                 let dev = &mut self.cfg.devices[di];
                 let r = dev.reading(self.cfg.temp, self.cfg.seed, seq, threshold);
-                if r.machine_temperature > threshold {
+                let broken = is_malformed(self.cfg.seed, seq, self.cfg.malformed);
+                if broken {
+                    self.malformed += 1;
+                } else if r.machine_temperature > threshold {
                     self.expected.insert(seq);
                     new_expected += 1;
                 }
@@ -444,7 +456,12 @@ impl Writer {
                     false,
                     |o| dev.topic.write(o, Some(seq)),
                     pkid,
-                    |o| write_message_body(o, &r, seq, &dev.name, intended),
+                    |o| {
+                        write_message_body(o, &r, seq, &dev.name, intended);
+                        if broken {
+                            o.pop(); // the closing brace: not JSON any more
+                        }
+                    },
                 );
                 last_seq = seq;
                 n += 1;

@@ -78,6 +78,10 @@ pub struct Summary {
     /// `--target azure`: alerts whose topic lacks the expected properties (`$.on=<output>`
     /// first, `MessageType=Alert`, the message's `sequenceNumber`); always 0 for `mqtt`.
     pub bad_properties: u64,
+    /// Of `sent`, messages with a malformed body (`--malformed`): the filter must reject them.
+    pub malformed: u64,
+    /// Readiness probes published before the clock started (alert-worthy; not in `sent`).
+    pub probes: u64,
     /// The topic of the first such alert.
     pub first_bad_properties: Option<String>,
     /// CPU of the whole loadgen process from start to the end of the drain.
@@ -139,6 +143,16 @@ impl Summary {
                 self.send_s
             ),
         );
+        if self.malformed > 0 {
+            row(
+                &mut s,
+                "malformed",
+                format!(
+                    "{:>12}   (of sent; to be rejected, never alerts)",
+                    thousands(self.malformed)
+                ),
+            );
+        }
         row(
             &mut s,
             "expected alerts",
@@ -448,6 +462,18 @@ mod tests {
             "[5, 9]",
             "FAIL",
         ] {
+            assert!(t.contains(want), "{want} in\n{t}");
+        }
+        assert!(
+            !t.contains("malformed"),
+            "no malformed row without --malformed: {t}"
+        );
+        let t = Summary {
+            malformed: 1234,
+            ..Default::default()
+        }
+        .table();
+        for want in ["malformed", "1,234"] {
             assert!(t.contains(want), "{want} in\n{t}");
         }
         assert!(!t.contains("bad properties"), "mqtt target: {t}");

@@ -141,6 +141,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
     let probe_topic = cfg.target.input_topic(PROBE_DEVICE).topic(None);
     let ready_start = Instant::now();
     let mut next_probe = ready_start;
+    let mut probes = 0u64;
     if cfg.progress {
         eprintln!(
             "loadgen: waiting for a probe to come back through the filter on {:?}…",
@@ -159,6 +160,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
         }
         if Instant::now() >= next_probe {
             twin.publish0(&probe_topic, &probe_body(probe_t, clock.now_us()))?;
+            probes += 1;
             next_probe += Duration::from_millis(200);
         }
         thread::sleep(Duration::from_millis(5));
@@ -196,6 +198,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
             window: cfg.window,
             batch: cfg.batch,
             temp: cfg.temp,
+            malformed: cfg.malformed,
             seed: cfg.seed,
             threshold: cfg.threshold,
             twin_threshold: cfg.twin_step,
@@ -353,6 +356,8 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
     let through_s = active(send_end_us.max(acct.last_alert_us.unwrap_or(0)));
     let summary = Summary {
         sent,
+        malformed: results.iter().map(|r| r.malformed).sum(),
+        probes,
         expected_alerts: counts.expected_alerts,
         received_alerts: counts.received_alerts,
         lost: counts.lost,

@@ -1,4 +1,5 @@
-//! The observability endpoint beside the data flow: `GET /metrics` (Prometheus text, IoT
+//! The observability endpoint beside the data flow: `GET /metrics` (OpenMetrics when the
+//! scraper asks for it, as Prometheus does, else the classic Prometheus text format; IoT
 //! Edge's port 9600 convention) and `GET /healthz` (200 while connected to the broker, 503
 //! otherwise), served with hyper.
 
@@ -48,12 +49,27 @@ pub async fn serve(
     }
 }
 
+/// Prometheus asks for OpenMetrics in its `Accept` header; everyone else (curl, promtool,
+/// older collectors) gets the classic text format 0.0.4.
+fn wants_openmetrics(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"))
+}
+
 fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => (
+        (&Method::GET, "/metrics") if wants_openmetrics(req) => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             metrics.render(),
+        ),
+        (&Method::GET, "/metrics") => (
+            StatusCode::OK,
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            metrics.render_prometheus_text(),
         ),
         (&Method::GET, "/healthz") if metrics.is_connected() => {
             (StatusCode::OK, "text/plain", "ok\n".to_string())
