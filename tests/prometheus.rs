@@ -3,6 +3,10 @@
 //! scrapes edgefilter during a loadgen run; its HTTP API must then give loadgen's exact counts
 //! for the received, alert and rejected counters, through plain queries and through `rate()`.
 //!
+//! The Grafana dashboard (`deployment/grafana/edgefilter.json`) is checked against both: every
+//! metric its PromQL names (read with a PromQL parser) is one the live `/metrics` exposes, and
+//! every panel query returns data from the Prometheus that scraped the loadgen run.
+//!
 //! Everything is real: mosquitto and Prometheus (Debian package `prometheus`, which ships
 //! promtool; `scripts/test.sh` installs it) on ephemeral ports, the built edgefilter binary,
 //! and the workspace's loadgen (as a library, in this process). Without `prometheus` and
@@ -10,6 +14,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -394,5 +399,233 @@ async fn prometheus_scrapes_loadgen_exact_counts() {
     let verdicts = prom.value("edgefilter_processing_seconds_count", Some(t_end));
     assert_eq!(verdicts, received as f64);
     assert!(now_s() >= t_end);
+
+    // Every query of the Grafana dashboard returns data from this Prometheus.
+    for q in dashboard_queries() {
+        let result = prom.query(&q.expr, Some(t_end));
+        assert!(
+            !result.is_empty() || !q.needs_data,
+            "dashboard {}: {} returned nothing",
+            q.place,
+            q.expr
+        );
+    }
     drop(filter);
+}
+
+/// One PromQL expression of the dashboard, with Grafana's variables replaced as Grafana does
+/// for "All" (`$__rate_interval` as one minute).
+#[derive(Debug)]
+struct DashboardQuery {
+    place: String,
+    expr: String,
+    /// Panels and variables must show something; an annotation may find no event.
+    needs_data: bool,
+}
+
+fn dashboard_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deployment/grafana/edgefilter.json")
+}
+
+fn grafana_vars(expr: &str) -> String {
+    let mut e = expr.to_string();
+    for (var, value) in [
+        ("$__rate_interval", "1m"),
+        ("${__rate_interval}", "1m"),
+        ("$__interval", "15s"),
+        ("$__range", "10m"),
+        ("${job}", ".*"),
+        ("$job", ".*"),
+        ("${instance}", ".*"),
+        ("$instance", ".*"),
+    ] {
+        e = e.replace(var, value);
+    }
+    assert!(!e.contains('$'), "an unknown Grafana variable in {expr}");
+    e
+}
+
+fn dashboard_queries() -> Vec<DashboardQuery> {
+    let dash: Value =
+        serde_json::from_str(&std::fs::read_to_string(dashboard_path()).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            out.push(DashboardQuery {
+                place: format!("panel {:?} {}", panel["title"], t["refId"]),
+                expr: grafana_vars(t["expr"].as_str().expect("every target has an expr")),
+                needs_data: true,
+            });
+        }
+    }
+    for a in dash["annotations"]["list"].as_array().into_iter().flatten() {
+        if let Some(e) = a["expr"].as_str() {
+            out.push(DashboardQuery {
+                place: format!("annotation {:?}", a["name"]),
+                expr: grafana_vars(e),
+                needs_data: false,
+            });
+        }
+    }
+    // Query variables: `label_values(<selector>, <label>)` runs the selector.
+    for v in dash["templating"]["list"].as_array().into_iter().flatten() {
+        let q = v["query"]["query"].as_str().or(v["query"].as_str());
+        if v["type"] != "query" {
+            continue;
+        }
+        let q = q.expect("a query variable has a query");
+        let inner = q
+            .strip_prefix("label_values(")
+            .and_then(|r| r.rsplit_once(','))
+            .map(|(sel, _label)| sel)
+            .unwrap_or_else(|| panic!("variable {}: expected label_values(...): {q}", v["name"]));
+        out.push(DashboardQuery {
+            place: format!("variable {}", v["name"]),
+            expr: grafana_vars(inner),
+            needs_data: true,
+        });
+    }
+    assert!(out.len() >= 20, "the dashboard lost its queries: {out:?}");
+    out
+}
+
+/// The metric names a PromQL expression selects (`name{...}` or `{__name__="name"}`).
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    use promql_parser::label::MatchOp;
+    use promql_parser::parser::{Expr, VectorSelector};
+    fn selector(v: &VectorSelector, out: &mut BTreeSet<String>) {
+        let by_matcher = v
+            .matchers
+            .matchers
+            .iter()
+            .find(|m| m.name == "__name__" && matches!(m.op, MatchOp::Equal))
+            .map(|m| m.value.clone());
+        let name = v
+            .name
+            .clone()
+            .or(by_matcher)
+            .unwrap_or_else(|| panic!("a selector without a metric name: {v}"));
+        out.insert(name);
+    }
+    fn walk(e: &Expr, out: &mut BTreeSet<String>) {
+        match e {
+            Expr::Aggregate(a) => {
+                walk(&a.expr, out);
+                if let Some(p) = &a.param {
+                    walk(p, out);
+                }
+            }
+            Expr::Unary(u) => walk(&u.expr, out),
+            Expr::Binary(b) => {
+                walk(&b.lhs, out);
+                walk(&b.rhs, out);
+            }
+            Expr::Paren(p) => walk(&p.expr, out),
+            Expr::Subquery(s) => walk(&s.expr, out),
+            Expr::VectorSelector(v) => selector(v, out),
+            Expr::MatrixSelector(m) => selector(&m.vs, out),
+            Expr::Call(c) => c.args.args.iter().for_each(|a| walk(a, out)),
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+    let parsed =
+        promql_parser::parser::parse(expr).unwrap_or_else(|e| panic!("not PromQL: {expr}: {e}"));
+    let mut out = BTreeSet::new();
+    walk(&parsed, &mut out);
+    out
+}
+
+#[test]
+fn metric_names_are_read_from_every_part_of_an_expression() {
+    let names = metric_names(
+        "histogram_quantile(0.9, sum by (le) (rate(a_bucket{x=~\".*\"}[1m]))) \
+         / on() group_left max_over_time(({__name__=\"c\"} - b offset 1m)[5m:1m]) > -d",
+    );
+    let want: BTreeSet<String> = ["a_bucket", "b", "c", "d"].map(String::from).into();
+    assert_eq!(names, want);
+}
+
+#[test]
+fn dashboard_queries_name_only_exposed_metrics() {
+    // The embedded broker: this test needs the live /metrics, not traffic.
+    let mut filter = None;
+    let mut metrics = None;
+    for _attempt in 0..5 {
+        let m: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let listen = format!("127.0.0.1:{}", free_port());
+        let f = FilterProcess::spawn(&[
+            "--listen",
+            &listen,
+            "--metrics-addr",
+            &m.to_string(),
+            "--stats-interval",
+            "0",
+        ]);
+        if wait_healthy(m, Duration::from_secs(20)) {
+            (filter, metrics) = (Some(f), Some(m));
+            break;
+        }
+    }
+    let (_filter, metrics) = (filter.expect("edgefilter starts"), metrics.unwrap());
+    let (status, text) = http_get(metrics, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    // Sample names, so a histogram counts as its _bucket, _sum and _count series.
+    let exposed: BTreeSet<String> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
+        .collect();
+    let mut used = BTreeSet::new();
+    for q in dashboard_queries() {
+        let names = metric_names(&q.expr);
+        for n in &names {
+            assert!(
+                exposed.contains(n),
+                "dashboard {}: {n} is not exposed by /metrics ({})",
+                q.place,
+                q.expr
+            );
+        }
+        used.extend(names);
+    }
+    // What the dashboard is for (issue 12): throughput in/out, alert ratio, rejections,
+    // latency percentiles, pending/in-flight, reconnects, twin changes, RSS/CPU.
+    for needed in [
+        "edgefilter_messages_received_total",
+        "edgefilter_alerts_published_total",
+        "edgefilter_messages_rejected_total",
+        "edgefilter_processing_seconds_bucket",
+        "edgefilter_pending_messages",
+        "edgefilter_inflight_publishes",
+        "edgefilter_reconnects_total",
+        "edgefilter_twin_updates_total",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(
+            used.contains(needed),
+            "the dashboard does not show {needed}"
+        );
+    }
+    let text = std::fs::read_to_string(dashboard_path()).unwrap();
+    assert!(text.contains("histogram_quantile(0.99"));
+
+    // Panel ids are unique and every query goes to the provisioned data source variable.
+    let dash: Value = serde_json::from_str(&text).unwrap();
+    let mut ids = BTreeSet::new();
+    for p in dash["panels"].as_array().unwrap() {
+        assert!(ids.insert(p["id"].as_u64().unwrap()), "duplicate panel id");
+        for t in p["targets"].as_array().into_iter().flatten() {
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "{p}");
+        }
+    }
+    // The provisioning files beside it.
+    let prov =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deployment/grafana/provisioning");
+    let ds = std::fs::read_to_string(prov.join("datasources/edgefilter.yaml")).unwrap();
+    assert!(ds.contains("type: prometheus") && ds.contains("timeInterval"));
+    let dp = std::fs::read_to_string(prov.join("dashboards/edgefilter.yaml")).unwrap();
+    assert!(
+        dp.contains("type: file") && dp.contains("path: /var/lib/grafana/dashboards/edgefilter")
+    );
 }
