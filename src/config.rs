@@ -27,6 +27,11 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// A zero-setup tour: embedded broker, simulated sensors, the filter, a twin step, a summary.
     Demo(DemoArgs),
+    /// Check or print configuration files (see `run --config`).
+    Config {
+        #[command(subcommand)]
+        command: crate::config_file::ConfigCommand,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,6 +69,11 @@ pub enum AzureEdge {
 /// Flags of `edgefilter run`. Every flag can also come from an `EDGEFILTER_*` variable.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
+    /// TOML file whose keys are these flags without their dashes (`qos = 1`); flags and
+    /// variables override it (see `edgefilter config print`).
+    #[arg(long, env = "EDGEFILTER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// External broker, `mqtt://HOST:PORT` or `mqtts://HOST:PORT`; none starts the embedded broker.
     #[arg(long, env = "EDGEFILTER_BROKER")]
     pub broker: Option<String>,
@@ -564,7 +574,7 @@ mod tests {
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Run(a) => *a,
-            Command::Demo(_) => unreachable!(),
+            _ => unreachable!(),
         }
     }
 

@@ -11,7 +11,8 @@
 //!                       twin (threshold in an AtomicU64)
 //! ```
 //!
-//! - [`config`]: the command line (clap) and its validation into ready-to-use settings.
+//! - [`config`]: the command line (clap) and its validation into ready-to-use settings;
+//!   [`config_file`]: `--config` TOML files under the flags and variables, `config check|print`.
 //! - [`pipeline`]: the synchronous hot path — [`pipeline::verdict`] decides one payload,
 //!   [`pipeline::pool`] runs verdicts on worker threads sharded by topic,
 //!   [`pipeline::ack`] releases input acknowledgements in arrival order,
@@ -29,6 +30,7 @@
 //! - [`run`]: wires the parts together for `edgefilter run`; [`demo`] for `edgefilter demo`.
 
 pub mod config;
+pub mod config_file;
 pub mod demo;
 pub mod io;
 pub mod logging;

@@ -1,36 +1,43 @@
-//! The `edgefilter` binary: parses the command line, installs logging and signal handling,
-//! and runs `run` (the module) or `demo` (the tour). User mistakes end here as one line on
+//! The `edgefilter` binary: parses the command line (with the `--config` file applied),
+//! installs logging and signal handling, and runs `run` (the module), `demo` (the tour) or
+//! `config check|print`. User mistakes end here as one line on
 //! stderr and a non-zero exit; `anyhow` lives only at this edge.
 
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::Parser;
 use tokio::sync::watch;
 
-use edgefilter::config::{Cli, Command};
+use edgefilter::config::Command;
+use edgefilter::config_file::{self, ConfigCommand, ParseError, Parsed};
 use edgefilter::io::connection::Shared;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+    let parsed = match config_file::parse(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(ParseError::File(e)) => {
+            eprintln!("edgefilter: {e}");
+            return ExitCode::from(2);
+        }
+        Err(ParseError::Clap(e))
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) =>
+        {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
-        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+        Err(ParseError::Clap(e))
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
             let _ = e.print();
             return ExitCode::from(2);
         }
-        Err(e) => {
+        Err(ParseError::Clap(e)) => {
             // clap's first line names the problem; the usage that follows is noise here.
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("edgefilter: {}", first.trim_start_matches("error: "));
+            eprintln!("edgefilter: {}", config_file::first_line(&e));
             return ExitCode::from(2);
         }
     };
-    match real_main(cli) {
+    match real_main(parsed) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("edgefilter: {}", one_line(&e));
@@ -55,7 +62,15 @@ fn one_line(e: &anyhow::Error) -> String {
     line.replace('\n', " ")
 }
 
-fn real_main(cli: Cli) -> anyhow::Result<()> {
+fn real_main(parsed: Parsed) -> anyhow::Result<()> {
+    if let Command::Config { command } = &parsed.cli.command {
+        match command {
+            ConfigCommand::Check { file } => println!("{}", config_file::check(file)?),
+            ConfigCommand::Print(_) => print!("{}", parsed.to_toml()),
+        }
+        return Ok(());
+    }
+    let Parsed { cli, password, .. } = parsed;
     // `run`: one thread drives all I/O. The connection loop is a single task, and with a
     // multi-thread runtime every socket event would first wake a runtime worker which then
     // wakes the thread running `block_on` (perf: a quarter of the CPU in context switches).
@@ -70,10 +85,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             .worker_threads(2)
             .enable_all()
             .build()?,
+        Command::Config { .. } => unreachable!("handled above"),
     };
     match cli.command {
         Command::Run(args) => {
-            let settings = args.validate()?;
+            let mut settings = args.validate()?;
+            if settings.password.is_none() {
+                settings.password = password; // `password` of the --config file
+            }
             edgefilter::logging::init(settings.log_format);
             runtime.block_on(async {
                 let (tx, rx) = watch::channel(false);
@@ -100,6 +119,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 edgefilter::demo::run(args, rx).await
             })?;
         }
+        Command::Config { .. } => {}
     }
     Ok(())
 }
