@@ -7,9 +7,41 @@ use bytes::Bytes;
 
 pub use rumqttc::v5::mqttbytes::{matches, valid_filter};
 
-/// A topic name a client may publish to: non-empty, no wildcards, no NUL.
+/// The longest topic MQTT can carry: its length is a u16 on the wire (3.1.1 §1.5.3, 5 §1.5.4).
+pub const MAX_TOPIC_LEN: usize = 65_535;
+
+/// A topic name a client may publish to: non-empty, at most [`MAX_TOPIC_LEN`] bytes, no
+/// wildcards, no NUL.
 pub fn valid_topic(topic: &str) -> bool {
-    !topic.is_empty() && rumqttc::v5::mqttbytes::valid_topic(topic) && !topic.contains('\0')
+    !topic.is_empty()
+        && topic.len() <= MAX_TOPIC_LEN
+        && rumqttc::v5::mqttbytes::valid_topic(topic)
+        && !topic.contains('\0')
+}
+
+/// Why a rendered topic cannot be published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unpublishable {
+    #[error("the topic would be {0} bytes long (MQTT allows 65535)")]
+    TooLong(usize),
+    #[error("the topic would contain a wildcard (+ or #) or NUL")]
+    Invalid,
+    #[error("the topic would be empty")]
+    Empty,
+}
+
+/// Checks a topic about to be encoded into a PUBLISH (rendered alert, dead-letter, twin or
+/// IoT Edge topics): what this refuses would otherwise be a malformed packet.
+pub fn check_publishable(topic: &str) -> Result<(), Unpublishable> {
+    if topic.is_empty() {
+        Err(Unpublishable::Empty)
+    } else if topic.len() > MAX_TOPIC_LEN {
+        Err(Unpublishable::TooLong(topic.len()))
+    } else if !valid_topic(topic) {
+        Err(Unpublishable::Invalid)
+    } else {
+        Ok(())
+    }
 }
 
 /// A concrete topic that `filter` matches (wildcards replaced by one level), used to probe
@@ -85,6 +117,25 @@ impl Template {
         out
     }
 
+    /// [`Template::render`], refused when the result cannot be published (too long, or the
+    /// input topic brought a wildcard or NUL along).
+    pub fn try_render(&self, topic: &str) -> Result<String, Unpublishable> {
+        let len = self
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Literal(l) => l.len(),
+                Part::Topic => topic.len(),
+            })
+            .fold(0usize, usize::saturating_add);
+        if len > MAX_TOPIC_LEN {
+            return Err(Unpublishable::TooLong(len));
+        }
+        let out = self.render(topic);
+        check_publishable(&out)?;
+        Ok(out)
+    }
+
     /// True when the template does not depend on the input topic.
     pub fn is_constant(&self) -> bool {
         !self.parts.contains(&Part::Topic)
@@ -121,6 +172,21 @@ impl TopicCache {
         self.map.insert(input.clone(), rendered.clone());
         rendered
     }
+
+    /// [`TopicCache::alert_topic`], or why the alert topic of `input` cannot be published
+    /// (refusals are not cached: they are rare and should not evict good topics).
+    pub fn try_alert_topic(&mut self, input: &Bytes) -> Result<Bytes, Unpublishable> {
+        if let Some(t) = self.map.get(input) {
+            return Ok(t.clone());
+        }
+        let rendered = self.template.try_render(&String::from_utf8_lossy(input))?;
+        if self.map.len() >= self.cap {
+            self.map.clear();
+        }
+        let rendered = Bytes::from(rendered);
+        self.map.insert(input.clone(), rendered.clone());
+        Ok(rendered)
+    }
 }
 
 #[cfg(test)]
@@ -137,6 +203,47 @@ mod tests {
         assert!(Template::parse("alerts/#").is_err());
         assert!(Template::parse("alerts/{device}").is_err());
         assert!(Template::parse("").is_err());
+    }
+
+    #[test]
+    fn rendered_topics_longer_than_mqtt_allows_are_refused() {
+        // Issue 8 item 1: a legal 65,530-byte input topic rendered as alerts/{topic} is
+        // 65,537 bytes; its u16 length would wrap.
+        let t = Template::parse("alerts/{topic}").unwrap();
+        let input = format!("telemetry/{}", "M".repeat(65_520));
+        assert_eq!(input.len(), 65_530);
+        assert!(valid_topic(&input));
+        assert_eq!(t.try_render(&input), Err(Unpublishable::TooLong(65_537)));
+        let mut cache = TopicCache::new(t.clone(), 4);
+        assert_eq!(
+            cache.try_alert_topic(&Bytes::from(input)),
+            Err(Unpublishable::TooLong(65_537))
+        );
+        // Exactly at the limit is fine.
+        let input = "M".repeat(MAX_TOPIC_LEN - "alerts/".len());
+        assert_eq!(t.try_render(&input).unwrap().len(), MAX_TOPIC_LEN);
+        assert!(!valid_topic(&"M".repeat(MAX_TOPIC_LEN + 1)));
+    }
+
+    #[test]
+    fn wildcards_and_nul_from_the_input_topic_are_refused() {
+        // rumqttd accepts a PUBLISH to `telemetry/#`; its alert must not go to `alerts/telemetry/#`.
+        let t = Template::parse("alerts/{topic}").unwrap();
+        for input in ["telemetry/#", "telemetry/+/x", "a\0b"] {
+            assert_eq!(
+                t.try_render(input),
+                Err(Unpublishable::Invalid),
+                "{input:?}"
+            );
+        }
+        assert_eq!(
+            t.try_render("telemetry/dev-1").unwrap(),
+            "alerts/telemetry/dev-1"
+        );
+        assert_eq!(
+            Template::parse("{topic}").unwrap().try_render(""),
+            Err(Unpublishable::Empty)
+        );
     }
 
     #[test]

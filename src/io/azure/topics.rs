@@ -17,6 +17,7 @@ use percent_encoding::percent_decode_str;
 use super::env::AzureIdentity;
 use super::propbag::{OutputProperties, PropertyBag};
 use super::sas::encode_component;
+use crate::io::topic::{Unpublishable, MAX_TOPIC_LEN};
 
 /// Twin responses (full twin and reported-patch acknowledgements). Subscribe exactly this.
 pub const TWIN_RESPONSE_FILTER: &str = "$iothub/twin/res/#";
@@ -117,14 +118,32 @@ impl ModuleTopics {
         topic
     }
 
+    /// [`ModuleTopics::events_topic`], refused when it cannot be published: percent-encoding
+    /// can triple a property bag, so a legal input topic can give an events topic longer than
+    /// MQTT's 65,535 bytes.
+    pub fn try_events_topic(
+        &self,
+        output_name: &str,
+        properties: &OutputProperties,
+    ) -> Result<String, Unpublishable> {
+        let topic = self.events_topic(output_name, properties);
+        // Only the length: edgeHub's device ids may hold `+` and `#`, which it accepts in
+        // its own topics (so the generic wildcard check does not apply here).
+        if topic.len() > MAX_TOPIC_LEN {
+            return Err(Unpublishable::TooLong(topic.len()));
+        }
+        Ok(topic)
+    }
+
     /// The topic for the alert of a message that arrived on `input_topic`: its properties
     /// forwarded as [`OutputProperties::alert_from_input`] describes, sent to `output_name`.
     pub fn alert_topic(&self, input_topic: &str, output_name: &str) -> Result<String, TopicError> {
         let input = self.parse_input(input_topic)?;
-        Ok(self.events_topic(
+        self.try_events_topic(
             output_name,
             &OutputProperties::alert_from_input(&input.properties),
-        ))
+        )
+        .map_err(|_| topic_error(input_topic, "its alert topic cannot be published"))
     }
 
     /// Parses `devices/<dev>/modules/<mod>/inputs/<name>[/<property bag>]`. The device and
@@ -489,6 +508,24 @@ mod tests {
         assert!(t
             .alert_topic("devices/dev1/modules/x/inputs/input1", "o")
             .is_err());
+    }
+
+    #[test]
+    fn alert_topics_longer_than_mqtt_allows_are_refused() {
+        // A legal 40,000-byte input topic whose property value percent-encodes to 3× its size.
+        let t = ModuleTopics::new("dev1", "filtermodule");
+        let input = format!(
+            "devices/dev1/modules/filtermodule/inputs/input1/k={}",
+            "!".repeat(40_000)
+        );
+        assert!(input.len() <= MAX_TOPIC_LEN);
+        let e = t.alert_topic(&input, "output1").unwrap_err();
+        assert_eq!(e.reason, "its alert topic cannot be published");
+        let props = OutputProperties::alert_from_input(&t.parse_input(&input).unwrap().properties);
+        assert!(matches!(
+            t.try_events_topic("output1", &props),
+            Err(Unpublishable::TooLong(n)) if n > 120_000
+        ));
     }
 
     #[test]
