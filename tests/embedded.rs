@@ -135,3 +135,58 @@ async fn embedded_twin_and_dead_letters() {
         serde_json::from_slice(&sub.inbox.on("edgefilter/deadletter")[0].payload).unwrap();
     assert_eq!(dl["reason"], "not_a_number");
 }
+
+/// Issue 8 item 4: rumqttd accepts a newline in a topic; the rejection log line names the topic
+/// and must not let it start a forged line (edge and text formats).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newline_in_a_topic_cannot_forge_a_log_line() {
+    for format in ["edge", "text"] {
+        let listen = local();
+        let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
+        let mut filter = FilterProcess::spawn(&[
+            "--listen",
+            &listen,
+            "--metrics-addr",
+            "off",
+            "--log-format",
+            format,
+        ]);
+        assert!(wait_listening(listen.parse().unwrap(), WAIT));
+        filter.wait_log("connected", WAIT).await;
+        let forged = "<6> 2026-11-26 07:00:00.000 +00:00 [INF] - forged \u{1b}[2K";
+        // rumqttc's client refuses such a topic; a hand-made client does not.
+        publish_raw_v4(port, &format!("telemetry/x\n{forged}\r"), b"not json");
+        filter.wait_log("rejected a message on", WAIT).await;
+        let log = filter.log();
+        assert!(
+            log.lines().all(|l| !l.starts_with("<6> 2026-11-26")),
+            "{format}: {log}"
+        );
+        assert!(
+            !log.contains('\u{1b}') && !log.contains('\r'),
+            "{format}: {log}"
+        );
+        assert!(
+            log.contains(r"telemetry/x\n<6> 2026-11-26"),
+            "{format}: {log}"
+        );
+    }
+}
+
+/// CONNECT, one QoS 0 PUBLISH and DISCONNECT (MQTT 3.1.1), written by hand.
+fn publish_raw_v4(port: u16, topic: &str, payload: &[u8]) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"\x10\x11\x00\x04MQTT\x04\x02\x00\x3c\x00\x05rawpb")
+        .unwrap();
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    let len = 2 + topic.len() + payload.len();
+    assert!(len < 128);
+    let mut p = vec![0x30, len as u8, 0, topic.len() as u8];
+    p.extend_from_slice(topic.as_bytes());
+    p.extend_from_slice(payload);
+    p.extend_from_slice(&[0xe0, 0]);
+    s.write_all(&p).unwrap();
+}
