@@ -75,8 +75,9 @@ pub struct RunArgs {
     pub config: Option<PathBuf>,
 
     /// External broker, `mqtt://HOST:PORT` or `mqtts://HOST:PORT`; none starts the embedded broker.
-    #[arg(long, env = "EDGEFILTER_BROKER")]
-    pub broker: Option<String>,
+    /// (Credentials go in --username and --password-file, never in the URL.)
+    #[arg(long, env = "EDGEFILTER_BROKER", hide_env_values = true)]
+    pub broker: Option<BrokerArg>,
 
     /// Address the embedded broker listens on for MQTT 3.1.1 (only without --broker).
     #[arg(long, env = "EDGEFILTER_LISTEN", default_value = "127.0.0.1:1883")]
@@ -248,6 +249,31 @@ pub struct RunArgs {
     pub keep_alive: Duration,
 }
 
+/// `--broker` as given, before validation: its `Debug` form hides user info a user may have
+/// put in the URL (which validation refuses).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BrokerArg(pub String);
+
+impl std::str::FromStr for BrokerArg {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(BrokerArg(s.to_string()))
+    }
+}
+
+impl std::ops::Deref for BrokerArg {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for BrokerArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", crate::io::broker_url::redacted(&self.0))
+    }
+}
+
 /// Flags of `edgefilter demo`.
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
@@ -333,8 +359,8 @@ pub enum Target {
     External(BrokerUrl),
 }
 
-/// The validated configuration of `edgefilter run`.
-#[derive(Debug, Clone)]
+/// The validated configuration of `edgefilter run`. (`Debug` shows the password as `***`.)
+#[derive(Clone)]
 pub struct Settings {
     pub target: Target,
     pub input_topics: Vec<String>,
@@ -367,6 +393,44 @@ pub struct Settings {
     pub max_pending: usize,
     pub max_inflight: u16,
     pub keep_alive: Duration,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("target", &self.target)
+            .field("input_topics", &self.input_topics)
+            .field("alert_topic", &self.alert_topic)
+            .field("field", &self.field)
+            .field("threshold", &self.threshold)
+            .field("twin_topic", &self.twin_topic)
+            .field("qos", &self.qos)
+            .field("workers", &self.workers)
+            .field("inline_batch", &self.inline_batch)
+            .field("batch_max", &self.batch_max)
+            .field("batch_linger", &self.batch_linger)
+            .field("batch_format", &self.batch_format)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("client_id", &self.client_id)
+            .field("share_group", &self.share_group)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("mqtt_version", &self.mqtt_version)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("max_payload", &self.max_payload)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("log_format", &self.log_format)
+            .field("stats_interval", &self.stats_interval)
+            .field("azure_edge", &self.azure_edge)
+            .field("azure_token_ttl", &self.azure_token_ttl)
+            .field("input_name", &self.input_name)
+            .field("output_name", &self.output_name)
+            .field("max_pending", &self.max_pending)
+            .field("max_inflight", &self.max_inflight)
+            .field("keep_alive", &self.keep_alive)
+            .finish()
+    }
 }
 
 /// TLS material named on the command line (read when connecting).
@@ -619,6 +683,28 @@ mod tests {
         );
         assert!(e(&["--ca", "/etc/hostname"]).contains("mqtts://"));
         assert!(e(&["--metrics-addr", "nowhere"]).contains("--metrics-addr"));
+    }
+
+    #[test]
+    fn credentials_never_show() {
+        let a = args(&["--broker", "mqtt://gw1:s3cret@broker:1883"]);
+        assert!(!format!("{a:?}").contains("s3cret"));
+        let e = a.validate().unwrap_err().to_string();
+        assert!(e.starts_with("--broker"), "{e}");
+        assert!(e.contains("--password-file"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let s = args(&["--username", "gw1", "--password-file", pw.to_str().unwrap()])
+            .validate()
+            .unwrap();
+        assert_eq!(s.password.as_deref(), Some("s3cret"));
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("password: Some(\"***\")"),
+            "{shown}"
+        );
     }
 
     #[test]

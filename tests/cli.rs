@@ -102,3 +102,32 @@ fn flags_come_from_the_environment_too() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--qos"));
 }
+
+#[test]
+fn credentials_in_the_broker_url_are_refused_and_never_echoed() {
+    let line = one_line_error(
+        &["run", "--broker", "mqtt://gw1:s3cret@127.0.0.1:1883"],
+        1,
+        "--password-file",
+    );
+    assert!(
+        line.contains("--broker") && line.contains("mqtt://***@127.0.0.1:1883"),
+        "{line}"
+    );
+    assert!(!line.contains("s3cret") && !line.contains("gw1"), "{line}");
+    // From the environment too, and `--help` (which shows variables' values) does not show it.
+    for args in [&["run"][..], &["run", "--help"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgefilter"))
+            .args(args)
+            .env("EDGEFILTER_BROKER", "mqtts://gw1:s3cret@broker.example")
+            .env("EDGEFILTER_METRICS_ADDR", "off")
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains("s3cret"), "{args:?}: {all}");
+    }
+}

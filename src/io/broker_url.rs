@@ -1,4 +1,10 @@
 //! `--broker` URLs: `mqtt://HOST[:PORT]` (1883) and `mqtts://HOST[:PORT]` (8883).
+//!
+//! Credentials in the URL (`mqtt://user:pass@host`) are refused with a hint to use
+//! `--username` and `--password-file`: a URL on the command line or in the environment is
+//! visible to every local user (`ps`, `/proc/*/cmdline`, `docker inspect`), a password file is
+//! not. The refusal, like every other error here, shows the URL with its user info replaced by
+//! `***`, so the secret never reaches a terminal or a log.
 
 use thiserror::Error;
 
@@ -17,10 +23,29 @@ pub enum BrokerUrlError {
     Host(String),
     #[error("{0:?}: the port must be a number from 1 to 65535")]
     Port(String),
+    #[error("{0:?}: credentials in the URL are not accepted (they would show in the process list); use --username and --password-file")]
+    UserInfo(String),
+}
+
+/// `s` with the user info of its authority (up to the last `@` before the path) replaced by
+/// `***`: the form of a URL that may be shown.
+pub fn redacted(s: &str) -> String {
+    let start = s.find("://").map_or(0, |i| i + 3);
+    let end = s[start..]
+        .find(['/', '?', '#'])
+        .map_or(s.len(), |i| start + i);
+    match s[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &s[..start], &s[start + at..]),
+        None => s.to_string(),
+    }
 }
 
 impl BrokerUrl {
     pub fn parse(s: &str) -> Result<BrokerUrl, BrokerUrlError> {
+        let shown = redacted(s.trim());
+        if shown != s.trim() {
+            return Err(BrokerUrlError::UserInfo(shown));
+        }
         let s = s.trim();
         let (tls, rest) = if let Some(r) = s.strip_prefix("mqtts://") {
             (true, r)
@@ -98,6 +123,38 @@ mod tests {
         let u = BrokerUrl::parse("mqtt://[::1]:1884").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 1884));
         assert_eq!(u.addr(), "[::1]:1884");
+    }
+
+    #[test]
+    fn credentials_are_refused_and_never_shown() {
+        for url in [
+            "mqtt://user:s3cret@broker:1883",
+            "mqtts://user:s3cret@broker",
+            "mqtt://user:s3cret@[::1]:1883/",
+            "mqtt://:s3cret@broker",
+            "mqtt://us%40er:s3%3Acret@broker:1883",
+            "mqtt://user:s3cret@",
+            "user:s3cret@broker:1883",
+            "http://user:s3cret@broker",
+            "mqtt://a@b:s3cret@broker:99999",
+        ] {
+            let e = BrokerUrl::parse(url).unwrap_err();
+            assert!(matches!(e, BrokerUrlError::UserInfo(_)), "{url}: {e:?}");
+            for shown in [e.to_string(), format!("{e:?}")] {
+                assert!(!shown.contains("s3cret"), "{url}: {shown}");
+            }
+            assert!(e.to_string().contains("--password-file"), "{url}: {e}");
+        }
+        assert_eq!(
+            redacted("mqtt://user:pw@host:1883/x@y"),
+            "mqtt://***@host:1883/x@y"
+        );
+        assert_eq!(redacted("mqtt://host:1883"), "mqtt://host:1883");
+        // A user name alone is refused too: it belongs in --username.
+        assert!(matches!(
+            BrokerUrl::parse("mqtt://gw1@host"),
+            Err(BrokerUrlError::UserInfo(u)) if u == "mqtt://***@host"
+        ));
     }
 
     #[test]
