@@ -50,6 +50,20 @@ if [ "${EDGEFILTER_SKIP_LINT:-0}" != "1" ]; then
   cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
 
+# Dependency policy (deny.toml): licenses, banned crates, sources. Offline once the crates are
+# fetched; advisories need the RustSec database from the network (RELIABILITY.md).
+if ! cargo deny --version >/dev/null 2>&1; then
+  echo "==> installing cargo-deny"
+  cargo install cargo-deny --locked --quiet
+fi
+echo "==> cargo deny check bans licenses sources"
+cargo fetch --locked --quiet
+deny_out=$(mktemp)
+if ! cargo deny --offline check --hide-inclusion-graph bans licenses sources >"$deny_out" 2>&1; then
+  cat "$deny_out"; rm -f "$deny_out"; exit 1
+fi
+tail -n 1 "$deny_out"; rm -f "$deny_out"   # "bans ok, licenses ok, sources ok" (duplicates: warnings)
+
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@"
