@@ -23,7 +23,9 @@ Scenarios:
 The peers need `../shared/peers/run.sh setup` (a venv with paho and Node-RED under
 /tmp/peers); without it they are reported as skipped. Only the standard library is used.
 Results: one JSON line per run in bench-results/<stamp>.jsonl, and a markdown table (medians
-over --reps) on stdout.
+over --reps) on stdout. --report-dir DIR also writes loadgen's charts of every run
+(DIR/<scenario>-qos<Q>-<mode>-<rep>.html: throughput and latency percentiles per second, the
+latency distribution).
 """
 import argparse
 import json
@@ -211,15 +213,19 @@ class Run:
             f.close()
 
 
-def measure(scenario, qos, mode, a, tmpdir):
+def measure(scenario, qos, mode, a, tmpdir, rep=0):
     run = Run(scenario, qos, tmpdir)
+    extra = []
+    if a.report_dir:
+        # One loadgen report (charts per second + latency distribution) per run.
+        extra = ["--report", os.path.join(a.report_dir, f"{scenario}-qos{qos}-{mode}-{rep}.html")]
     try:
         run.start()
         if mode == "burst":
-            r = run.loadgen(["--count", str(a.n)], a.timeout)
+            r = run.loadgen(["--count", str(a.n)] + extra, a.timeout)
         else:
-            r = run.loadgen(["--rate", str(a.rate[qos]), "--duration", f"{a.duration}s", "--tick", a.tick],
-                            a.timeout)
+            r = run.loadgen(["--rate", str(a.rate[qos]), "--duration", f"{a.duration}s", "--tick", a.tick]
+                            + extra, a.timeout)
     except Exception as e:  # a peer that cannot start is a result, not a crash of the bench
         r = {"rc": "error", "error": [str(e)]}
     finally:
@@ -290,7 +296,11 @@ def main():
     ap.add_argument("--modes", default="burst,paced")
     ap.add_argument("--scenarios", default="broker,edgefilter,edgefilter-w0,embedded,rumqttc,seed,nodered")
     ap.add_argument("--timeout", type=int, default=180, help="seconds before a loadgen run is abandoned")
+    ap.add_argument("--report-dir", help="write loadgen's --report (HTML charts) of every run into this directory")
     a = ap.parse_args()
+    if a.report_dir:
+        a.report_dir = os.path.abspath(a.report_dir)
+        os.makedirs(a.report_dir, exist_ok=True)
     a.rate = {0: a.rate0, 1: a.rate1}
     for tool in (EDGEFILTER, LOADGEN):
         if not os.path.exists(tool):
@@ -317,7 +327,7 @@ def main():
                     for mode in a.modes.split(","):
                         d = os.path.join(tmp, f"{scenario}-{qos}-{mode}-{rep}")
                         os.makedirs(d)
-                        r = measure(scenario, qos, mode, a, d)
+                        r = measure(scenario, qos, mode, a, d, rep)
                         r["rep"] = rep
                         s = r.get("summary", {})
                         log(f"{scenario} qos{qos} {mode} #{rep}: {s.get('throughput', 0):,.0f} msg/s "

@@ -3,6 +3,7 @@
 //! publishers record which sequence numbers they expected as alerts, and [`Accounting::finish`]
 //! turns both into the exact lost / duplicate / unexpected counts.
 
+use crate::timeline::Timeline;
 use hdrhistogram::Histogram;
 use memchr::memmem::FinderRev;
 
@@ -179,6 +180,8 @@ pub struct Accounting {
     /// Receive time (µs since the epoch) of the first and the last counted alert.
     pub first_alert_us: Option<u64>,
     pub last_alert_us: Option<u64>,
+    /// Per-second counts and latency for `--report`.
+    pub timeline: Timeline,
 }
 
 /// The highest latency the histogram tracks (one hour, in µs); larger values saturate.
@@ -203,6 +206,7 @@ impl Accounting {
             latency: new_latency_histogram(),
             first_alert_us: None,
             last_alert_us: None,
+            timeline: Timeline::new(1_000_000),
         }
     }
 
@@ -224,6 +228,7 @@ impl Accounting {
                 return (AlertKind::Probe, 0);
             }
             self.count_alert(now_us);
+            self.timeline.alert(now_us, run_start_us, None);
             self.unknown += 1;
             return (AlertKind::Unknown, 0);
         };
@@ -234,17 +239,20 @@ impl Accounting {
         }
         self.count_alert(now_us);
         if seq >= issued {
+            self.timeline.alert(now_us, run_start_us, None);
             self.unknown += 1;
             return (AlertKind::Unknown, seq);
         }
         if self.seen.insert(seq) {
+            self.timeline.alert(now_us, run_start_us, None);
             self.duplicates += 1;
             return (AlertKind::Duplicate, seq);
         }
-        if let Some(sent) = sent {
-            self.latency
-                .saturating_record(now_us.saturating_sub(sent).max(1));
+        let latency = sent.map(|sent| now_us.saturating_sub(sent).max(1));
+        if let Some(l) = latency {
+            self.latency.saturating_record(l);
         }
+        self.timeline.alert(now_us, run_start_us, latency);
         (AlertKind::First, seq)
     }
 

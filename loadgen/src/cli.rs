@@ -143,6 +143,12 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub hgrm: Option<PathBuf>,
 
+    /// Write charts of the run to FILE: throughput and latency percentiles per second, and the
+    /// latency distribution. `.svg` writes the charts, `.html` a page with the charts and the
+    /// summary table.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -235,6 +241,8 @@ pub struct Config {
     pub version: MqttVersion,
     pub summary: Option<PathBuf>,
     pub hgrm: Option<PathBuf>,
+    /// `--report`: charts of the run, SVG or HTML by the file's extension.
+    pub report: Option<PathBuf>,
     pub progress: bool,
     pub drain_timeout: Duration,
     pub ready_timeout: Duration,
@@ -343,6 +351,15 @@ impl Args {
                 return Err(invalid("--alert-ratio", "between 0 and 1", r));
             }
         }
+        if let Some(r) = &self.report {
+            if crate::plot::Format::of(r).is_none() {
+                return Err(invalid(
+                    "--report",
+                    "a file name ending in .svg or .html",
+                    r.display(),
+                ));
+            }
+        }
         if !(0.0..=1.0).contains(&self.malformed) {
             return Err(invalid("--malformed", "between 0 and 1", self.malformed));
         }
@@ -430,6 +447,7 @@ impl Args {
             },
             summary: self.summary,
             hgrm: self.hgrm,
+            report: self.report,
             progress: !self.no_progress,
             drain_timeout: self.drain_timeout,
             ready_timeout: self.ready_timeout,

@@ -20,18 +20,21 @@
 //! - [`sink`]: the alert subscriber; [`account`]: its pure accounting.
 //! - [`twin`]: retained twin documents, probes, the desired patch of `--twin-step`.
 //! - [`wire`]: connections on rumqttc's packet codec; [`clock`]: time and CPU.
-//! - [`report`]: table, summary JSON, `.hgrm`; [`run`]: wires one run together.
+//! - [`report`]: table, summary JSON, `.hgrm`; [`timeline`] and [`plot`]: the per-second
+//!   series and the `--report` charts; [`run`]: wires one run together.
 
 pub mod account;
 pub mod cli;
 pub mod clock;
 pub mod inflight;
 pub mod message;
+pub mod plot;
 pub mod publisher;
 pub mod report;
 pub mod run;
 pub mod schedule;
 pub mod sink;
 pub mod target;
+pub mod timeline;
 pub mod twin;
 pub mod wire;

@@ -52,6 +52,10 @@ fn main() -> ExitCode {
             std::fs::write(p, hgrm(&outcome.latency))
                 .with_context(|| format!("cannot write --hgrm {}", p.display()))?;
         }
+        if let Some(p) = &cfg.report {
+            loadgen::plot::write(p, &outcome.summary, &outcome.timeline, &outcome.latency)
+                .with_context(|| format!("--report {}", p.display()))?;
+        }
         Ok(())
     })();
     if let Err(e) = files {

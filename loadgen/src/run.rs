@@ -12,6 +12,7 @@ use crate::report::{Latency, Summary};
 use crate::schedule::devices_of;
 use crate::sink::{self, Drain, SinkProgress};
 use crate::target::Target;
+use crate::timeline::Interval;
 use crate::twin::{reported_threshold, version_of, Twin, TwinError};
 use crate::wire::{Conn, MqttVersion, WireError};
 use hdrhistogram::Histogram;
@@ -42,10 +43,11 @@ pub enum RunError {
     Thread(#[from] std::io::Error),
 }
 
-/// The result of a run: the summary and the latency histogram behind it.
+/// The result of a run: the summary, the latency histogram behind it, and the run per second.
 pub struct Outcome {
     pub summary: Summary,
     pub latency: Histogram<u64>,
+    pub timeline: Vec<Interval>,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -217,6 +219,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
     let mut last_tick = (Instant::now(), 0u64);
     let mut rate_now = 0.0;
     let mut failure = None;
+    let mut sent_samples = Vec::new();
     while done < cfg.connections {
         match ev_rx.recv_timeout(Duration::from_millis(100)) {
             Ok(PubEvent::Paused { at_us, .. }) => {
@@ -263,6 +266,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
             shared.resume(0);
         }
         let sent = shared.sent.load(Ordering::Relaxed);
+        sent_samples.push((clock.now_us(), sent));
         if last_tick.0.elapsed() >= Duration::from_millis(500) {
             rate_now = (sent - last_tick.1) as f64 / last_tick.0.elapsed().as_secs_f64();
             last_tick = (Instant::now(), sent);
@@ -309,7 +313,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
         let _ = twin.service();
         thread::sleep(Duration::from_millis(50));
     }
-    let sink_result = match sink.join() {
+    let mut sink_result = match sink.join() {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             pb.finish_and_clear();
@@ -329,6 +333,15 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
     }
     twin.disconnect();
 
+    let mut timeline = std::mem::replace(
+        &mut sink_result.acct.timeline,
+        crate::timeline::Timeline::new(1),
+    );
+    for (at, total) in sent_samples {
+        timeline.sent_at(at, t0, total);
+    }
+    timeline.sent_at(send_end_us, t0, sent);
+    let timeline = timeline.finish(end_us, t0);
     let acct = &sink_result.acct;
     let counts = acct.finish(&expected);
     // Active time: the twin pause does not count towards rates.
@@ -406,6 +419,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
     Ok(Outcome {
         summary,
         latency: sink_result.acct.latency,
+        timeline,
     })
 }
 

@@ -454,3 +454,61 @@ fn a_broken_alert_subscription_ends_the_run_with_exit_2() {
     );
     assert!(run.summary.is_none());
 }
+
+#[test]
+fn report_files_hold_the_run_per_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("run.svg");
+    let page = dir.path().join("run.html");
+    let broker = Mosquitto::start();
+    let _fwd = Forwarder::start(broker.port, ok());
+    let svg_arg = svg.to_str().unwrap();
+    // Paced over ~2.5 s, so the timeline has several one-second rows.
+    let run = loadgen(
+        &broker.url(),
+        &words(&format!(
+            "--rate 2000 --duration 2500ms --alert-ratio 0.5 --qos 1 --report {svg_arg}"
+        )),
+    );
+    assert_eq!(run.code, 0);
+    let text = std::fs::read_to_string(&svg).expect("--report wrote the SVG");
+    let doc = roxmltree::Document::parse(&text).expect("well-formed SVG");
+    let texts: Vec<&str> = doc.descendants().filter_map(|n| n.text()).collect();
+    for want in [
+        "sent",
+        "alerts received",
+        "p50",
+        "p99",
+        "latency at percentile",
+    ] {
+        assert!(texts.iter().any(|t| t.trim() == want), "{want}");
+    }
+    // The throughput line has a point per second of the run, at about the paced rate.
+    let caption = texts
+        .iter()
+        .find(|t| t.trim().starts_with("Throughput per second"))
+        .unwrap_or_else(|| panic!("no throughput caption in {texts:?}"));
+    assert!(caption.contains("5000 sent"), "{caption}");
+    let run = loadgen(
+        &broker.url(),
+        &words(&format!(
+            "--count 500 --alert-ratio 0.5 --report {}",
+            page.to_str().unwrap()
+        )),
+    );
+    assert_eq!(run.code, 0);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<svg"));
+    assert!(
+        html.contains("result           PASS"),
+        "the summary table is in the page"
+    );
+}
+
+#[test]
+fn report_needs_a_known_extension() {
+    let broker = Mosquitto::start();
+    let run = loadgen(&broker.url(), &words("--count 10 --report run.png"));
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("--report"), "{}", run.stderr);
+}
