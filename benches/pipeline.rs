@@ -6,11 +6,14 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use edgefilter::io::codec::{OutPublish, PublishProperties, Version};
+use edgefilter::mqtt::codec::{OutPublish, PublishProperties, Version};
 use edgefilter::pipeline::batch::json_array;
-use edgefilter::pipeline::pool::{Batch, Job, Pool};
+use edgefilter::pipeline::pool::{shard_of, Pool, SharedStage};
+use edgefilter::pipeline::stage::{Batch, Job, Rules, Stage};
 use edgefilter::pipeline::verdict::FieldPath;
 use edgefilter::sensor::{write_body, Sensor, Tracking};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// Sensor payloads with the real profile (about 95 % alerts at threshold 25 once warm; the
 /// threshold below is chosen for ~30 % alerts like the peers' runs).
@@ -57,22 +60,24 @@ fn pool(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     for workers in 1..=max_workers {
         let (tx, rx) = crossbeam_channel::unbounded::<Batch<u32>>();
-        let pool: Pool<u32> = Pool::start(workers, &field, 262_144, 1024, tx).unwrap();
+        let stages: Vec<SharedStage> = (0..workers)
+            .map(|_| Arc::new(Mutex::new(Stage::new(field.clone(), 262_144))))
+            .collect();
+        let pool: Pool<u32> = Pool::start(&stages, 1024, tx).unwrap();
+        let rules = Rules::new(60.0);
         group.bench_with_input(BenchmarkId::new("workers", workers), &workers, |b, _| {
             b.iter(|| {
                 // Per-topic batches of 64, as the connection hands them over after a read.
                 let mut sent = 0;
                 for (i, chunk) in bodies.chunks(BATCH).enumerate() {
                     let topic = &topics[i % topics.len()];
-                    let jobs = chunk.iter().map(|p| Job::new(p.clone(), 0u32)).collect();
-                    pool.submit(
-                        pool.shard(topic),
-                        Batch {
-                            threshold: 60.0,
-                            jobs,
-                        },
-                    )
-                    .unwrap();
+                    let now = Instant::now();
+                    let jobs = chunk
+                        .iter()
+                        .map(|p| Job::new(p.clone(), topic.clone(), now, 0u32))
+                        .collect();
+                    let shard = shard_of(topic, workers);
+                    pool.submit(Batch::new(shard, rules.clone(), jobs)).unwrap();
                     sent += 1;
                 }
                 let mut alerts = 0usize;

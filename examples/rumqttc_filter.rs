@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use edgefilter::io::broker_url::BrokerUrl;
+use edgefilter::mqtt::broker_url::BrokerUrl;
 use edgefilter::pipeline::verdict::{Evaluator, FieldPath};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 

@@ -9,8 +9,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use thiserror::Error;
 
-use crate::io::broker_url::{BrokerUrl, BrokerUrlError};
-use crate::io::topic;
+pub use crate::io::tls::TlsFiles;
+use crate::mqtt::broker_url::{BrokerUrl, BrokerUrlError};
+use crate::mqtt::topic;
 use crate::pipeline::verdict::{FieldPath, FieldPathError};
 
 /// edgefilter: forwards the telemetry whose `machine.temperature` exceeds a threshold.
@@ -270,7 +271,7 @@ impl std::ops::Deref for BrokerArg {
 
 impl std::fmt::Debug for BrokerArg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", crate::io::broker_url::redacted(&self.0))
+        write!(f, "{:?}", crate::mqtt::broker_url::redacted(&self.0))
     }
 }
 
@@ -431,14 +432,6 @@ impl std::fmt::Debug for Settings {
             .field("keep_alive", &self.keep_alive)
             .finish()
     }
-}
-
-/// TLS material named on the command line (read when connecting).
-#[derive(Debug, Clone, Default)]
-pub struct TlsFiles {
-    pub ca: Option<PathBuf>,
-    pub client_cert: Option<PathBuf>,
-    pub client_key: Option<PathBuf>,
 }
 
 fn parse_addr(s: &str) -> Option<SocketAddr> {

@@ -15,8 +15,8 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::watch;
 
 use crate::config::{Cli, Command, DemoArgs};
-use crate::io::connection::Shared;
 use crate::io::embedded::free_local_addr;
+use crate::run::Shared;
 use crate::sensor::{unix_micros, write_body, Sensor, Tracking};
 
 /// The threshold the twin sets halfway: above the sawtooth's top, so alerts stop.

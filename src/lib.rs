@@ -2,41 +2,54 @@
 //!
 //! # Layout
 //!
-//! Messages flow left to right:
+//! Messages flow left to right; every arrow points down the list below (I/O on top, pure
+//! logic beneath):
 //!
 //! ```text
-//! MQTT in ──Bytes──▶ pipeline::pool ──▶ pipeline::verdict ──▶ io::connection (alerts, acks) ──▶ MQTT out
-//!   (io::connection decides small batches itself when their worker is idle)
-//!                                  ▲
-//!                       twin (threshold in an AtomicU64)
+//!           io::connection (socket, timers, shutdown: I/O only)
+//!                 │ packets, verdicts, time                ▲ bytes to write, batches, wake-up
+//!                 ▼                                        │
+//! MQTT in ──▶ flow::Flow ──batches──▶ pipeline::stage (inline, or on pipeline::pool workers)
+//!               │  ▲ acks in arrival order  ◀──verdicts────┘   verdict + rules (Arc snapshot)
+//!               │  └─ alerts ─▶ batcher ─▶ QoS 1 window ─▶ MQTT out
+//!               └─ twin patches ─▶ new rules snapshot (exact arrival point)
 //! ```
 //!
-//! - [`config`]: the command line (clap) and its validation into ready-to-use settings;
-//!   [`config_file`]: `--config` TOML files under the flags and variables, `config check|print`.
-//! - [`pipeline`]: the synchronous hot path — [`pipeline::verdict`] decides one payload,
-//!   [`pipeline::pool`] runs verdicts on worker threads sharded by topic,
-//!   [`pipeline::ack`] releases input acknowledgements in arrival order,
+//! - [`run`] (and [`demo`]): the faces; [`plan`] resolves the validated settings ([`config`])
+//!   into what to start and how, in one pure step; [`config_file`]: `--config` TOML files
+//!   under the flags and variables, `config check|print`; [`shutdown`] is the stop signal.
+//! - [`io`]: everything that touches a socket — the connection loop ([`io::connection`]) with
+//!   its transport, handshake and reconnect policy, TLS, the IoT Edge identity and workload
+//!   API, the embedded broker, the metrics endpoint.
+//! - [`flow`]: the per-connection protocol logic as one synchronous state machine (events in,
+//!   effects out, time as an argument), with the broker's dialect ([`flow::dialect`]: generic
+//!   MQTT or IoT Edge topics).
+//! - [`pipeline`]: the hot path — [`pipeline::verdict`] decides one payload,
+//!   [`pipeline::stage`] applies the rules to a batch (one stage per shard, the home of
+//!   per-device state), [`pipeline::pool`] runs stages on worker threads,
 //!   [`pipeline::batch`] groups alerts into flushes (or JSON-array payloads).
-//! - [`io`]: everything that touches a socket — the MQTT connection loop built on rumqttc's
-//!   packet codec ([`io::connection`], with [`io::codec`] and the outgoing window
-//!   [`io::session`]), the topic conventions of generic brokers and of IoT Edge
-//!   ([`io::dialect`], [`io::azure`]: SAS tokens, workload API, property bags), TLS, the
-//!   embedded broker, the metrics endpoint.
-//! - [`twin`]: desired-property patches, their validation, the lock-free threshold and the
-//!   reported document.
+//! - [`mqtt`] (workspace crate `edgefilter-mqtt`, shared with loadgen): pure MQTT pieces —
+//!   codec adapter, outgoing window, arrival-ordered acks, keep-alive, topics, broker URLs,
+//!   IoT Edge topics and property bags, TCP quick ACKs.
+//! - [`twin`]: desired-property patches, their validation, the reported document.
 //! - [`metrics`]: counters and histograms as named events, rendered as Prometheus text;
 //!   [`process_metrics`]: the standard `process_*` figures read from `/proc` at each scrape.
-//! - [`sensor`]: the SimulatedTemperatureSensor profile (demo, loadgen, benches).
-//! - [`run`]: wires the parts together for `edgefilter run`; [`demo`] for `edgefilter demo`.
+//! - [`sensor`] (workspace crate `edgefilter-sensor`): the SimulatedTemperatureSensor profile
+//!   (demo, loadgen, benches).
+
+pub use edgefilter_mqtt as mqtt;
+pub use edgefilter_sensor as sensor;
 
 pub mod config;
 pub mod config_file;
 pub mod demo;
+pub mod flow;
 pub mod io;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod plan;
 pub mod process_metrics;
 pub mod run;
-pub mod sensor;
+pub mod shutdown;
 pub mod twin;

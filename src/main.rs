@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use edgefilter::config::Command;
 use edgefilter::config_file::{self, ConfigCommand, ParseError, Parsed};
-use edgefilter::io::connection::Shared;
+use edgefilter::run::Shared;
 
 fn main() -> ExitCode {
     let parsed = match config_file::parse(std::env::args_os().collect()) {

@@ -63,6 +63,11 @@ struct BuildLabels {
     version: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
 /// All counters, and the registry that renders them.
 pub struct Metrics {
     registry: Registry,
@@ -79,6 +84,9 @@ pub struct Metrics {
     connected_gauge: Gauge,
     connected: AtomicBool,
     pipeline: PipelineGauges,
+    unpublishable: Family<KindLabels, Counter>,
+    /// When an unpublishable message was last logged, and how many since.
+    unpublishable_log: Mutex<(Option<Instant>, u64)>,
     /// Per reject reason: when it was last logged, and how many since.
     reject_log: Mutex<[(Option<Instant>, u64); 5]>,
 }
@@ -141,6 +149,12 @@ impl Metrics {
         let ignored = Counter::default();
         let reconnects = Counter::default();
         let connected_gauge = Gauge::default();
+        let unpublishable = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "edgefilter_unpublishable",
+            "Publishes that could not go on the wire (topic too long to encode, packet larger than the broker accepts), by kind; an alert is dead-lettered instead",
+            unpublishable.clone(),
+        );
         registry.register(
             "edgefilter_messages_received",
             "Input messages received on the filtered topics",
@@ -253,6 +267,8 @@ impl Metrics {
             connected_gauge,
             connected: AtomicBool::new(false),
             pipeline,
+            unpublishable,
+            unpublishable_log: Mutex::new((None, 0)),
             reject_log: Mutex::new([(None, 0); 5]),
         }
     }
@@ -325,6 +341,30 @@ impl Metrics {
         }
     }
 
+    /// A publish that cannot go on the wire (`kind`: alert, dead_letter, twin): counted and
+    /// logged (at most every 10 s, with the number of others since).
+    pub fn unpublishable(&self, kind: &'static str, detail: &str, topic: &str) {
+        self.unpublishable.get_or_create(&KindLabels { kind }).inc();
+        let now = Instant::now();
+        let mut log = self
+            .unpublishable_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (last, since) = &mut *log;
+        if last.is_none_or(|t| now.duration_since(t) >= REJECT_LOG_EVERY) {
+            let others = std::mem::take(since);
+            *last = Some(now);
+            let topic = shorten(topic);
+            tracing::warn!("{kind} for {topic}: {detail} ({others} more since the last report)");
+        } else {
+            *since += 1;
+        }
+    }
+
+    pub fn unpublishable_count(&self, kind: &'static str) -> u64 {
+        self.unpublishable.get_or_create(&KindLabels { kind }).get()
+    }
+
     pub fn dead_lettered(&self, n: u64) {
         self.dead_letters.inc_by(n);
     }
@@ -379,6 +419,14 @@ impl Metrics {
             twin_refused: twin(TwinResult::refused),
             reconnects: self.reconnects.get(),
         }
+    }
+}
+
+/// A topic for a log line: at most 200 characters, with the length when cut.
+fn shorten(topic: &str) -> String {
+    match topic.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &topic[..cut], topic.len()),
+        None => topic.to_string(),
     }
 }
 

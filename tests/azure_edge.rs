@@ -173,7 +173,7 @@ impl Edge {
              &%24.ct=application%2Fjson&%24.ce=utf-8&%24.cdid={}\
              &%24.cmid=SimulatedTemperatureSensor",
             self.base(),
-            edgefilter::io::azure::sas::encode_component(self.module.device)
+            edgefilter::mqtt::azure::sas::encode_component(self.module.device)
         );
         self.hub.publish(&topic, body.as_bytes().to_vec()).await;
     }

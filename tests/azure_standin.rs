@@ -113,7 +113,7 @@ impl Edge {
 }
 
 fn edgehub_standin_encode(s: &str) -> String {
-    edgefilter::io::azure::sas::encode_component(s)
+    edgefilter::mqtt::azure::sas::encode_component(s)
 }
 
 /// A hand-written module: raw MQTT 3.1.1 over TLS, every packet from the stand-in in a

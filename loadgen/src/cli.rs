@@ -6,7 +6,7 @@ use crate::schedule::Schedule;
 use crate::target::{AzureModule, PropertyCheck, Target};
 use crate::wire::MqttVersion;
 use clap::{Parser, ValueEnum};
-use edgefilter::io::broker_url::BrokerUrl;
+use edgefilter_mqtt::broker_url::BrokerUrl;
 use std::path::PathBuf;
 use std::time::Duration;
 use thiserror::Error;

@@ -12,7 +12,7 @@ pub struct Clock {
 impl Clock {
     pub fn start() -> Self {
         Clock {
-            base_us: edgefilter::sensor::unix_micros(SystemTime::now()),
+            base_us: edgefilter_sensor::unix_micros(SystemTime::now()),
             start: Instant::now(),
         }
     }
@@ -61,7 +61,7 @@ mod tests {
     fn clock_is_monotonic_and_near_wall_time() {
         let c = Clock::start();
         let a = c.now_us();
-        let wall = edgefilter::sensor::unix_micros(SystemTime::now());
+        let wall = edgefilter_sensor::unix_micros(SystemTime::now());
         assert!(a.abs_diff(wall) < 1_000_000);
         assert!(c.now_us() >= a);
         assert_eq!(c.until(a), Duration::ZERO);

@@ -1,6 +1,6 @@
 //! Tooling, the input side of loadgen: builds the telemetry messages (MQTT in, from the filter's
 //! point of view). Each message is a SimulatedTemperatureSensor body
-//! ([`edgefilter::sensor::write_body`]) carrying `seq`, `device` and `sentUs`, encoded as an
+//! ([`edgefilter_sensor::write_body`]) carrying `seq`, `device` and `sentUs`, encoded as an
 //! MQTT PUBLISH straight into the connection's batch buffer — no per-message allocation.
 //!
 //! The temperature comes from the sensor's real profile (one seeded [`Sensor`] per device), or
@@ -9,7 +9,7 @@
 //! shortest round-trip text, so the filter parses back exactly the value compared here.
 
 use crate::target::TopicTemplate;
-use edgefilter::sensor::{write_body, Reading, Sensor, Tracking};
+use edgefilter_sensor::{write_body, Reading, Sensor, Tracking};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Where the machine temperature of each message comes from.

@@ -12,7 +12,7 @@ use crate::message::{
 };
 use crate::schedule::{ConnSeqs, Schedule};
 use crate::wire::{
-    decode_control, frame, parse_puback, Conn, Control, WireError, DISCONNECT, PINGREQ,
+    decode_control, frame, parse_puback, Conn, Inbound, WireError, DISCONNECT, PINGREQ,
 };
 use bytes::Buf;
 use hdrhistogram::Histogram;
@@ -514,7 +514,7 @@ fn read_acks(mut conn: Conn, acks: &Acks) {
                         conn.buf.advance(f.len);
                     }
                     _ => {
-                        if let Control::Disconnect(reason) =
+                        if let Inbound::Disconnect { reason } =
                             decode_control(&mut conn.buf, conn.version)?
                         {
                             return Err(WireError::Malformed(format!(

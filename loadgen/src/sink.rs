@@ -10,7 +10,7 @@ use crate::clock::{thread_cpu, Clock};
 use crate::publisher::IDLE_PING;
 use crate::target::PropertyCheck;
 use crate::wire::{
-    decode_control, frame, parse_publish, puback_packet, subscribe_packet, Conn, Control,
+    decode_control, frame, parse_publish, puback_packet, subscribe_packet, Conn, Inbound,
     WireError, DISCONNECT, PINGREQ,
 };
 use bytes::Buf;
@@ -52,7 +52,7 @@ pub fn subscribe(
     qos: u8,
     timeout: Duration,
 ) -> Result<(), WireError> {
-    conn.send(&subscribe_packet(&[(filter, qos)], 1, conn.version))?;
+    conn.send(&subscribe_packet(&[filter], qos, 1, conn.version))?;
     let deadline = Instant::now() + timeout;
     conn.stream
         .set_read_timeout(Some(Duration::from_millis(50)))?;
@@ -60,7 +60,7 @@ pub fn subscribe(
         while let Some(f) = frame(&conn.buf)? {
             if f.kind() == 9 {
                 return match decode_control(&mut conn.buf, conn.version)? {
-                    Control::SubAck { granted, .. } if granted.iter().all(Option::is_some) => {
+                    Inbound::SubAck { granted, .. } if granted.iter().all(Option::is_some) => {
                         Ok(())
                     }
                     _ => Err(WireError::SubscribeRefused {
@@ -177,7 +177,7 @@ pub fn spawn(
                         }
                         13 => conn.buf.advance(f.len),
                         _ => {
-                            if let Control::Disconnect(reason) =
+                            if let Inbound::Disconnect { reason } =
                                 decode_control(&mut conn.buf, conn.version)?
                             {
                                 return Err(WireError::Malformed(format!(

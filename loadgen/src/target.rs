@@ -12,8 +12,8 @@
 //!   a [`TopicTemplate`] keeps everything but the number ready and a message's topic costs two
 //!   copies and an integer.
 
-use edgefilter::io::azure::propbag::{encode_pairs_into, sys, PropertyBag, ALERT, MESSAGE_TYPE};
-use edgefilter::io::azure::ModuleTopics;
+use edgefilter_mqtt::azure::propbag::{encode_pairs_into, sys, PropertyBag, ALERT, MESSAGE_TYPE};
+use edgefilter_mqtt::azure::ModuleTopics;
 
 /// The module whose input loadgen feeds with `--target azure`.
 #[derive(Debug, Clone, PartialEq, Eq)]

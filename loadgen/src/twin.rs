@@ -6,7 +6,7 @@
 
 use crate::publisher::IDLE_PING;
 use crate::wire::{
-    decode_control, frame, parse_publish, publish_packet, subscribe_packet, Conn, Control,
+    decode_control, frame, parse_publish, publish_packet, subscribe_packet, Conn, Inbound,
     WireError, PINGREQ,
 };
 use bytes::Buf;
@@ -158,8 +158,8 @@ impl Twin {
                     self.conn.buf.advance(f.len);
                 }
                 _ => match decode_control(&mut self.conn.buf, self.conn.version)? {
-                    Control::PingResp => pongs += 1,
-                    Control::Disconnect(r) => {
+                    Inbound::PingResp => pongs += 1,
+                    Inbound::Disconnect { reason: r } => {
                         return Err(WireError::Malformed(format!(
                             "the broker sent DISCONNECT ({r})"
                         )))
@@ -203,11 +203,7 @@ impl Twin {
     pub fn read_retained(&mut self, timeout: Duration) -> Result<TwinDocs, WireError> {
         let id = self.pkid();
         let (r, d) = (self.reported_topic.clone(), self.desired_topic.clone());
-        self.send(&subscribe_packet(
-            &[(&r, 0), (&d, 0)],
-            id,
-            self.conn.version,
-        ))?;
+        self.send(&subscribe_packet(&[&r, &d], 0, id, self.conn.version))?;
         self.send(&PINGREQ)?;
         if !self.read_until(Instant::now() + timeout, |_, _, pongs| pongs > 0)? {
             return Err(WireError::Timeout(timeout, "the twin subscription"));

@@ -5,8 +5,8 @@
 //! (rumqttc's v4 reader allocates a `String` per topic) and [`parse_puback`] reads a packet
 //! id — both tested against frames written by rumqttc.
 
-use bytes::{Buf, BytesMut};
-use rumqttc::v5::mqttbytes::{self as mqb5, v5 as mq5};
+use bytes::{Buf, Bytes, BytesMut};
+use edgefilter_mqtt::codec::{self, CodecError, ConnectOptions, Encoder, OutPublish, Version};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -52,14 +52,8 @@ pub enum WireError {
     Io(#[from] io::Error),
 }
 
-impl From<rumqttc::mqttbytes::Error> for WireError {
-    fn from(e: rumqttc::mqttbytes::Error) -> Self {
-        WireError::Malformed(e.to_string())
-    }
-}
-
-impl From<mqb5::Error> for WireError {
-    fn from(e: mqb5::Error) -> Self {
+impl From<CodecError> for WireError {
+    fn from(e: CodecError) -> Self {
         WireError::Malformed(e.to_string())
     }
 }
@@ -179,52 +173,38 @@ pub fn parse_puback(buf: &[u8], f: &Frame) -> Result<(u16, u8), WireError> {
     }
 }
 
+impl From<MqttVersion> for Version {
+    fn from(v: MqttVersion) -> Version {
+        match v {
+            MqttVersion::V311 => Version::V4,
+            MqttVersion::V5 => Version::V5,
+        }
+    }
+}
+
 /// Encodes the CONNECT of a clean session.
 pub fn connect_packet(client_id: &str, keep_alive: u16, version: MqttVersion) -> Vec<u8> {
+    let options = ConnectOptions {
+        client_id: client_id.to_string(),
+        keep_alive_secs: keep_alive,
+        clean: true,
+        session_expiry_secs: 0,
+        receive_maximum: u16::MAX,
+        maximum_packet_size: MAX_PACKET as u32,
+        username: None,
+        password: None,
+    };
     let mut out = BytesMut::new();
-    match version {
-        MqttVersion::V311 => {
-            let mut c = rumqttc::Connect::new(client_id);
-            c.keep_alive = keep_alive;
-            c.clean_session = true;
-            c.write(&mut out).map_err(|e| e.to_string())
-        }
-        MqttVersion::V5 => mq5::Connect {
-            keep_alive,
-            client_id: client_id.to_string(),
-            clean_start: true,
-            properties: None,
-        }
-        .write(&None, &None, &mut out)
-        .map_err(|e| e.to_string()),
-    }
-    .expect("a CONNECT with a short client id always encodes");
+    Encoder::connect(version.into(), &mut out, &options)
+        .expect("a CONNECT with a short client id always encodes");
     out.to_vec()
 }
 
-/// Encodes a SUBSCRIBE to `filters` (filter, QoS).
-pub fn subscribe_packet(filters: &[(&str, u8)], pkid: u16, version: MqttVersion) -> Vec<u8> {
+/// Encodes a SUBSCRIBE to `filters`, all at `qos`.
+pub fn subscribe_packet(filters: &[&str], qos: u8, pkid: u16, version: MqttVersion) -> Vec<u8> {
     let mut out = BytesMut::new();
-    match version {
-        MqttVersion::V311 => {
-            let mut s = rumqttc::Subscribe::new_many(
-                filters
-                    .iter()
-                    .map(|(f, q)| rumqttc::SubscribeFilter::new(f.to_string(), qos4(*q))),
-            );
-            s.pkid = pkid;
-            s.write(&mut out).map_err(|e| e.to_string())
-        }
-        MqttVersion::V5 => {
-            let mut s = mq5::Subscribe::new_many(
-                filters.iter().map(|(f, q)| mq5::Filter::new(*f, qos5(*q))),
-                None,
-            );
-            s.pkid = pkid;
-            s.write(&mut out).map_err(|e| e.to_string())
-        }
-    }
-    .expect("a SUBSCRIBE to valid filters always encodes");
+    Encoder::subscribe(version.into(), &mut out, pkid, filters, qos, false)
+        .expect("a SUBSCRIBE to valid filters always encodes");
     out.to_vec()
 }
 
@@ -237,22 +217,18 @@ pub fn publish_packet(
     pkid: u16,
     version: MqttVersion,
 ) -> Vec<u8> {
+    let mut p = OutPublish::new(
+        version.into(),
+        &Bytes::copy_from_slice(topic.as_bytes()),
+        Bytes::copy_from_slice(payload),
+        qos,
+        retain,
+        None,
+    );
+    p.set_pkid(pkid);
     let mut out = BytesMut::new();
-    match version {
-        MqttVersion::V311 => {
-            let mut p = rumqttc::Publish::new(topic, qos4(qos), payload.to_vec());
-            p.retain = retain;
-            p.pkid = pkid;
-            p.write(&mut out).map_err(|e| e.to_string())
-        }
-        MqttVersion::V5 => {
-            let mut p = mq5::Publish::new(topic, qos5(qos), payload.to_vec(), None);
-            p.retain = retain;
-            p.pkid = pkid;
-            p.write(&mut out).map_err(|e| e.to_string())
-        }
-    }
-    .expect("a PUBLISH with a packet id when QoS > 0 always encodes");
+    p.write(&mut out)
+        .expect("a PUBLISH with a packet id when QoS > 0 always encodes");
     out.to_vec()
 }
 
@@ -263,84 +239,10 @@ pub fn puback_packet(pkid: u16) -> [u8; 4] {
     [0x40, 0x02, a, b]
 }
 
-fn qos4(q: u8) -> rumqttc::QoS {
-    if q == 0 {
-        rumqttc::QoS::AtMostOnce
-    } else {
-        rumqttc::QoS::AtLeastOnce
-    }
-}
-
-fn qos5(q: u8) -> mqb5::QoS {
-    if q == 0 {
-        mqb5::QoS::AtMostOnce
-    } else {
-        mqb5::QoS::AtLeastOnce
-    }
-}
-
-/// A session packet other than PUBLISH/PUBACK, decoded by rumqttc.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Control {
-    ConnAck { refused: Option<String> },
-    SubAck { pkid: u16, granted: Vec<Option<u8>> },
-    PingResp,
-    Disconnect(String),
-    Other(u8),
-}
-
-/// Decodes (and removes) the packet framed at the start of `buf` with rumqttc.
-pub fn decode_control(buf: &mut BytesMut, version: MqttVersion) -> Result<Control, WireError> {
-    Ok(match version {
-        MqttVersion::V311 => match rumqttc::Packet::read(buf, MAX_PACKET)? {
-            rumqttc::Packet::ConnAck(a) => Control::ConnAck {
-                refused: (a.code != rumqttc::ConnectReturnCode::Success)
-                    .then(|| format!("{:?}", a.code)),
-            },
-            rumqttc::Packet::SubAck(a) => Control::SubAck {
-                pkid: a.pkid,
-                granted: a
-                    .return_codes
-                    .iter()
-                    .map(|c| match c {
-                        rumqttc::SubscribeReasonCode::Success(q) => Some(*q as u8),
-                        rumqttc::SubscribeReasonCode::Failure => None,
-                    })
-                    .collect(),
-            },
-            rumqttc::Packet::PingResp => Control::PingResp,
-            rumqttc::Packet::Disconnect => Control::Disconnect("DISCONNECT".into()),
-            other => Control::Other(kind_v4(&other)),
-        },
-        MqttVersion::V5 => match mq5::Packet::read(buf, Some(MAX_PACKET as u32))? {
-            mq5::Packet::ConnAck(a) => Control::ConnAck {
-                refused: (a.code != mq5::ConnectReturnCode::Success)
-                    .then(|| format!("{:?}", a.code)),
-            },
-            mq5::Packet::SubAck(a) => Control::SubAck {
-                pkid: a.pkid,
-                granted: a
-                    .return_codes
-                    .iter()
-                    .map(|c| match c {
-                        mq5::SubscribeReasonCode::Success(q) => Some(*q as u8),
-                        _ => None,
-                    })
-                    .collect(),
-            },
-            mq5::Packet::PingResp(_) => Control::PingResp,
-            mq5::Packet::Disconnect(d) => Control::Disconnect(format!("{:?}", d.reason_code)),
-            _ => Control::Other(0),
-        },
-    })
-}
-
-fn kind_v4(p: &rumqttc::Packet) -> u8 {
-    match p {
-        rumqttc::Packet::Publish(_) => 3,
-        rumqttc::Packet::PubAck(_) => 4,
-        _ => 0,
-    }
+/// Decodes (and removes) the session packet framed at the start of `buf`.
+pub fn decode_control(buf: &mut BytesMut, version: MqttVersion) -> Result<Inbound, WireError> {
+    codec::decode(version.into(), buf, MAX_PACKET)?
+        .ok_or_else(|| WireError::Malformed("truncated packet".into()))
 }
 
 /// One blocking MQTT connection: the socket and what has been read but not yet consumed.
@@ -351,6 +253,8 @@ pub struct Conn {
     pub client_id: String,
     scratch: Vec<u8>,
 }
+
+pub use edgefilter_mqtt::codec::Inbound;
 
 /// Keep-alive announced in every CONNECT (some brokers, rumqttd among them, refuse 0);
 /// loadgen sends a PINGREQ on any connection idle for a third of it.
@@ -395,12 +299,10 @@ impl Conn {
         conn.send(&connect_packet(client_id, KEEP_ALIVE_S, version))?;
         let deadline = Instant::now() + timeout;
         match conn.next_control(deadline, "CONNACK")? {
-            Control::ConnAck { refused: None } => Ok(conn),
-            Control::ConnAck {
-                refused: Some(reason),
-            } => Err(WireError::Refused {
+            Inbound::ConnAck(info) if info.code == 0 => Ok(conn),
+            Inbound::ConnAck(info) => Err(WireError::Refused {
                 client_id: client_id.to_string(),
-                reason,
+                reason: info.reason,
             }),
             other => Err(WireError::Malformed(format!(
                 "expected CONNACK, got {other:?}"
@@ -441,19 +343,7 @@ impl Conn {
     /// back its next small packets until the delayed-ACK timer fires — up to 40 ms of latency
     /// that would be loadgen's own doing.
     pub fn quick_ack(&self) {
-        use std::os::fd::AsRawFd;
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt reads an int from a valid pointer; a failure only means the
-        // option is unsupported, which is harmless.
-        unsafe {
-            libc::setsockopt(
-                self.stream.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_QUICKACK,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        edgefilter_mqtt::tcp::quick_ack(&self.stream);
     }
 
     /// Reads until a session packet arrives (PUBLISHes before it are an error here: only used
@@ -462,7 +352,7 @@ impl Conn {
         &mut self,
         deadline: Instant,
         what: &'static str,
-    ) -> Result<Control, WireError> {
+    ) -> Result<Inbound, WireError> {
         loop {
             if let Some(f) = frame(&self.buf)? {
                 if f.kind() == 3 || f.kind() == 4 {
@@ -488,6 +378,7 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rumqttc::v5::mqttbytes::{self as mqb5, v5 as mq5};
 
     #[test]
     fn frames_complete_packets_only() {
@@ -588,27 +479,25 @@ mod tests {
 
     #[test]
     fn session_packets_round_trip_through_rumqttc() {
-        // SUBACK as a broker sends it: decoded by rumqttc into our Control.
+        // SUBACK as a broker sends it: decoded through the shared codec adapter.
         let mut b = BytesMut::from(&[0x90, 4, 0, 5, 0, 0x80][..]);
         assert_eq!(
             decode_control(&mut b, MqttVersion::V311).unwrap(),
-            Control::SubAck {
+            Inbound::SubAck {
                 pkid: 5,
                 granted: vec![Some(0), None]
             }
         );
         assert!(b.is_empty());
         let mut b = BytesMut::from(&[0x20, 2, 0, 5][..]);
-        assert_eq!(
+        assert!(matches!(
             decode_control(&mut b, MqttVersion::V311).unwrap(),
-            Control::ConnAck {
-                refused: Some("NotAuthorized".into())
-            }
-        );
+            Inbound::ConnAck(info) if info.code != 0 && info.reason == "NotAuthorized"
+        ));
         let mut b = BytesMut::from(&[0xD0, 0][..]);
         assert_eq!(
             decode_control(&mut b, MqttVersion::V5).unwrap(),
-            Control::PingResp
+            Inbound::PingResp
         );
         // Our CONNECT and SUBSCRIBE are rumqttc's, literally.
         assert_eq!(
@@ -616,7 +505,7 @@ mod tests {
             [0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 2, b'l', b'g']
         );
         assert_eq!(
-            subscribe_packet(&[("a/#", 1)], 1, MqttVersion::V311),
+            subscribe_packet(&["a/#"], 1, 1, MqttVersion::V311),
             [0x82, 8, 0, 1, 0, 3, b'a', b'/', b'#', 1]
         );
     }

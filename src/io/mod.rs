@@ -1,13 +1,13 @@
-//! Everything that touches a socket: the MQTT connection loop on rumqttc's packet codec
-//! (MQTT in and out), TLS, the embedded broker, the metrics endpoint, topic conventions.
+//! Everything that touches a socket: the connection loop ([`connection`]) around the pure
+//! `Flow`, its transport ([`transport`]: TCP/TLS), handshake and reconnect policy, TLS
+//! configuration ([`tls`]), the IoT Edge identity and workload API ([`azure`]), the embedded
+//! broker ([`embedded`]) and the metrics endpoint ([`http`]).
 
 pub mod azure;
-pub mod broker_url;
-pub mod codec;
 pub mod connection;
-pub mod dialect;
 pub mod embedded;
+pub mod handshake;
 pub mod http;
-pub mod session;
+pub mod reconnect;
 pub mod tls;
-pub mod topic;
+pub mod transport;

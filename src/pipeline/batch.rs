@@ -8,6 +8,15 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+/// How alerts are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One PUBLISH per alert, its body the original message (batched only into one write).
+    Single,
+    /// One PUBLISH per batch and alert topic, its body a JSON array of the original messages.
+    Array,
+}
+
 /// Collects items until a flush is due.
 #[derive(Debug)]
 pub struct Batcher<T> {

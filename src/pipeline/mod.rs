@@ -1,7 +1,9 @@
-//! The synchronous hot path: verdicts on worker threads, ack ordering, alert batching. Nothing
-//! here touches a socket or an async runtime; `io::connection` drives it.
+//! The synchronous hot path, between MQTT in and MQTT out: the verdict ([`verdict`]), the
+//! per-shard stage that applies the rules to a batch ([`stage`]), the worker threads that run
+//! stages ([`pool`]) and alert batching ([`batch`]). Nothing here touches a socket or an async
+//! runtime; `flow` decides what goes where and `io::connection` runs it.
 
-pub mod ack;
 pub mod batch;
 pub mod pool;
+pub mod stage;
 pub mod verdict;

@@ -1,45 +1,18 @@
-//! The worker pool: between MQTT in and the publisher. The connection hands batches of jobs
-//! (original payload `Bytes` + whatever metadata it needs back) to std threads over bounded
-//! crossbeam channels, sharded by topic so one device's messages stay in order; each worker
-//! owns an [`Evaluator`] with reused parse buffers, writes the verdict into each job, and
-//! hands the whole batch (the same `Vec`, for reuse) to a [`Sink`].
+//! The worker pool: between MQTT in and the publisher. The connection hands batches of jobs to
+//! std threads over bounded crossbeam channels, one thread per shard (shards are chosen by
+//! device, so one device's messages stay in order); each worker runs its shard's [`Stage`] on
+//! the batch and hands the whole batch (the same `Vec`s, for reuse) to a [`Sink`].
 //!
-//! The threshold travels with the batch: the connection loads it from the twin's atomic once
-//! per batch at arrival time, so a twin patch changes exactly the verdicts of the messages
-//! that arrived after it, whatever the workers' backlog.
+//! A shard's stage is shared with the connection's thread, which runs small batches itself
+//! while the shard's worker is idle (`Flow` only does so when nothing of that shard is with
+//! the worker, so the lock is never contended and order holds).
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use super::verdict::{Evaluator, FieldPath, Verdict};
-
-/// One message to decide.
-#[derive(Debug)]
-pub struct Job<M> {
-    pub payload: Bytes,
-    /// Written by the worker.
-    pub verdict: Verdict,
-    pub meta: M,
-}
-
-impl<M> Job<M> {
-    pub fn new(payload: Bytes, meta: M) -> Self {
-        Job {
-            payload,
-            verdict: Verdict::Unmatched,
-            meta,
-        }
-    }
-}
-
-/// Jobs for one worker, with the threshold in force when they arrived.
-#[derive(Debug)]
-pub struct Batch<M> {
-    pub threshold: f64,
-    pub jobs: Vec<Job<M>>,
-}
+use super::stage::{Batch, Stage};
 
 /// Where decided batches go (the connection task, or a bench's collector).
 pub trait Sink<M>: Send + 'static {
@@ -59,31 +32,40 @@ impl<M: Send + 'static> Sink<M> for Sender<Batch<M>> {
     }
 }
 
-/// A fixed set of verdict threads.
+/// A shard's stage, shared between its worker and the connection's thread.
+pub type SharedStage = Arc<Mutex<Stage>>;
+
+/// Runs `batch` through `stage` (a poisoned lock only means an earlier run panicked; the
+/// stage holds no invariant a panic could break, so it is used as is).
+pub fn run_stage<M>(stage: &SharedStage, batch: &mut Batch<M>) {
+    stage
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .run(batch);
+}
+
+/// A fixed set of verdict threads, one per shard.
 pub struct Pool<M> {
     senders: Vec<Sender<Batch<M>>>,
     handles: Vec<JoinHandle<()>>,
 }
 
 impl<M: Send + 'static> Pool<M> {
-    /// Starts `workers` threads; each channel holds up to `capacity` batches.
+    /// Starts one thread per stage; each channel holds up to `capacity` batches.
     pub fn start<S: Sink<M> + Clone>(
-        workers: usize,
-        field: &FieldPath,
-        max_payload: usize,
+        stages: &[SharedStage],
         capacity: usize,
         sink: S,
     ) -> std::io::Result<Pool<M>> {
-        let workers = workers.max(1);
-        let mut senders = Vec::with_capacity(workers);
-        let mut handles = Vec::with_capacity(workers);
-        for i in 0..workers {
+        let mut senders = Vec::with_capacity(stages.len());
+        let mut handles = Vec::with_capacity(stages.len());
+        for (i, stage) in stages.iter().enumerate() {
             let (tx, rx) = crossbeam_channel::bounded::<Batch<M>>(capacity.max(1));
-            let evaluator = Evaluator::new(field.clone(), max_payload);
+            let stage = stage.clone();
             let sink = sink.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("verdict-{i}"))
-                .spawn(move || work(rx, evaluator, sink))?;
+                .spawn(move || work(rx, stage, sink))?;
             senders.push(tx);
             handles.push(handle);
         }
@@ -94,17 +76,16 @@ impl<M: Send + 'static> Pool<M> {
         self.senders.len()
     }
 
-    /// The worker for a topic: the same topic always goes to the same worker.
-    pub fn shard(&self, topic: &[u8]) -> usize {
-        shard_of(topic, self.senders.len())
-    }
-
-    /// Hands a batch to worker `shard`. Blocks only if that worker's channel is full, which the
-    /// connection's credit (`--max-pending`) makes rare; returns the batch if the pool stopped.
-    pub fn submit(&self, shard: usize, batch: Batch<M>) -> Result<(), Batch<M>> {
-        match self.senders[shard].try_send(batch) {
+    /// Hands a batch to the worker of `batch.shard`. Blocks only if that worker's channel is
+    /// full, which the connection's input credit makes rare; returns the batch if the pool
+    /// stopped.
+    pub fn submit(&self, batch: Batch<M>) -> Result<(), Batch<M>> {
+        let Some(tx) = self.senders.get(batch.shard) else {
+            return Err(batch);
+        };
+        match tx.try_send(batch) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(batch)) => self.senders[shard].send(batch).map_err(|e| e.0),
+            Err(TrySendError::Full(batch)) => tx.send(batch).map_err(|e| e.0),
             Err(TrySendError::Disconnected(batch)) => Err(batch),
         }
     }
@@ -118,23 +99,20 @@ impl<M: Send + 'static> Pool<M> {
     }
 }
 
-fn work<M, S: Sink<M>>(rx: Receiver<Batch<M>>, mut evaluator: Evaluator, sink: S) {
+fn work<M, S: Sink<M>>(rx: Receiver<Batch<M>>, stage: SharedStage, sink: S) {
     for mut batch in rx {
-        let threshold = batch.threshold;
-        for job in &mut batch.jobs {
-            job.verdict = evaluator.evaluate(&job.payload, threshold);
-        }
+        run_stage(&stage, &mut batch);
         sink.done(batch);
     }
 }
 
-/// FNV-1a over the topic, reduced to `n` shards.
-pub fn shard_of(topic: &[u8], n: usize) -> usize {
+/// FNV-1a over the device key, reduced to `n` shards.
+pub fn shard_of(key: &[u8], n: usize) -> usize {
     if n <= 1 {
         return 0;
     }
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in topic {
+    for &b in key {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -144,24 +122,32 @@ pub fn shard_of(topic: &[u8], n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::verdict::{RejectReason, Rejection};
+    use crate::pipeline::stage::{Job, Rules};
+    use crate::pipeline::verdict::{FieldPath, RejectReason, Rejection, Verdict};
+    use bytes::Bytes;
+    use std::time::Instant;
+
+    fn stages(n: usize) -> Vec<SharedStage> {
+        let field = FieldPath::parse("machine.temperature").unwrap();
+        (0..n)
+            .map(|_| Arc::new(Mutex::new(Stage::new(field.clone(), 1024))))
+            .collect()
+    }
 
     #[test]
     fn verdicts_come_back_with_their_jobs() {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let field = FieldPath::parse("machine.temperature").unwrap();
-        let pool: Pool<u32> = Pool::start(2, &field, 1024, 8, tx).unwrap();
+        let pool: Pool<u32> = Pool::start(&stages(2), 8, tx).unwrap();
         let bodies: [&'static [u8]; 3] = [
             br#"{"machine":{"temperature":30}}"#,
             br#"{"machine":{"temperature":20}}"#,
             b"nope",
         ];
         for (i, body) in bodies.iter().enumerate() {
-            let batch = Batch {
-                threshold: 25.0,
-                jobs: vec![Job::new(Bytes::from_static(body), i as u32)],
-            };
-            pool.submit(pool.shard(format!("t/{i}").as_bytes()), batch)
+            let device = Bytes::from(format!("t/{i}"));
+            let shard = shard_of(&device, pool.workers());
+            let job = Job::new(Bytes::from_static(body), device, Instant::now(), i as u32);
+            pool.submit(Batch::new(shard, Rules::new(25.0), vec![job]))
                 .unwrap();
         }
         let mut got: Vec<(u32, Verdict)> = Vec::new();
@@ -183,19 +169,12 @@ mod tests {
     }
 
     #[test]
-    fn the_batch_threshold_decides() {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let field = FieldPath::parse("machine.temperature").unwrap();
-        let pool: Pool<()> = Pool::start(1, &field, 1024, 8, tx).unwrap();
-        for threshold in [25.0, 35.0] {
-            let jobs = vec![Job::new(
-                Bytes::from_static(br#"{"machine":{"temperature":30}}"#),
-                (),
-            )];
-            pool.submit(0, Batch { threshold, jobs }).unwrap();
-        }
-        assert_eq!(rx.recv().unwrap().jobs[0].verdict, Verdict::Alert);
-        assert_eq!(rx.recv().unwrap().jobs[0].verdict, Verdict::Unmatched);
+    fn a_shard_without_a_worker_is_refused() {
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let pool: Pool<()> = Pool::start(&stages(1), 8, tx).unwrap();
+        assert!(pool
+            .submit(Batch::new(3, Rules::new(1.0), Vec::new()))
+            .is_err());
         pool.shutdown();
     }
 

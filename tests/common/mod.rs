@@ -565,7 +565,7 @@ pub fn seq_of(payload: &[u8]) -> Option<u64> {
 /// The filter in-process: settings from `edgefilter run` flags; returns the shared counters
 /// and a stop handle. The task ends after the drain.
 pub struct InProcess {
-    pub shared: edgefilter::io::connection::Shared,
+    pub shared: edgefilter::run::Shared,
     pub stop: tokio::sync::watch::Sender<bool>,
     pub task: tokio::task::JoinHandle<Result<(), edgefilter::run::RunError>>,
 }
@@ -589,7 +589,7 @@ impl InProcess {
             unreachable!()
         };
         let settings = args.validate().unwrap();
-        let shared = edgefilter::io::connection::Shared::new(settings.threshold);
+        let shared = edgefilter::run::Shared::new(settings.threshold);
         let (stop, rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(edgefilter::run::run(settings, shared.clone(), rx));
         let deadline = Instant::now() + Duration::from_secs(10);

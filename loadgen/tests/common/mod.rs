@@ -16,7 +16,7 @@
 
 #![allow(dead_code)]
 
-use edgefilter::io::azure::ModuleTopics;
+use edgefilter_mqtt::azure::ModuleTopics;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use std::net::{TcpListener, TcpStream};

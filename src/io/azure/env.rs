@@ -14,8 +14,8 @@ use std::path::PathBuf;
 
 use rustls_pki_types::ServerName;
 
-use super::sas::SharedAccessKey;
 use super::AzureError;
+use crate::mqtt::azure::sas::SharedAccessKey;
 
 /// The variables the IoT Edge runtime gives every module container, all required for workload
 /// mode.

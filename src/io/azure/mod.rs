@@ -1,14 +1,14 @@
-//! Azure IoT Edge transport, protocol side (io): everything edgeHub's MQTT dialect needs that
-//! is not the connection loop itself. The loop (`io::connection`) calls in here to learn who the
-//! module is ([`mod@env`]), to build its CONNECT credentials ([`AzureIdentity::connect_credentials`],
-//! signed by the IoT Edge workload API ([`workload`]) or locally ([`sas`])), to trust edgeHub
-//! ([`AzureIdentity::tls_config`]), to name and parse topics ([`topics`], [`propbag`]) and to
-//! read and write twin documents ([`twin_doc`]).
+//! Azure IoT Edge transport, the I/O side: who the module is ([`mod@env`]), its CONNECT
+//! credentials ([`AzureIdentity::connect_credentials`], signed by the IoT Edge workload API
+//! ([`workload`]) or locally with a connection string's key) and the trust in edgeHub
+//! ([`AzureIdentity::tls_config`]). The connection loop (`io::connection`) calls in here before
+//! every CONNECT. The pure half of the dialect — topics, property bags, SAS token text, twin
+//! documents — is `mqtt::azure`, used by `flow::dialect`.
 //!
 //! ```text
 //! env ─▶ AzureIdentity ─┬─▶ connect_credentials ─▶ CONNECT (client id, username, SAS password)
 //!                       └─▶ tls_config ──────────▶ TLS to IOTEDGE_GATEWAYHOSTNAME:8883
-//! inbound PUBLISH ─▶ topics::ModuleTopics::classify ─▶ input (name, property bag) | twin | method
+//! (mqtt::azure) inbound PUBLISH ─▶ topics::ModuleTopics::classify ─▶ input (name, property bag) | twin | method
 //! alert ─▶ propbag::OutputProperties::alert_from_input ─▶ topics::ModuleTopics::events_topic
 //! ```
 //!
@@ -17,10 +17,6 @@
 //! cited at the place of the choice.
 
 pub mod env;
-pub mod propbag;
-pub mod sas;
-pub mod topics;
-pub mod twin_doc;
 pub mod workload;
 
 use std::fmt;
@@ -32,10 +28,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 
 pub use env::{AzureIdentity, CredentialSource};
-pub use propbag::{OutputProperties, PropertyBag};
-pub use sas::SharedAccessKey;
-pub use topics::{Inbound, InputTopic, ModuleTopics, TopicError, TwinResponse};
 pub use workload::{WorkloadClient, WorkloadError};
+
+use crate::mqtt::azure::sas;
 
 /// edgeHub's MQTT-over-TLS port on `IOTEDGE_GATEWAYHOSTNAME`.
 pub const EDGEHUB_MQTT_PORT: u16 = 8883;
@@ -302,6 +297,7 @@ pub fn client_config(roots: RootCertStore) -> Result<Arc<rustls::ClientConfig>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mqtt::azure::SharedAccessKey;
     use std::path::PathBuf;
 
     fn fallback_identity(ca_file: PathBuf) -> AzureIdentity {

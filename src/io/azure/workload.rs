@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixStream;
 
-use super::sas::encode_component;
+use crate::mqtt::azure::sas::encode_component;
 
 /// Largest response body read (a trust bundle of a few certificates is a few KiB).
 const MAX_RESPONSE_BYTES: usize = 1 << 20;

@@ -1,12 +1,15 @@
 //! Arrival-ordered acknowledgements: the last step before MQTT out for an input message.
 //!
 //! MQTT requires PUBACKs in the order the PUBLISH packets arrived; rumqttc does not enforce it,
-//! and our verdicts finish out of order (several workers, alerts waiting for their own PUBACK).
-//! The tracker gives every input a sequence number on arrival, marks it done when its verdict
-//! is final (and, for an alert, the broker acknowledged the alert), and releases the
-//! acknowledgements of the longest done prefix. Pure state: no sockets, `now` passed in.
+//! and the filter's work finishes out of order (several workers, alerts waiting for their own
+//! PUBACK). [`AckOrder`] gives every input a sequence number on arrival and counts the parts
+//! of its work still outstanding: one for its verdict, plus one for every publish the verdict
+//! caused (an alert, a clearing message, a dead letter, …), added with [`AckOrder::hold`]. An
+//! input is done when the count reaches zero — every publish it caused acknowledged, not just
+//! the first — and the acknowledgements of the longest done prefix are released. Pure state:
+//! no sockets, `now` passed in.
 //!
-//! Sequence numbers keep increasing across reconnects; [`AckTracker::reset`] forgets the
+//! Sequence numbers keep increasing across reconnects; [`AckOrder::reset`] forgets the
 //! entries of a lost connection (their packet ids died with it, the broker redelivers them),
 //! so late completions for them are recognised and ignored.
 
@@ -17,7 +20,8 @@ use std::time::Instant;
 struct Slot {
     /// Packet id to acknowledge (QoS 1), or `None` (QoS 0 — nothing to send).
     pkid: Option<u16>,
-    done: bool,
+    /// Parts of the work not finished yet (0 = done).
+    outstanding: u32,
     received: Instant,
 }
 
@@ -31,56 +35,71 @@ pub struct Released {
 
 /// Inputs of the current connection, in arrival order.
 #[derive(Debug)]
-pub struct AckTracker {
+pub struct AckOrder {
     /// Sequence number of `slots[0]`.
     base: u64,
     slots: VecDeque<Slot>,
-    /// Entries marked done (to answer `pending()` without a scan).
+    /// Entries whose count reached zero (to answer `pending()` without a scan).
     done: usize,
 }
 
-impl Default for AckTracker {
+impl Default for AckOrder {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl AckTracker {
+impl AckOrder {
     pub fn new() -> Self {
-        AckTracker {
+        AckOrder {
             base: 0,
             slots: VecDeque::with_capacity(1024),
             done: 0,
         }
     }
 
-    /// Registers an arriving input; returns its sequence number.
+    /// Registers an arriving input with one outstanding part (its verdict); returns its
+    /// sequence number.
     pub fn push(&mut self, pkid: Option<u16>, received: Instant) -> u64 {
-        let seq = self.base + self.slots.len() as u64;
+        let seq = self.next_seq();
         self.slots.push_back(Slot {
             pkid,
-            done: false,
+            outstanding: 1,
             received,
         });
         seq
     }
 
-    /// Marks `seq` done. Returns false when `seq` belongs to an earlier connection (reset) or
-    /// is unknown; completing twice is harmless.
-    pub fn complete(&mut self, seq: u64) -> bool {
-        if seq < self.base {
-            return false;
-        }
-        match self.slots.get_mut((seq - self.base) as usize) {
-            Some(slot) => {
-                if !slot.done {
-                    slot.done = true;
-                    self.done += 1;
-                }
+    fn slot(&mut self, seq: u64) -> Option<&mut Slot> {
+        let i = seq.checked_sub(self.base)?;
+        self.slots.get_mut(usize::try_from(i).ok()?)
+    }
+
+    /// `n` more parts (publishes) must finish before `seq` is done. Returns false when `seq`
+    /// is not a live input of this connection, or is already done (nothing is held then).
+    pub fn hold(&mut self, seq: u64, n: u32) -> bool {
+        match self.slot(seq) {
+            Some(slot) if slot.outstanding > 0 => {
+                slot.outstanding += n;
                 true
             }
-            None => false,
+            _ => false,
         }
+    }
+
+    /// One part of `seq`'s work finished. Returns false when `seq` belongs to an earlier
+    /// connection (reset) or is unknown; finishing more parts than were held is harmless.
+    pub fn done(&mut self, seq: u64) -> bool {
+        let Some(slot) = self.slot(seq) else {
+            return false;
+        };
+        if slot.outstanding > 0 {
+            slot.outstanding -= 1;
+            if slot.outstanding == 0 {
+                self.done += 1;
+            }
+        }
+        true
     }
 
     /// True when `seq` is an input of the current connection that is not yet released.
@@ -92,7 +111,7 @@ impl AckTracker {
     pub fn release(&mut self, mut f: impl FnMut(Released)) -> usize {
         let mut n = 0;
         while let Some(slot) = self.slots.front() {
-            if !slot.done {
+            if slot.outstanding > 0 {
                 break;
             }
             f(Released {
@@ -117,7 +136,7 @@ impl AckTracker {
         self.slots.is_empty()
     }
 
-    /// Inputs whose verdict (and alert acknowledgement) is still outstanding.
+    /// Inputs whose work (verdict, publishes) is still outstanding.
     pub fn pending(&self) -> usize {
         self.slots.len() - self.done
     }
@@ -142,7 +161,7 @@ impl AckTracker {
 mod tests {
     use super::*;
 
-    fn released(t: &mut AckTracker) -> Vec<Option<u16>> {
+    fn released(t: &mut AckOrder) -> Vec<Option<u16>> {
         let mut out = Vec::new();
         t.release(|r| out.push(r.pkid));
         out
@@ -151,19 +170,19 @@ mod tests {
     #[test]
     fn acks_leave_in_arrival_order() {
         let now = Instant::now();
-        let mut t = AckTracker::new();
+        let mut t = AckOrder::new();
         let a = t.push(Some(10), now);
         let b = t.push(Some(11), now);
         let c = t.push(Some(12), now);
-        assert!(t.complete(c));
-        assert!(t.complete(b));
+        assert!(t.done(c));
+        assert!(t.done(b));
         assert_eq!(
             released(&mut t),
             Vec::<Option<u16>>::new(),
             "a is not done yet"
         );
         assert_eq!(t.pending(), 1);
-        assert!(t.complete(a));
+        assert!(t.done(a));
         assert_eq!(released(&mut t), vec![Some(10), Some(11), Some(12)]);
         assert!(t.is_empty());
     }
@@ -171,50 +190,64 @@ mod tests {
     #[test]
     fn qos0_entries_release_without_packet_ids() {
         let now = Instant::now();
-        let mut t = AckTracker::new();
+        let mut t = AckOrder::new();
         let a = t.push(None, now);
         let b = t.push(Some(1), now);
-        t.complete(b);
-        t.complete(a);
+        t.done(b);
+        t.done(a);
         assert_eq!(released(&mut t), vec![None, Some(1)]);
     }
 
     #[test]
     fn reset_voids_the_old_connection() {
         let now = Instant::now();
-        let mut t = AckTracker::new();
+        let mut t = AckOrder::new();
         let old = t.push(Some(5), now);
         let _ = t.push(Some(6), now);
         assert_eq!(t.reset(), 2);
-        assert!(
-            !t.complete(old),
-            "completion from a dead connection is ignored"
-        );
+        assert!(!t.done(old), "completion from a dead connection is ignored");
+        assert!(!t.hold(old, 1));
         assert!(!t.is_current(old));
         let new = t.push(Some(5), now);
         assert!(new > old);
         assert!(t.is_current(new));
-        t.complete(new);
+        t.done(new);
         assert_eq!(released(&mut t), vec![Some(5)]);
     }
 
     #[test]
-    fn completing_twice_counts_once() {
+    fn finishing_more_parts_than_held_counts_once() {
         let now = Instant::now();
-        let mut t = AckTracker::new();
+        let mut t = AckOrder::new();
         let a = t.push(Some(1), now);
         let _b = t.push(Some(2), now);
-        t.complete(a);
-        t.complete(a);
+        t.done(a);
+        t.done(a);
         assert_eq!(t.pending(), 1);
+        assert!(!t.hold(a, 1), "a finished input cannot be held again");
         assert_eq!(released(&mut t), vec![Some(1)]);
         assert_eq!(t.pending(), 1);
     }
 
     #[test]
+    fn an_input_waits_for_every_publish_it_caused() {
+        let now = Instant::now();
+        let mut t = AckOrder::new();
+        let a = t.push(Some(1), now);
+        assert!(t.hold(a, 2), "two publishes, e.g. an alert and a summary");
+        t.done(a); // the verdict
+        t.done(a); // the first PUBACK
+        assert_eq!(released(&mut t), Vec::<Option<u16>>::new());
+        assert_eq!(t.pending(), 1);
+        t.done(a); // the second PUBACK
+        assert_eq!(released(&mut t), vec![Some(1)]);
+    }
+
+    #[test]
     fn unknown_sequence_numbers_are_refused() {
-        let mut t = AckTracker::new();
-        assert!(!t.complete(0));
+        let mut t = AckOrder::new();
+        assert!(!t.done(0));
+        assert!(!t.hold(0, 1));
         assert_eq!(t.next_seq(), 0);
     }
 }

@@ -1,12 +1,12 @@
 //! Outgoing QoS 1 publishes (alerts, dead letters, reported properties) between the publisher
 //! and MQTT out: packet-id allocation, the in-flight window (our `--max-inflight` and the
 //! broker's Receive Maximum), a queue when the window is full, and what each PUBACK completes.
-//! Pure state; the connection writes what it returns and resends [`Outgoing::unacked`] with
-//! DUP after a reconnect that resumed the session.
+//! Pure state; the caller writes what it returns and resends ([`Outgoing::resend`]) with DUP
+//! after a reconnect that resumed the session.
 
 use std::collections::VecDeque;
 
-use super::codec::OutPublish;
+use crate::codec::OutPublish;
 
 /// A publish waiting for its PUBACK, or for room in the window.
 #[derive(Debug)]
@@ -28,6 +28,9 @@ pub struct Outgoing<T> {
     next_pkid: u16,
     /// Publishes waiting for room in the window.
     queue: VecDeque<Entry<T>>,
+    /// Packet ids lent to other packets (SUBSCRIBE) until their acknowledgement: MQTT packet
+    /// ids are shared by every packet type in flight.
+    reserved: Vec<u16>,
 }
 
 /// A publish that may go on the wire now (its packet id set).
@@ -44,7 +47,25 @@ impl<T> Outgoing<T> {
             window: usize::from(window.max(1)),
             next_pkid: 1,
             queue: VecDeque::new(),
+            reserved: Vec::new(),
         }
+    }
+
+    /// A free packet id for another packet type (SUBSCRIBE), not used by publishes until
+    /// [`Outgoing::unreserve`].
+    pub fn reserve_id(&mut self) -> Option<u16> {
+        let id = self.free_pkid()?;
+        self.reserved.push(id);
+        Some(id)
+    }
+
+    pub fn unreserve(&mut self, pkid: u16) {
+        self.reserved.retain(|&id| id != pkid);
+    }
+
+    /// The connection is gone: every lent id is free again.
+    pub fn release_reserved(&mut self) {
+        self.reserved.clear();
     }
 
     /// The window for this connection: `--max-inflight` capped by the broker's Receive
@@ -94,7 +115,7 @@ impl<T> Outgoing<T> {
         for _ in 0..65535 {
             let id = self.next_pkid;
             self.next_pkid = if id == u16::MAX { 1 } else { id + 1 };
-            if self.slots[usize::from(id)].is_none() {
+            if self.slots[usize::from(id)].is_none() && !self.reserved.contains(&id) {
                 return Some(id);
             }
         }
@@ -147,7 +168,7 @@ impl<T> Outgoing<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::codec::Version;
+    use crate::codec::Version;
     use bytes::Bytes;
 
     fn publish(n: u8) -> OutPublish {
@@ -232,6 +253,22 @@ mod tests {
         o.requeue_all();
         assert_eq!((o.inflight(), o.queued()), (0, 3));
         assert_eq!(payloads(&mut o, false), vec![0, 1]);
+    }
+
+    #[test]
+    fn reserved_ids_are_not_given_to_publishes() {
+        let mut o: Outgoing<u8> = Outgoing::new(10);
+        let sub = o.reserve_id().unwrap();
+        o.enqueue(publish(0), 0);
+        let mut ids = Vec::new();
+        o.send_ready(|p| {
+            if let OutPublish::V4(p) = p {
+                ids.push(p.pkid)
+            }
+        });
+        assert_ne!(ids, vec![sub]);
+        o.unreserve(sub);
+        assert!(o.reserved.is_empty());
     }
 
     #[test]

@@ -117,25 +117,6 @@ impl Template {
         out
     }
 
-    /// [`Template::render`], refused when the result cannot be published (too long, or the
-    /// input topic brought a wildcard or NUL along).
-    pub fn try_render(&self, topic: &str) -> Result<String, Unpublishable> {
-        let len = self
-            .parts
-            .iter()
-            .map(|p| match p {
-                Part::Literal(l) => l.len(),
-                Part::Topic => topic.len(),
-            })
-            .fold(0usize, usize::saturating_add);
-        if len > MAX_TOPIC_LEN {
-            return Err(Unpublishable::TooLong(len));
-        }
-        let out = self.render(topic);
-        check_publishable(&out)?;
-        Ok(out)
-    }
-
     /// True when the template does not depend on the input topic.
     pub fn is_constant(&self) -> bool {
         !self.parts.contains(&Part::Topic)
@@ -172,21 +153,6 @@ impl TopicCache {
         self.map.insert(input.clone(), rendered.clone());
         rendered
     }
-
-    /// [`TopicCache::alert_topic`], or why the alert topic of `input` cannot be published
-    /// (refusals are not cached: they are rare and should not evict good topics).
-    pub fn try_alert_topic(&mut self, input: &Bytes) -> Result<Bytes, Unpublishable> {
-        if let Some(t) = self.map.get(input) {
-            return Ok(t.clone());
-        }
-        let rendered = self.template.try_render(&String::from_utf8_lossy(input))?;
-        if self.map.len() >= self.cap {
-            self.map.clear();
-        }
-        let rendered = Bytes::from(rendered);
-        self.map.insert(input.clone(), rendered.clone());
-        Ok(rendered)
-    }
 }
 
 #[cfg(test)]
@@ -213,15 +179,13 @@ mod tests {
         let input = format!("telemetry/{}", "M".repeat(65_520));
         assert_eq!(input.len(), 65_530);
         assert!(valid_topic(&input));
-        assert_eq!(t.try_render(&input), Err(Unpublishable::TooLong(65_537)));
-        let mut cache = TopicCache::new(t.clone(), 4);
         assert_eq!(
-            cache.try_alert_topic(&Bytes::from(input)),
+            check_publishable(&t.render(&input)),
             Err(Unpublishable::TooLong(65_537))
         );
         // Exactly at the limit is fine.
         let input = "M".repeat(MAX_TOPIC_LEN - "alerts/".len());
-        assert_eq!(t.try_render(&input).unwrap().len(), MAX_TOPIC_LEN);
+        assert_eq!(check_publishable(&t.render(&input)), Ok(()));
         assert!(!valid_topic(&"M".repeat(MAX_TOPIC_LEN + 1)));
     }
 
@@ -231,17 +195,14 @@ mod tests {
         let t = Template::parse("alerts/{topic}").unwrap();
         for input in ["telemetry/#", "telemetry/+/x", "a\0b"] {
             assert_eq!(
-                t.try_render(input),
+                check_publishable(&t.render(input)),
                 Err(Unpublishable::Invalid),
                 "{input:?}"
             );
         }
+        assert_eq!(check_publishable(&t.render("telemetry/dev-1")), Ok(()));
         assert_eq!(
-            t.try_render("telemetry/dev-1").unwrap(),
-            "alerts/telemetry/dev-1"
-        );
-        assert_eq!(
-            Template::parse("{topic}").unwrap().try_render(""),
+            check_publishable(&Template::parse("{topic}").unwrap().render("")),
             Err(Unpublishable::Empty)
         );
     }

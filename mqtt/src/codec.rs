@@ -1,7 +1,13 @@
 //! MQTT packets on the wire, for both protocol versions, over rumqttc's packet codec
-//! (`rumqttc::mqttbytes::v4` and `rumqttc::v5::mqttbytes::v5`). The connection loop reads
-//! [`Inbound`] packets out of its read buffer and writes outgoing ones into its write buffer;
-//! this module hides which version is spoken. No I/O here.
+//! (`rumqttc::mqttbytes::v4` and `rumqttc::v5::mqttbytes::v5`). The filter's `Flow` (and
+//! loadgen) read [`Inbound`] packets out of a read buffer and write outgoing ones into a write
+//! buffer; this module hides which version is spoken. No I/O here.
+//!
+//! rumqttc writes a string's length as `len as u16`, so a topic of 65,536 bytes or more would
+//! wrap into a malformed packet: [`OutPublish::check`] says whether a publish can be encoded
+//! at all (and fits the broker's Maximum Packet Size), and [`OutPublish::write`] refuses what
+//! it cannot encode without leaving partial bytes behind. (Whether a topic is a valid *name*
+//! — no wildcards — depends on the dialect: IoT Edge device ids may hold `+` and `#`.)
 
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4;
@@ -27,10 +33,23 @@ pub enum CodecError {
     V5(rumqttc::v5::mqttbytes::Error),
     #[error("packet larger than {max} bytes")]
     TooLarge { max: usize },
+    #[error(transparent)]
+    Unpublishable(#[from] Unpublishable),
 }
 
+/// Why a publish cannot go on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Unpublishable {
+    #[error(transparent)]
+    Topic(#[from] crate::topic::Unpublishable),
+    #[error("its packet would be {size} bytes, more than the broker accepts ({max})")]
+    TooLarge { size: usize, max: u32 },
+}
+/// Largest remaining length MQTT can encode (four bytes of variable-length integer).
+pub const MAX_REMAINING: usize = 268_435_455;
+
 /// An incoming PUBLISH.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InPublish {
     pub topic: Bytes,
     pub payload: Bytes,
@@ -58,7 +77,7 @@ pub struct ConnAckInfo {
 }
 
 /// Packets a client receives.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
     ConnAck(ConnAckInfo),
     Publish(InPublish),
@@ -328,12 +347,70 @@ impl OutPublish {
         }
     }
 
-    /// Appends the packet to `buf`.
+    /// The whole packet's size on the wire (with its packet id, even before one is set).
+    pub fn size(&self) -> usize {
+        let (size, pkid_missing) = match self {
+            OutPublish::V4(p) => (
+                p.size(),
+                p.qos != rumqttc::mqttbytes::QoS::AtMostOnce && p.pkid == 0,
+            ),
+            OutPublish::V5(p) => (
+                p.size(),
+                p.qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce && p.pkid == 0,
+            ),
+        };
+        if !pkid_missing {
+            return size;
+        }
+        // rumqttc counts the packet id only once it is set: add its two bytes.
+        let len = (1..=4)
+            .map(|ll| size - 1 - ll)
+            .find(|&len| var_int_len(len) == size - 1 - len)
+            .unwrap_or(size);
+        let len = len + 2;
+        1 + var_int_len(len) + len
+    }
+
+    /// Whether the publish can be encoded, and fits `max_packet` (the broker's Maximum Packet
+    /// Size, MQTT 5) when there is one.
+    pub fn check(&self, max_packet: Option<u32>) -> Result<(), Unpublishable> {
+        let len = self.topic().len();
+        if len > crate::topic::MAX_TOPIC_LEN {
+            return Err(crate::topic::Unpublishable::TooLong(len).into());
+        }
+        let size = self.size();
+        let max = max_packet.map_or(MAX_REMAINING + 5, |m| m as usize);
+        if size > max {
+            return Err(Unpublishable::TooLarge {
+                size,
+                max: max.min(u32::MAX as usize) as u32,
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends the packet to `buf`; on an error `buf` is left as it was.
     pub fn write(&self, buf: &mut BytesMut) -> Result<usize, CodecError> {
-        match self {
+        self.check(None)?;
+        let mark = buf.len();
+        let written = match self {
             OutPublish::V4(p) => p.write(buf).map_err(CodecError::V4),
             OutPublish::V5(p) => p.write(buf).map_err(CodecError::V5),
+        };
+        if written.is_err() {
+            buf.truncate(mark);
         }
+        written
+    }
+}
+
+/// Bytes of MQTT's variable-length integer for `n`.
+fn var_int_len(n: usize) -> usize {
+    match n {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
     }
 }
 
@@ -403,11 +480,11 @@ impl Encoder {
 
     /// SUBSCRIBE to `filters` at `qos`; with MQTT 5, `no_local` keeps our own publishes from
     /// coming back to us.
-    pub fn subscribe(
+    pub fn subscribe<S: AsRef<str>>(
         version: Version,
         buf: &mut BytesMut,
         pkid: u16,
-        filters: &[String],
+        filters: &[S],
         qos: u8,
         no_local: bool,
     ) -> Result<usize, CodecError> {
@@ -416,7 +493,7 @@ impl Encoder {
                 let mut s = v4::Subscribe::new_many(
                     filters
                         .iter()
-                        .map(|f| v4::SubscribeFilter::new(f.clone(), qos_of(qos))),
+                        .map(|f| v4::SubscribeFilter::new(f.as_ref().to_string(), qos_of(qos))),
                 );
                 s.pkid = pkid;
                 s.write(buf).map_err(CodecError::V4)
@@ -424,7 +501,8 @@ impl Encoder {
             Version::V5 => {
                 let mut s = v5::Subscribe::new_many(
                     filters.iter().map(|f| {
-                        let mut filter = v5::Filter::new(f.clone(), v5_qos(qos));
+                        let f = f.as_ref();
+                        let mut filter = v5::Filter::new(f, v5_qos(qos));
                         // Shared subscriptions must not set No Local (MQTT 5 §3.8.3.1).
                         filter.nolocal = no_local && !f.starts_with("$share/");
                         filter
@@ -520,6 +598,94 @@ mod tests {
     }
 
     #[test]
+    fn topics_too_long_to_encode_are_refused_without_writing() {
+        let long = Bytes::from(vec![b'M'; 65_536]);
+        let p = OutPublish::new(Version::V4, &long, Bytes::from_static(b"x"), 0, false, None);
+        assert_eq!(
+            p.check(None),
+            Err(Unpublishable::Topic(crate::topic::Unpublishable::TooLong(
+                65_536
+            )))
+        );
+        let mut buf = BytesMut::from(&b"keep"[..]);
+        assert!(p.write(&mut buf).is_err());
+        assert_eq!(
+            &buf[..],
+            b"keep",
+            "nothing of the refused packet is left behind"
+        );
+        let ok = OutPublish::new(
+            Version::V4,
+            &Bytes::from(vec![b'M'; 65_535]),
+            Bytes::from_static(b"x"),
+            0,
+            false,
+            None,
+        );
+        assert_eq!(ok.check(None), Ok(()));
+    }
+
+    #[test]
+    fn the_broker_maximum_packet_size_is_checked() {
+        let p = OutPublish::new(
+            Version::V5,
+            &Bytes::from_static(b"a/b"),
+            Bytes::from(vec![b'x'; 100]),
+            1,
+            false,
+            None,
+        );
+        let size = p.size();
+        assert_eq!(p.check(Some(size as u32)), Ok(()));
+        assert_eq!(
+            p.check(Some(size as u32 - 1)),
+            Err(Unpublishable::TooLarge {
+                size,
+                max: size as u32 - 1
+            })
+        );
+        let mut p = p;
+        p.set_pkid(1);
+        assert_eq!(
+            p.size(),
+            size,
+            "the size counts the packet id before it is set"
+        );
+        // At the boundary where the packet id makes the remaining length one byte longer.
+        for payload in [120, 121, 122, 123, 124, 16_370, 16_375, 16_380] {
+            let mut p = OutPublish::new(
+                Version::V4,
+                &Bytes::from_static(b"a/b"),
+                Bytes::from(vec![b'x'; payload]),
+                1,
+                false,
+                None,
+            );
+            let before = p.size();
+            p.set_pkid(9);
+            let mut buf = BytesMut::new();
+            assert_eq!(p.write(&mut buf).unwrap(), before, "payload {payload}");
+            assert_eq!(buf.len(), before);
+        }
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_buffer_as_it_was() {
+        // QoS 1 without a packet id: rumqttc refuses after writing the fixed header.
+        let p = OutPublish::new(
+            Version::V4,
+            &Bytes::from_static(b"t"),
+            Bytes::from_static(b"x"),
+            1,
+            false,
+            None,
+        );
+        let mut buf = BytesMut::new();
+        assert!(p.write(&mut buf).is_err());
+        assert!(buf.is_empty());
+    }
+
+    #[test]
     fn partial_packets_wait_for_more_bytes() {
         let mut buf = BytesMut::from(&b"\x40\x02\x00"[..]); // PUBACK missing a byte
         assert!(decode(Version::V4, &mut buf, 1024).unwrap().is_none());
@@ -542,7 +708,7 @@ mod tests {
         Encoder::disconnect(Version::V4, &mut buf).unwrap();
         assert_eq!(&buf[..], b"\x40\x02\x01\x02\xc0\x00\xe0\x00");
         let mut buf = BytesMut::new();
-        Encoder::subscribe(Version::V4, &mut buf, 1, &["telemetry/#".into()], 1, true).unwrap();
+        Encoder::subscribe(Version::V4, &mut buf, 1, &["telemetry/#"], 1, true).unwrap();
         assert_eq!(&buf[..], b"\x82\x10\x00\x01\x00\x0btelemetry/#\x01");
     }
 

@@ -1,19 +1,17 @@
 //! Topic and property conventions of the broker we talk to — the part of MQTT in/out that
 //! differs between a generic broker (SPEC §3.2: `telemetry/#` in, `alerts/{topic}` out with
 //! MQTT 5 user properties, the twin on `<prefix>/desired` and `<prefix>/reported`) and Azure
-//! IoT Edge's edgeHub (SPEC §3.3). The connection loop asks the dialect where an inbound
-//! publish belongs and how to address what it publishes; everything else is shared.
-
-use std::borrow::Cow;
+//! IoT Edge's edgeHub (SPEC §3.3). [`Flow`](super::Flow) asks the dialect where an inbound
+//! publish belongs and how to address what it publishes; everything else is shared. Pure:
+//! no I/O (the IoT Edge identity and credentials live in `io::azure`).
 
 use bytes::Bytes;
 
-use super::azure::propbag::{sys, OutputProperties, PropertyBag};
-use super::azure::topics::{self as az_topics, Inbound as AzInbound, ModuleTopics};
-use super::azure::twin_doc;
-use super::azure::AzureIdentity;
-use super::codec::{InPublish, OutPublish, PublishProperties, Version};
-use super::topic::{self, Template, TopicCache};
+use crate::mqtt::azure::propbag::{sys, OutputProperties, PropertyBag};
+use crate::mqtt::azure::topics::{self as az_topics, Inbound as AzInbound, ModuleTopics};
+use crate::mqtt::azure::twin_doc;
+use crate::mqtt::codec::{InPublish, OutPublish, PublishProperties, Version};
+use crate::mqtt::topic::{self, Template, TopicCache};
 use crate::twin::Twin;
 
 /// Where an inbound publish belongs.
@@ -71,12 +69,12 @@ impl Dialect {
         }
     }
 
-    /// The bytes that choose an input's verdict worker: inputs with the same key are decided
-    /// and alerted in arrival order (SPEC §2, per-device order).
-    pub fn shard_key<'a>(&self, topic: &'a [u8], props: &InputProps) -> Cow<'a, [u8]> {
+    /// The device an input comes from: the key of its shard (inputs with the same key are
+    /// decided and alerted in arrival order, SPEC §2) and of per-device state.
+    pub fn device_key(&self, topic: &Bytes, props: &InputProps) -> Bytes {
         match self {
-            Dialect::Generic(_) => Cow::Borrowed(topic),
-            Dialect::Azure(_) => Azure::shard_key(props),
+            Dialect::Generic(_) => topic.clone(),
+            Dialect::Azure(_) => Azure::device_key(props),
         }
     }
 
@@ -124,6 +122,21 @@ impl Dialect {
         }
     }
 
+    /// Whether `topic` may be published to, as a name (encodability is the codec's check):
+    /// a generic broker's topic names hold no wildcard and no NUL — a PUBLISH to
+    /// `telemetry/#`, which some brokers accept, must not give an alert on `alerts/telemetry/#`.
+    /// IoT Edge device ids may hold `+` and `#` (PROTOCOL.md), so edgeHub's topics are not
+    /// checked here.
+    pub fn check_topic(&self, topic: &[u8]) -> Result<(), topic::Unpublishable> {
+        match self {
+            Dialect::Generic(_) => match std::str::from_utf8(topic) {
+                Ok(t) => topic::check_publishable(t),
+                Err(_) => Err(topic::Unpublishable::Invalid),
+            },
+            Dialect::Azure(_) => Ok(()),
+        }
+    }
+
     /// Whether `rid` answers our full-twin GET.
     pub fn is_twin_get(&self, rid: &str) -> bool {
         match self {
@@ -137,7 +150,6 @@ impl Dialect {
 /// bags, the twin on `$iothub/twin/...` (`azure/PROTOCOL.md`).
 #[derive(Debug)]
 pub struct Azure {
-    pub identity: AzureIdentity,
     topics: ModuleTopics,
     input_name: String,
     output_name: String,
@@ -151,14 +163,14 @@ impl Azure {
     /// `dead_letter_topic`'s last level names the output rejected messages go to
     /// (`edgefilter/deadletter` → output `deadletter`).
     pub fn new(
-        identity: AzureIdentity,
+        device_id: &str,
+        module_id: &str,
         input_name: &str,
         output_name: &str,
         dead_letter_topic: Option<&str>,
     ) -> Self {
         Azure {
-            topics: ModuleTopics::for_identity(&identity),
-            identity,
+            topics: ModuleTopics::new(device_id, module_id),
             input_name: input_name.to_string(),
             output_name: output_name.to_string(),
             dead_letter_output: dead_letter_topic
@@ -217,13 +229,13 @@ impl Azure {
     /// The topic carries per-message properties (`sequenceNumber`, …), so it cannot be the
     /// shard key: the message's source is, the device and module edgeHub received it from
     /// (`$.cdid`, `$.cmid`).
-    fn shard_key(props: &InputProps) -> Cow<'static, [u8]> {
+    fn device_key(props: &InputProps) -> Bytes {
         let InputProps::Bag(bag) = props else {
-            return Cow::Borrowed(b"");
+            return Bytes::new();
         };
         let device = bag.get(sys::CONNECTION_DEVICE_ID).unwrap_or_default();
         let module = bag.get(sys::CONNECTION_MODULE_ID).unwrap_or_default();
-        Cow::Owned(format!("{device}/{module}").into_bytes())
+        Bytes::from(format!("{device}/{module}"))
     }
 
     fn events(&self, output: &str, props: &OutputProperties, payload: Bytes) -> OutPublish {
@@ -554,7 +566,7 @@ mod tests {
     fn azure_inputs_shard_by_their_source_not_their_properties() {
         let key = |bag: &str| {
             let props = InputProps::Bag(Box::new(PropertyBag::decode(bag)));
-            Azure::shard_key(&props).into_owned()
+            Azure::device_key(&props).to_vec()
         };
         let sensor = "%24.cdid=dev1&%24.cmid=SimulatedTemperatureSensor";
         assert_eq!(

@@ -14,10 +14,9 @@
 
 use percent_encoding::percent_decode_str;
 
-use super::env::AzureIdentity;
 use super::propbag::{OutputProperties, PropertyBag};
 use super::sas::encode_component;
-use crate::io::topic::{Unpublishable, MAX_TOPIC_LEN};
+use crate::topic::MAX_TOPIC_LEN;
 
 /// Twin responses (full twin and reported-patch acknowledgements). Subscribe exactly this.
 pub const TWIN_RESPONSE_FILTER: &str = "$iothub/twin/res/#";
@@ -96,10 +95,6 @@ impl ModuleTopics {
         }
     }
 
-    pub fn for_identity(identity: &AzureIdentity) -> ModuleTopics {
-        ModuleTopics::new(&identity.device_id, &identity.module_id)
-    }
-
     /// `devices/<dev>/modules/<mod>/inputs/#`: every input of this module.
     pub fn input_filter(&self) -> String {
         format!("{}inputs/#", self.base)
@@ -118,32 +113,24 @@ impl ModuleTopics {
         topic
     }
 
-    /// [`ModuleTopics::events_topic`], refused when it cannot be published: percent-encoding
-    /// can triple a property bag, so a legal input topic can give an events topic longer than
-    /// MQTT's 65,535 bytes.
-    pub fn try_events_topic(
-        &self,
-        output_name: &str,
-        properties: &OutputProperties,
-    ) -> Result<String, Unpublishable> {
-        let topic = self.events_topic(output_name, properties);
-        // Only the length: edgeHub's device ids may hold `+` and `#`, which it accepts in
-        // its own topics (so the generic wildcard check does not apply here).
-        if topic.len() > MAX_TOPIC_LEN {
-            return Err(Unpublishable::TooLong(topic.len()));
-        }
-        Ok(topic)
-    }
-
     /// The topic for the alert of a message that arrived on `input_topic`: its properties
     /// forwarded as [`OutputProperties::alert_from_input`] describes, sent to `output_name`.
     pub fn alert_topic(&self, input_topic: &str, output_name: &str) -> Result<String, TopicError> {
         let input = self.parse_input(input_topic)?;
-        self.try_events_topic(
+        let topic = self.events_topic(
             output_name,
             &OutputProperties::alert_from_input(&input.properties),
-        )
-        .map_err(|_| topic_error(input_topic, "its alert topic cannot be published"))
+        );
+        // Percent-encoding can triple a property bag: a legal input topic can give an events
+        // topic longer than MQTT's 65,535 bytes. (Only the length: device ids may hold `+`
+        // and `#`, PROTOCOL.md.)
+        if topic.len() > MAX_TOPIC_LEN {
+            return Err(topic_error(
+                input_topic,
+                "its alert topic cannot be published",
+            ));
+        }
+        Ok(topic)
     }
 
     /// Parses `devices/<dev>/modules/<mod>/inputs/<name>[/<property bag>]`. The device and
@@ -368,7 +355,7 @@ mod tests {
             let input = format!(
                 "devices/{dev}/modules/filtermodule/inputs/input1/sequenceNumber=3\
                  &%24.ct=application%2Fjson&%24.cdid={}",
-                crate::io::azure::sas::encode_component(dev)
+                crate::azure::sas::encode_component(dev)
             );
             let parsed = t
                 .parse_input(&input)
@@ -522,10 +509,7 @@ mod tests {
         let e = t.alert_topic(&input, "output1").unwrap_err();
         assert_eq!(e.reason, "its alert topic cannot be published");
         let props = OutputProperties::alert_from_input(&t.parse_input(&input).unwrap().properties);
-        assert!(matches!(
-            t.try_events_topic("output1", &props),
-            Err(Unpublishable::TooLong(n)) if n > 120_000
-        ));
+        assert!(t.events_topic("output1", &props).len() > 120_000);
     }
 
     #[test]

@@ -1,0 +1,62 @@
+//! The dead-letter body (after the verdict, before MQTT out): what a rejected input — or one
+//! whose alert could not be published — becomes on the dead-letter topic or output. Pure.
+
+use base64::Engine as _;
+use bytes::Bytes;
+
+/// Payload bytes kept in a dead letter for an oversize message.
+pub const DEAD_LETTER_KEEP: usize = 1024;
+
+/// `{"reason":…,"detail":…,"topic":…,"payload":…}` with the original payload as a string when
+/// it is UTF-8 (`payload_base64` otherwise). The payload is cut to 1 KiB (`"truncated":true`,
+/// `"size"`) for oversize messages and for alerts that could not be published.
+pub fn dead_letter_envelope(reason: &str, detail: &str, topic: &str, payload: &[u8]) -> Bytes {
+    let cut = matches!(reason, "too_large" | "unpublishable");
+    let (kept, truncated) = if cut && payload.len() > DEAD_LETTER_KEEP {
+        (&payload[..DEAD_LETTER_KEEP], true)
+    } else {
+        (payload, false)
+    };
+    let mut doc = serde_json::json!({ "reason": reason, "detail": detail, "topic": topic });
+    match std::str::from_utf8(kept) {
+        Ok(text) => doc["payload"] = text.into(),
+        Err(_) => {
+            doc["payload_base64"] = base64::engine::general_purpose::STANDARD
+                .encode(kept)
+                .into()
+        }
+    }
+    if truncated {
+        doc["truncated"] = true.into();
+        doc["size"] = payload.len().into();
+    }
+    Bytes::from(serde_json::to_vec(&doc).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letters_keep_the_payload_losslessly() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&dead_letter_envelope("not_json", "why", "t/1", b"garbage"))
+                .unwrap();
+        assert_eq!(
+            (v["reason"].as_str(), v["payload"].as_str()),
+            (Some("not_json"), Some("garbage"))
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&dead_letter_envelope("not_utf8", "why", "t/1", b"\xff\x00"))
+                .unwrap();
+        assert_eq!(v["payload_base64"], "/wA=");
+        let big = vec![b'x'; 5000];
+        let v: serde_json::Value =
+            serde_json::from_slice(&dead_letter_envelope("too_large", "why", "t/1", &big)).unwrap();
+        assert_eq!(
+            (v["truncated"].as_bool(), v["size"].as_u64()),
+            (Some(true), Some(5000))
+        );
+        assert_eq!(v["payload"].as_str().map(str::len), Some(DEAD_LETTER_KEEP));
+    }
+}

@@ -1,0 +1,346 @@
+//! The configuration resolved in one pure step: validated [`Settings`] (and the IoT Edge
+//! identity, if the environment names one) → a [`Plan`] that says what `run` starts and how
+//! — which broker to reach (and whether to start the embedded one), the protocol version, the
+//! dialect, the QoS of the filter's own subscription, the quick-ACK rule, and the `Flow`'s
+//! settings. No sockets, no files: `run` does the I/O the plan asks for, and every decision
+//! here is unit-tested.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::config::{AzureEdge, BatchFormat, MqttVersion, Settings, Target};
+use crate::flow::dialect::{Azure, Dialect, Generic};
+use crate::flow::FlowConfig;
+use crate::io::azure::{AzureError, AzureIdentity, EDGEHUB_MQTT_PORT};
+use crate::io::embedded::EmbeddedBroker;
+use crate::io::tls::TlsFiles;
+use crate::mqtt::codec::{ConnectOptions, Version};
+use crate::mqtt::tcp::QuickAck;
+use crate::pipeline::batch::Format;
+use crate::pipeline::verdict::FieldPath;
+
+/// The session outlives a disconnection by this long (MQTT 5 session expiry); brokers keep
+/// undelivered QoS 1 input for us meanwhile.
+pub const SESSION_EXPIRY_SECS: u32 = 7 * 24 * 3600;
+
+/// TLS for the filter's connection.
+#[derive(Debug, Clone)]
+pub enum TlsPlan {
+    None,
+    /// `mqtts://`: the files named on the command line, and the name the broker's
+    /// certificate must carry.
+    Files {
+        files: TlsFiles,
+        server_name: String,
+    },
+    /// IoT Edge: the workload API's trust bundle, fetched at every connect.
+    IotEdge,
+}
+
+/// What `edgefilter run` does.
+#[derive(Debug)]
+pub struct Plan {
+    /// Start this broker in-process first (no `--broker`, no IoT Edge).
+    pub embedded: Option<EmbeddedBroker>,
+    /// `host:port` of the broker the filter connects to.
+    pub addr: String,
+    pub tls: TlsPlan,
+    pub version: Version,
+    pub connect: ConnectOptions,
+    pub quick_ack: QuickAck,
+    /// IoT Edge: the module's identity (credentials and trust at every connect).
+    pub azure: Option<AzureIdentity>,
+    pub token_ttl: Duration,
+    /// Keep retrying the first connection (IoT Edge starts modules before edgeHub).
+    pub retry_first_connect: bool,
+    pub dialect: Dialect,
+    pub flow: FlowConfig,
+    pub field: FieldPath,
+    pub max_payload: usize,
+}
+
+/// The IoT Edge identity `--azure-edge` asks for, read through `var` (the environment).
+pub fn azure_identity(
+    settings: &Settings,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Option<AzureIdentity>, AzureError> {
+    match settings.azure_edge {
+        AzureEdge::Off => Ok(None),
+        AzureEdge::Auto => AzureIdentity::from_env(var),
+        AzureEdge::On => AzureIdentity::require_from_env(var).map(Some),
+    }
+}
+
+/// Resolves the settings (and the IoT Edge identity, when there is one) into the plan.
+pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
+    let mut version = match settings.mqtt_version {
+        MqttVersion::V5 => Version::V5,
+        MqttVersion::V311 => Version::V4,
+    };
+    let mut embedded = None;
+    let (addr, tls) = match (&azure, &settings.target) {
+        (Some(identity), target) => {
+            // edgeHub speaks MQTT 3.1.1 over TLS on the gateway host; --broker may override
+            // where to connect (the certificate must still name the gateway host).
+            version = Version::V4;
+            let addr = match target {
+                Target::External(url) => url.addr(),
+                Target::Embedded { .. } => {
+                    format!("{}:{}", identity.gateway_host_name, EDGEHUB_MQTT_PORT)
+                }
+            };
+            (addr, TlsPlan::IotEdge)
+        }
+        (None, Target::Embedded { v4, v5 }) => {
+            embedded = Some(EmbeddedBroker {
+                v4: Some(*v4),
+                v5: *v5,
+                max_payload: settings.max_payload,
+            });
+            // The filter speaks MQTT 5 when the broker serves it (and it was not turned off).
+            let listen = match (v5, version) {
+                (Some(v5), Version::V5) => *v5,
+                _ => {
+                    version = Version::V4;
+                    *v4
+                }
+            };
+            (loopback(listen).to_string(), TlsPlan::None)
+        }
+        (None, Target::External(url)) => (
+            url.addr(),
+            if url.tls {
+                TlsPlan::Files {
+                    files: settings.tls.clone(),
+                    server_name: url.host.clone(),
+                }
+            } else {
+                TlsPlan::None
+            },
+        ),
+    };
+    let in_azure = azure.is_some();
+    let on_embedded = embedded.is_some();
+    let dialect = match &azure {
+        Some(identity) => Dialect::Azure(Box::new(Azure::new(
+            &identity.device_id,
+            &identity.module_id,
+            &settings.input_name,
+            &settings.output_name,
+            settings.dead_letter_topic.as_deref(),
+        ))),
+        None => {
+            let mut generic = Generic::new(
+                version,
+                settings.input_subscriptions(),
+                settings.qos,
+                &settings.twin_topic,
+                settings.alert_topic.clone(),
+                settings.dead_letter_topic.clone(),
+            );
+            if on_embedded {
+                // Broker and filter share one process: a QoS 1 hop between them could not save
+                // anything a crash loses, and the broker holds PUBACKs for our alerts behind the
+                // inputs it delivers to us, which a QoS 1 input (acknowledged only after its
+                // alert) would deadlock. Alerts stay QoS 1, stored by the broker for consumers.
+                generic.input_qos = 0;
+            }
+            Dialect::Generic(generic)
+        }
+    };
+    let keep_alive_secs = settings.keep_alive.as_secs().clamp(1, 65535) as u16;
+    Plan {
+        embedded,
+        addr,
+        tls,
+        version,
+        connect: ConnectOptions {
+            client_id: settings.client_id.clone(),
+            keep_alive_secs,
+            clean: false,
+            session_expiry_secs: SESSION_EXPIRY_SECS,
+            receive_maximum: settings.max_pending.clamp(1, 65535) as u16,
+            maximum_packet_size: (settings.max_payload.saturating_mul(4).max(1 << 20) + 65536)
+                as u32,
+            username: settings.username.clone(),
+            password: settings.password.clone(),
+        },
+        quick_ack: if !in_azure && on_embedded {
+            QuickAck::Always
+        } else if !in_azure && settings.qos == 0 {
+            QuickAck::BelowRate
+        } else {
+            QuickAck::Never
+        },
+        azure,
+        token_ttl: settings.azure_token_ttl,
+        retry_first_connect: in_azure,
+        dialect,
+        flow: FlowConfig {
+            version,
+            shards: settings.workers.max(1),
+            pooled: settings.workers > 0,
+            inline_batch: settings.inline_batch,
+            max_pending: settings.max_pending,
+            max_inflight: settings.max_inflight,
+            batch_max: settings.batch_max,
+            batch_linger: settings.batch_linger,
+            batch_format: match settings.batch_format {
+                BatchFormat::Single => Format::Single,
+                BatchFormat::Array => Format::Array,
+            },
+            drain_timeout: settings.drain_timeout,
+            keep_alive_secs,
+        },
+        field: settings.field.clone(),
+        max_payload: settings.max_payload,
+    }
+}
+
+/// Where to reach a listener: its own address, or loopback for a wildcard one.
+fn loopback(listen: SocketAddr) -> SocketAddr {
+    if listen.ip().is_unspecified() {
+        SocketAddr::new([127, 0, 0, 1].into(), listen.port())
+    } else {
+        listen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Cli, Command};
+    use clap::Parser;
+
+    fn settings(extra: &[&str]) -> Settings {
+        let mut argv = vec!["edgefilter", "run"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Run(a) => a.validate().unwrap(),
+            _ => unreachable!(),
+        }
+    }
+
+    fn identity() -> AzureIdentity {
+        let vars = [
+            ("IOTEDGE_IOTHUBHOSTNAME", "hub.azure-devices.net"),
+            ("IOTEDGE_DEVICEID", "gw1"),
+            ("IOTEDGE_MODULEID", "filter"),
+            ("IOTEDGE_GATEWAYHOSTNAME", "edgehub"),
+            ("IOTEDGE_MODULEGENERATIONID", "g1"),
+            (
+                "IOTEDGE_WORKLOADURI",
+                "unix:///var/run/iotedge/workload.sock",
+            ),
+            ("IOTEDGE_APIVERSION", "2019-01-30"),
+        ];
+        AzureIdentity::from_env(|k| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap()
+        .unwrap()
+    }
+
+    fn input_qos(plan: &Plan) -> u8 {
+        match &plan.dialect {
+            Dialect::Generic(g) => g.input_qos,
+            Dialect::Azure(_) => 1,
+        }
+    }
+
+    #[test]
+    fn the_embedded_default_starts_a_broker_and_subscribes_at_qos_0() {
+        let plan = resolve(&settings(&["--listen", "0.0.0.0:1883"]), None);
+        let broker = plan.embedded.as_ref().unwrap();
+        assert_eq!(broker.v4.unwrap().to_string(), "0.0.0.0:1883");
+        assert_eq!(
+            plan.addr, "127.0.0.1:1883",
+            "a wildcard listener is reached on loopback"
+        );
+        assert_eq!(
+            plan.version,
+            Version::V4,
+            "MQTT 5 only when the broker serves it"
+        );
+        assert_eq!(input_qos(&plan), 0);
+        assert_eq!(plan.quick_ack, QuickAck::Always);
+        assert!(!plan.retry_first_connect);
+    }
+
+    #[test]
+    fn the_embedded_broker_with_a_v5_listener_is_reached_with_mqtt_5() {
+        let plan = resolve(&settings(&["--listen-v5", "127.0.0.1:1884"]), None);
+        assert_eq!(
+            (plan.addr.as_str(), plan.version),
+            ("127.0.0.1:1884", Version::V5)
+        );
+        let plan = resolve(
+            &settings(&["--listen-v5", "127.0.0.1:1884", "--mqtt-version", "3"]),
+            None,
+        );
+        assert_eq!(
+            (plan.addr.as_str(), plan.version),
+            ("127.0.0.1:1883", Version::V4)
+        );
+    }
+
+    #[test]
+    fn an_external_broker_keeps_the_qos_and_quick_acks_only_at_qos_0() {
+        let plan = resolve(&settings(&["--broker", "mqtt://b:1883"]), None);
+        assert!(plan.embedded.is_none());
+        assert_eq!((input_qos(&plan), plan.quick_ack), (1, QuickAck::Never));
+        assert!(matches!(plan.tls, TlsPlan::None));
+        let plan = resolve(
+            &settings(&["--broker", "mqtts://b:8883", "--qos", "0"]),
+            None,
+        );
+        assert_eq!((input_qos(&plan), plan.quick_ack), (0, QuickAck::BelowRate));
+        assert!(matches!(&plan.tls, TlsPlan::Files { server_name, .. } if server_name == "b"));
+    }
+
+    #[test]
+    fn iot_edge_speaks_mqtt_3_over_tls_to_the_gateway_and_retries_the_first_connect() {
+        let plan = resolve(&settings(&[]), Some(identity()));
+        assert!(plan.embedded.is_none(), "no embedded broker under IoT Edge");
+        assert_eq!(plan.addr, "edgehub:8883");
+        assert_eq!(plan.version, Version::V4);
+        assert!(matches!(plan.tls, TlsPlan::IotEdge));
+        assert!(matches!(plan.dialect, Dialect::Azure(_)));
+        assert_eq!(plan.quick_ack, QuickAck::Never);
+        assert!(plan.retry_first_connect);
+        let plan = resolve(
+            &settings(&["--broker", "mqtt://127.0.0.1:9"]),
+            Some(identity()),
+        );
+        assert_eq!(
+            plan.addr, "127.0.0.1:9",
+            "--broker overrides where to connect"
+        );
+    }
+
+    #[test]
+    fn the_flow_settings_follow_the_flags() {
+        let plan = resolve(
+            &settings(&[
+                "--workers",
+                "0",
+                "--batch-format",
+                "array",
+                "--keep-alive",
+                "5s",
+            ]),
+            None,
+        );
+        assert!(!plan.flow.pooled);
+        assert_eq!(plan.flow.shards, 1);
+        assert_eq!(plan.flow.batch_format, Format::Array);
+        assert_eq!(plan.flow.keep_alive_secs, 5);
+        assert_eq!(plan.connect.keep_alive_secs, 5);
+        let plan = resolve(&settings(&["--workers", "3"]), None);
+        assert!(plan.flow.pooled);
+        assert_eq!(plan.flow.shards, 3);
+        assert!(!plan.connect.clean, "a persistent session");
+    }
+}
