@@ -64,6 +64,16 @@ if ! cargo deny --offline check --hide-inclusion-graph bans licenses sources >"$
 fi
 tail -n 1 "$deny_out"; rm -f "$deny_out"   # "bans ok, licenses ok, sources ok" (duplicates: warnings)
 
+# The Debian package test (tests/debian_package.rs) builds the .deb with cargo-deb from the
+# release binary, built here once, before the tests, so the test itself only packages it
+# (building inside the test would compete with the other tests for the two cores).
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "==> installing cargo-deb"
+  cargo install cargo-deb --locked --quiet
+fi
+echo "==> cargo build --release (edgefilter, loadgen: the .deb test and the benchmarks)"
+cargo build --release --locked -p edgefilter -p loadgen --bins --quiet
+
 # The fault suite's short form (RELIABILITY.md): the cases that pass today; the known failures
 # of issue 8 are listed, not run. Before the tests so that their summary closes the output.
 echo "==> scripts/faults.sh --short"
