@@ -19,6 +19,10 @@ Scenarios:
                 waiting for the alert's PUBACK, so it does less than edgefilter)
   seed          ../shared/peers/filters/seed_filter.py (paho + json.loads, the tutorial's logic)
   nodered       ../shared/peers/nodered (Node-RED 5: mqtt-in → switch → change → mqtt-out)
+  share1        one edgefilter with --share-group (the scale-out baseline)
+  share3        three edgefilter instances with one --share-group on one mosquitto: they
+                split the input; CPU is measured per process (broker, each filter) to show
+                where the limit is (scripts/scaleout.sh runs share1 and share3 together)
 
 The peers need `../shared/peers/run.sh setup` (a venv with paho and Node-RED under
 /tmp/peers); without it they are reported as skipped. Only the standard library is used.
@@ -123,7 +127,8 @@ class Run:
 
     def __init__(self, scenario, qos, tmp):
         self.scenario, self.qos, self.tmp = scenario, qos, tmp
-        self.broker = self.filter = None
+        self.broker = None
+        self.filters = []
         self.port = free_port()
         self.logs = []
 
@@ -135,11 +140,12 @@ class Run:
             self.broker = self._spawn(["mosquitto", "-c", conf], "mosquitto")
             if not wait_port(self.port):
                 raise RuntimeError("mosquitto did not start")
-        cmd = self.filter_cmd()
-        if cmd:
-            self.filter = self._spawn(cmd, self.scenario)
-            if self.scenario == "embedded" and not wait_port(self.port):
-                raise RuntimeError("embedded broker did not start")
+        for i in range(instances(self.scenario)):
+            cmd = self.filter_cmd(i)
+            if cmd:
+                self.filters.append(self._spawn(cmd, f"{self.scenario}-{i}"))
+                if self.scenario == "embedded" and not wait_port(self.port):
+                    raise RuntimeError("embedded broker did not start")
 
     def _spawn(self, cmd, name):
         out = open(os.path.join(self.tmp, f"{name}.log"), "w")
@@ -147,10 +153,12 @@ class Run:
         env = dict(os.environ, RUST_LOG="warn")
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.tmp)
 
-    def filter_cmd(self):
+    def filter_cmd(self, i=0):
         s, q, port = self.scenario, self.qos, self.port
         common = ["--qos", str(q), "--metrics-addr", "off", "--stats-interval", "0",
-                  "--client-id", f"ef-bench-{os.getpid()}"]
+                  "--client-id", f"ef-bench-{os.getpid()}-{i}"]
+        if s in ("share1", "share3"):
+            return [EDGEFILTER, "run", "--broker", f"mqtt://127.0.0.1:{port}", "--share-group", "bench"] + common
         if s == "edgefilter":
             return [EDGEFILTER, "run", "--broker", f"mqtt://127.0.0.1:{port}"] + common
         if s == "edgefilter-w0":
@@ -182,7 +190,8 @@ class Run:
             cmd += ["--alert-filter", "telemetry/#", "--alert-ratio", "1"]
         else:
             cmd += ["--alert-ratio", "0.3"]
-        watched = {"filter": self.filter, "broker": self.broker}
+        watched = {f"filter{i}": p for i, p in enumerate(self.filters)}
+        watched["broker"] = self.broker
         before = {k: cpu_s(p.pid) for k, p in watched.items() if p}
         t0 = time.time()
         try:
@@ -202,12 +211,20 @@ class Run:
             if before.get(k) is not None and after.get(k) is not None:
                 result[f"{k}_cpu_s"] = round(after[k] - before[k], 3)
             result[f"{k}_rss_mb"] = peak_rss_mb(p.pid)
+        # Filters together (the per-instance figures stay in filter<i>_cpu_s / _rss_mb).
+        each = [result.get(f"filter{i}_cpu_s") for i in range(len(self.filters))]
+        if self.filters and None not in each:
+            result["filter_cpu_s"] = round(sum(each), 3)
+        rss = [result.get(f"filter{i}_rss_mb") for i in range(len(self.filters))]
+        if self.filters and None not in rss:
+            result["filter_rss_mb"] = sum(rss)
         if self.scenario == "embedded":
             result["broker_cpu_s"] = None  # the broker is inside the filter process
         return result
 
     def close(self):
-        stop(self.filter, signal.SIGINT if self.scenario.startswith(("edgefilter", "embedded")) else signal.SIGTERM)
+        for f in self.filters:
+            stop(f, signal.SIGINT if self.scenario.startswith(("edgefilter", "embedded", "share")) else signal.SIGTERM)
         stop(self.broker)
         for f in self.logs:
             f.close()
@@ -234,8 +251,12 @@ def measure(scenario, qos, mode, a, tmpdir, rep=0):
     return r
 
 
+def instances(scenario):
+    return 3 if scenario == "share3" else 1
+
+
 def available(scenario):
-    if scenario in ("edgefilter", "edgefilter-w0", "embedded"):
+    if scenario in ("edgefilter", "edgefilter-w0", "embedded", "share1", "share3"):
         return os.path.exists(EDGEFILTER)
     if scenario == "rumqttc":
         return os.path.exists(RUMQTTC_FILTER)
@@ -281,6 +302,36 @@ def row(scenario, qos, runs):
         fmt(cpu_us(burst, "broker_cpu_s"), "{:.2f}"),
         fmt(med([r.get("broker_rss_mb") for r in burst + paced]), "{:.0f}"),
         (note or ("ok" if n else "–")),
+    )
+
+
+def scale_row(scenario, qos, runs):
+    """Scale-out: where the CPU goes during the burst (cores busy = CPU s / loadgen wall s)."""
+    burst = [r for r in runs if r["mode"] == "burst" and "summary" in r]
+    paced = [r for r in runs if r["mode"] == "paced" and "summary" in r]
+    n = instances(scenario)
+
+    def cores(key):
+        return med([r[key] / r["wall_s"] for r in burst if r.get(key) is not None and r.get("wall_s")])
+
+    def us(key):
+        return med([r[key] * 1e6 / r["summary"]["sent"] for r in burst
+                    if r.get(key) is not None and r["summary"]["sent"]])
+
+    def fmt(x, spec="{:,.0f}"):
+        return "–" if x is None else spec.format(x)
+
+    per = [cores(f"filter{i}_cpu_s") for i in range(n)]
+    return "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+        scenario, qos, n,
+        fmt(med([r["summary"]["throughput"] for r in burst])),
+        fmt(med([r["summary"]["lost"] for r in burst])),
+        fmt(med([r["summary"]["lost"] for r in paced])),
+        fmt(cores("broker_cpu_s"), "{:.2f}"),
+        fmt(cores("filter_cpu_s"), "{:.2f}"),
+        " / ".join(fmt(c, "{:.2f}") for c in per),
+        fmt(us("broker_cpu_s"), "{:.2f}"),
+        fmt(us("filter_cpu_s"), "{:.2f}"),
     )
 
 
@@ -347,6 +398,17 @@ def main():
             runs = [r for r in results if r["scenario"] == scenario and r["qos"] == qos]
             if runs:
                 print(row(scenario, qos, runs))
+    share = [s for s in a.scenarios.split(",") if s.startswith("share")]
+    if share:
+        print("\nScale-out (burst; cores busy = CPU seconds ÷ loadgen wall seconds, median):\n")
+        print("| scenario | QoS | instances | burst msg/s | lost (burst) | lost (paced) | mosquitto cores "
+              "| filters' cores (sum) | cores per instance | mosquitto µs CPU/msg | filters µs CPU/msg |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for qos in sorted({r["qos"] for r in results}):
+            for scenario in share:
+                runs = [r for r in results if r["scenario"] == scenario and r["qos"] == qos]
+                if runs:
+                    print(scale_row(scenario, qos, runs))
     print(f"\nraw: {os.path.relpath(out_path, ROOT)}")
 
 

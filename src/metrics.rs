@@ -289,7 +289,7 @@ impl Metrics {
         out
     }
 
-    /// The pipeline's state; the connection loop calls this once per turn (atomic stores).
+    /// The pipeline's state; `Flow::poll` calls this once per loop turn (atomic stores).
     pub fn pipeline(&self, s: PipelineState) {
         let g = &self.pipeline;
         g.pending.set(s.pending as i64);
