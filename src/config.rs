@@ -668,6 +668,14 @@ mod tests {
         assert!(e(&["--broker", "http://x"]).starts_with("--broker"));
         assert!(e(&["--input-topic", "a/#/b"]).contains("--input-topic"));
         assert!(e(&["--input-topic", "#"]).contains("alert loop"));
+        // A `$` topic is matched by a literal filter (fuzzing found rumqttc's matches did not).
+        assert!(e(&[
+            "--input-topic",
+            "$x/#",
+            "--alert-topic",
+            "$x/alerts/{topic}"
+        ])
+        .contains("alert loop"));
         assert!(e(&["--alert-topic", "out/+"]).contains("--alert-topic"));
         assert!(e(&["--field", "machine..temperature"]).starts_with("--field"));
         assert!(

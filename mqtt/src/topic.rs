@@ -5,7 +5,29 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-pub use rumqttc::v5::mqttbytes::{matches, valid_filter};
+pub use rumqttc::v5::mqttbytes::valid_filter;
+
+/// Whether `filter` matches the topic name `topic` (MQTT 5 §4.7): `+` one level, `#` any rest
+/// (the parent level included), and a topic starting with `$` is not matched by a filter
+/// starting with a wildcard — but is by a literal one (`$x/#` matches `$x/y`).
+/// (rumqttc's `matches` never matches a `$` topic, which let `--input-topic '$x/#'
+/// --alert-topic '$x/alerts/{topic}'` through the alert-loop check.)
+pub fn matches(topic: &str, filter: &str) -> bool {
+    if topic.starts_with('$') && filter.starts_with(['+', '#']) {
+        return false;
+    }
+    let mut topics = topic.split('/');
+    for f in filter.split('/') {
+        if f == "#" {
+            return true;
+        }
+        match topics.next() {
+            Some(t) if f == "+" || f == t => continue,
+            _ => return false,
+        }
+    }
+    topics.next().is_none()
+}
 
 /// The longest topic MQTT can carry: its length is a u16 on the wire (3.1.1 §1.5.3, 5 §1.5.4).
 pub const MAX_TOPIC_LEN: usize = 65_535;
@@ -205,6 +227,21 @@ mod tests {
             check_publishable(&Template::parse("{topic}").unwrap().render("")),
             Err(Unpublishable::Empty)
         );
+    }
+
+    #[test]
+    fn dollar_topics_match_literal_filters_only() {
+        assert!(matches("$t", "$t"));
+        assert!(matches("$x/alerts/$x/y", "$x/#"));
+        assert!(matches("$SYS/broker/load", "$SYS/+/load"));
+        assert!(!matches("$SYS/broker", "#"));
+        assert!(!matches("$SYS/broker", "+/broker"));
+        assert!(matches("a/b", "a/b/#"));
+        assert!(matches("a", "a/#"));
+        assert!(matches("a/b/c", "a/+/c"));
+        assert!(!matches("a/b", "a/b/c"));
+        assert!(!matches("a/b/c", "a/b"));
+        assert!(matches("/x", "+/x") && matches("/x", "/+") && !matches("x", "x/+"));
     }
 
     #[test]
