@@ -34,7 +34,6 @@ from bench import free_port  # noqa: E402  (scripts/bench.py, importable without
 
 # Case name -> the issue 8 item that makes it fail today.
 KNOWN_FAILING = {
-    "poison-topic": "item 1: the 65,537-byte alert topic wraps its u16 length; the filter reconnects forever",
     "overload-2x": "item 2: --max-pending does not bound memory (peak RSS over 64 MB)",
     "oversize-2MB": "item 9: MQTT 5 Maximum Packet Size ~1.1 MB: the broker drops larger input silently",
 }
