@@ -13,6 +13,9 @@ Scenarios:
                 the ceiling of the broker path for this flow
   edgefilter    edgefilter run --broker … (default settings: --workers = CPU count)
   edgefilter-w0 edgefilter run --workers 0 (verdicts on the connection thread)
+  base, base-w0, base-embedded
+                the same three with the binary given by --base-bin (another commit's build, e.g.
+                from a git worktree): before/after figures of a change in one run
   embedded      edgefilter with its embedded broker (no mosquitto): loadgen talks to it
   rumqttc       examples/rumqttc_filter.rs: the same verdict on rumqttc's own event loop
                 (what owning the loop on rumqttc's codec gains; acks inputs without
@@ -53,6 +56,7 @@ EDGEFILTER = os.path.join(ROOT, "target/release/edgefilter")
 LOADGEN = os.path.join(ROOT, "target/release/loadgen")
 RUMQTTC_FILTER = os.path.join(ROOT, "target/release/examples/rumqttc_filter")
 TICK = os.sysconf("SC_CLK_TCK")
+BASE_BIN = None  # --base-bin
 
 
 def log(*a):
@@ -133,7 +137,7 @@ class Run:
         self.logs = []
 
     def start(self):
-        if self.scenario != "embedded":
+        if not self.scenario.endswith("embedded"):
             conf = os.path.join(self.tmp, "mosquitto.conf")
             with open(conf, "w") as f:
                 f.write(MOSQUITTO_CONF.format(port=self.port))
@@ -144,7 +148,7 @@ class Run:
             cmd = self.filter_cmd(i)
             if cmd:
                 self.filters.append(self._spawn(cmd, f"{self.scenario}-{i}"))
-                if self.scenario == "embedded" and not wait_port(self.port):
+                if self.scenario.endswith("embedded") and not wait_port(self.port):
                     raise RuntimeError("embedded broker did not start")
 
     def _spawn(self, cmd, name):
@@ -159,12 +163,16 @@ class Run:
                   "--client-id", f"ef-bench-{os.getpid()}-{i}"]
         if s in ("share1", "share3"):
             return [EDGEFILTER, "run", "--broker", f"mqtt://127.0.0.1:{port}", "--share-group", "bench"] + common
+        binary = EDGEFILTER
+        if s.startswith("base"):
+            binary, s = BASE_BIN, {"base": "edgefilter", "base-w0": "edgefilter-w0",
+                                   "base-embedded": "embedded"}.get(s, s)
         if s == "edgefilter":
-            return [EDGEFILTER, "run", "--broker", f"mqtt://127.0.0.1:{port}"] + common
+            return [binary, "run", "--broker", f"mqtt://127.0.0.1:{port}"] + common
         if s == "edgefilter-w0":
-            return [EDGEFILTER, "run", "--broker", f"mqtt://127.0.0.1:{port}", "--workers", "0"] + common
+            return [binary, "run", "--broker", f"mqtt://127.0.0.1:{port}", "--workers", "0"] + common
         if s == "embedded":
-            return [EDGEFILTER, "run", "--listen", f"127.0.0.1:{port}"] + common
+            return [binary, "run", "--listen", f"127.0.0.1:{port}"] + common
         if s == "rumqttc":
             return [RUMQTTC_FILTER, f"mqtt://127.0.0.1:{port}", str(q)]
         if s == "seed":
@@ -218,13 +226,13 @@ class Run:
         rss = [result.get(f"filter{i}_rss_mb") for i in range(len(self.filters))]
         if self.filters and None not in rss:
             result["filter_rss_mb"] = sum(rss)
-        if self.scenario == "embedded":
+        if self.scenario.endswith("embedded"):
             result["broker_cpu_s"] = None  # the broker is inside the filter process
         return result
 
     def close(self):
         for f in self.filters:
-            stop(f, signal.SIGINT if self.scenario.startswith(("edgefilter", "embedded", "share")) else signal.SIGTERM)
+            stop(f, signal.SIGINT if self.scenario.startswith(("edgefilter", "embedded", "share", "base")) else signal.SIGTERM)
         stop(self.broker)
         for f in self.logs:
             f.close()
@@ -256,6 +264,8 @@ def instances(scenario):
 
 
 def available(scenario):
+    if scenario.startswith("base"):
+        return BASE_BIN is not None and os.path.exists(BASE_BIN)
     if scenario in ("edgefilter", "edgefilter-w0", "embedded", "share1", "share3"):
         return os.path.exists(EDGEFILTER)
     if scenario == "rumqttc":
@@ -348,7 +358,13 @@ def main():
     ap.add_argument("--scenarios", default="broker,edgefilter,edgefilter-w0,embedded,rumqttc,seed,nodered")
     ap.add_argument("--timeout", type=int, default=180, help="seconds before a loadgen run is abandoned")
     ap.add_argument("--report-dir", help="write loadgen's --report (HTML charts) of every run into this directory")
+    ap.add_argument("--base-bin", help="an edgefilter binary of another commit, for the base* scenarios")
+    ap.add_argument("--interleave", action="store_true",
+                    help="repetition outermost (rep 1 of every scenario, then rep 2, ...): fairer "
+                         "before/after comparisons on a machine whose load drifts")
     a = ap.parse_args()
+    global BASE_BIN
+    BASE_BIN = os.path.abspath(a.base_bin) if a.base_bin else None
     if a.report_dir:
         a.report_dir = os.path.abspath(a.report_dir)
         os.makedirs(a.report_dir, exist_ok=True)
@@ -369,24 +385,31 @@ def main():
     results = []
     with open(out_path, "w") as out, tempfile.TemporaryDirectory() as tmp:
         out.write(json.dumps({"machine": machine}) + "\n")
+        scenarios = []
+        for scenario in a.scenarios.split(","):
+            if available(scenario):
+                scenarios.append(scenario)
+            else:
+                log(f"{scenario}: not installed, skipped (see ../shared/peers/run.sh setup, --base-bin)")
+        plan = []
         for qos in [int(q) for q in a.qos.split(",")]:
-            for scenario in a.scenarios.split(","):
-                if not available(scenario):
-                    log(f"{scenario}: not installed, skipped (see ../shared/peers/run.sh setup)")
-                    continue
-                for rep in range(a.reps):
-                    for mode in a.modes.split(","):
-                        d = os.path.join(tmp, f"{scenario}-{qos}-{mode}-{rep}")
-                        os.makedirs(d)
-                        r = measure(scenario, qos, mode, a, d, rep)
-                        r["rep"] = rep
-                        s = r.get("summary", {})
-                        log(f"{scenario} qos{qos} {mode} #{rep}: {s.get('throughput', 0):,.0f} msg/s "
-                            f"lost {s.get('lost')} p99 {s.get('latency_us', {}).get('p99', 0) / 1000:.2f} ms "
-                            f"filter cpu {r.get('filter_cpu_s')} s rc {r.get('rc')}")
-                        out.write(json.dumps(r) + "\n")
-                        out.flush()
-                        results.append(r)
+            if a.interleave:
+                plan += [(qos, s, rep) for rep in range(a.reps) for s in scenarios]
+            else:
+                plan += [(qos, s, rep) for s in scenarios for rep in range(a.reps)]
+        for qos, scenario, rep in plan:
+            for mode in a.modes.split(","):
+                d = os.path.join(tmp, f"{scenario}-{qos}-{mode}-{rep}")
+                os.makedirs(d)
+                r = measure(scenario, qos, mode, a, d, rep)
+                r["rep"] = rep
+                s = r.get("summary", {})
+                log(f"{scenario} qos{qos} {mode} #{rep}: {s.get('throughput', 0):,.0f} msg/s "
+                    f"lost {s.get('lost')} p99 {s.get('latency_us', {}).get('p99', 0) / 1000:.2f} ms "
+                    f"filter cpu {r.get('filter_cpu_s')} s rc {r.get('rc')}")
+                out.write(json.dumps(r) + "\n")
+                out.flush()
+                results.append(r)
     print(f"\n## Benchmark {stamp} ({machine['cpus']} CPUs, load {' '.join(machine['load'])}, "
           f"{machine['mosquitto']}; burst N={a.n}, paced {a.rate[0]}/{a.rate[1]} msg/s (QoS 0/1) for "
           f"{a.duration} s, median of {a.reps})\n")

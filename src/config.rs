@@ -67,6 +67,33 @@ pub enum AzureEdge {
     Off,
 }
 
+/// The defaults of `edgefilter run`'s flags, in one place: clap shows and applies them, and
+/// [`Settings::defaults`] builds the same settings without parsing anything (the demo).
+pub mod defaults {
+    pub const LISTEN: &str = "127.0.0.1:1883";
+    pub const INPUT_TOPIC: &str = "telemetry/#";
+    pub const ALERT_TOPIC: &str = "alerts/{topic}";
+    pub const FIELD: &str = "machine.temperature";
+    pub const THRESHOLD: f64 = 25.0;
+    pub const TWIN_TOPIC: &str = "edgefilter/twin";
+    pub const QOS: u8 = 1;
+    pub const INLINE_BATCH: usize = 32;
+    pub const BATCH_MAX: usize = 256;
+    pub const BATCH_LINGER: &str = "0ms";
+    pub const DEAD_LETTER_TOPIC: &str = "edgefilter/deadletter";
+    pub const CLIENT_ID: &str = "edgefilter";
+    pub const METRICS_ADDR: &str = "127.0.0.1:9600";
+    pub const MAX_PAYLOAD: usize = 262_144;
+    pub const DRAIN_TIMEOUT: &str = "10s";
+    pub const STATS_INTERVAL: &str = "10s";
+    pub const INPUT_NAME: &str = "input1";
+    pub const OUTPUT_NAME: &str = "output1";
+    pub const AZURE_TOKEN_TTL: &str = "1h";
+    pub const MAX_PENDING: usize = 8192;
+    pub const MAX_INFLIGHT: u16 = 4096;
+    pub const KEEP_ALIVE: &str = "30s";
+}
+
 /// Flags of `edgefilter run`. Every flag can also come from an `EDGEFILTER_*` variable.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -81,7 +108,7 @@ pub struct RunArgs {
     pub broker: Option<BrokerArg>,
 
     /// Address the embedded broker listens on for MQTT 3.1.1 (only without --broker).
-    #[arg(long, env = "EDGEFILTER_LISTEN", default_value = "127.0.0.1:1883")]
+    #[arg(long, env = "EDGEFILTER_LISTEN", default_value = defaults::LISTEN)]
     pub listen: String,
 
     /// Also serve MQTT 5 on this address (embedded broker); the filter then uses MQTT 5 itself,
@@ -94,33 +121,33 @@ pub struct RunArgs {
         long = "input-topic",
         env = "EDGEFILTER_INPUT_TOPIC",
         value_delimiter = ',',
-        default_value = "telemetry/#"
+        default_value = defaults::INPUT_TOPIC
     )]
     pub input_topics: Vec<String>,
 
     /// Where alerts go; `{topic}` is replaced by the input topic.
-    #[arg(long, env = "EDGEFILTER_ALERT_TOPIC", default_value = "alerts/{topic}")]
+    #[arg(long, env = "EDGEFILTER_ALERT_TOPIC", default_value = defaults::ALERT_TOPIC)]
     pub alert_topic: String,
 
     /// Dotted path of the number compared with the threshold.
-    #[arg(long, env = "EDGEFILTER_FIELD", default_value = "machine.temperature")]
+    #[arg(long, env = "EDGEFILTER_FIELD", default_value = defaults::FIELD)]
     pub field: String,
 
     /// Initial threshold (a twin patch replaces it at runtime).
     #[arg(
         long,
         env = "EDGEFILTER_THRESHOLD",
-        default_value = "25",
+        default_value_t = defaults::THRESHOLD,
         allow_negative_numbers = true
     )]
     pub threshold: f64,
 
     /// Topic prefix of the generic MQTT twin (`<prefix>/desired`, `<prefix>/reported`).
-    #[arg(long, env = "EDGEFILTER_TWIN_TOPIC", default_value = "edgefilter/twin")]
+    #[arg(long, env = "EDGEFILTER_TWIN_TOPIC", default_value = defaults::TWIN_TOPIC)]
     pub twin_topic: String,
 
     /// 1: at-least-once end to end (input acked after its alert is acked); 0: at-most-once.
-    #[arg(long, env = "EDGEFILTER_QOS", default_value = "1", value_parser = clap::value_parser!(u8).range(0..=1))]
+    #[arg(long, env = "EDGEFILTER_QOS", default_value_t = defaults::QOS, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub qos: u8,
 
     /// Verdict worker threads (default: the number of CPUs); 0 decides on the connection's own
@@ -130,16 +157,16 @@ pub struct RunArgs {
 
     /// Batches of at most this many messages are decided on the connection's thread when their
     /// worker is idle (a hand-off costs about 40 verdicts); 0 sends every batch to the workers.
-    #[arg(long, env = "EDGEFILTER_INLINE_BATCH", default_value = "32")]
+    #[arg(long, env = "EDGEFILTER_INLINE_BATCH", default_value_t = defaults::INLINE_BATCH)]
     pub inline_batch: usize,
 
     /// Most alerts written in one flush (one JSON array with --batch-format array).
-    #[arg(long, env = "EDGEFILTER_BATCH_MAX", default_value = "256")]
+    #[arg(long, env = "EDGEFILTER_BATCH_MAX", default_value_t = defaults::BATCH_MAX)]
     pub batch_max: usize,
 
     /// How long a batch may wait for more alerts before it is flushed (0 = flush as soon as the
     /// connection has nothing else ready).
-    #[arg(long, env = "EDGEFILTER_BATCH_LINGER", default_value = "0ms", value_parser = parse_duration)]
+    #[arg(long, env = "EDGEFILTER_BATCH_LINGER", default_value = defaults::BATCH_LINGER, value_parser = parse_duration)]
     pub batch_linger: Duration,
 
     #[arg(
@@ -154,12 +181,12 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "EDGEFILTER_DEAD_LETTER_TOPIC",
-        default_value = "edgefilter/deadletter"
+        default_value = defaults::DEAD_LETTER_TOPIC
     )]
     pub dead_letter_topic: String,
 
     /// MQTT client id; the persistent session is keyed by it.
-    #[arg(long, env = "EDGEFILTER_CLIENT_ID", default_value = "edgefilter")]
+    #[arg(long, env = "EDGEFILTER_CLIENT_ID", default_value = defaults::CLIENT_ID)]
     pub client_id: String,
 
     /// Subscribe as `$share/NAME/<filter>` so several instances split the input.
@@ -192,16 +219,16 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "EDGEFILTER_METRICS_ADDR",
-        default_value = "127.0.0.1:9600"
+        default_value = defaults::METRICS_ADDR
     )]
     pub metrics_addr: String,
 
     /// Larger payloads are rejected (`too_large`) without being parsed.
-    #[arg(long, env = "EDGEFILTER_MAX_PAYLOAD", default_value = "262144")]
+    #[arg(long, env = "EDGEFILTER_MAX_PAYLOAD", default_value_t = defaults::MAX_PAYLOAD)]
     pub max_payload: usize,
 
     /// On SIGTERM/SIGINT, how long to wait for outstanding alert acknowledgements.
-    #[arg(long, env = "EDGEFILTER_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "EDGEFILTER_DRAIN_TIMEOUT", default_value = defaults::DRAIN_TIMEOUT, value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
     #[arg(
@@ -213,7 +240,7 @@ pub struct RunArgs {
     pub log_format: LogFormat,
 
     /// Interval of the one-line statistics log (0 disables).
-    #[arg(long, env = "EDGEFILTER_STATS_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "EDGEFILTER_STATS_INTERVAL", default_value = defaults::STATS_INTERVAL, value_parser = parse_duration)]
     pub stats_interval: Duration,
 
     #[arg(
@@ -225,28 +252,28 @@ pub struct RunArgs {
     pub azure_edge: AzureEdge,
 
     /// IoT Edge module input that is filtered (others are counted and acknowledged).
-    #[arg(long, env = "EDGEFILTER_INPUT_NAME", default_value = "input1")]
+    #[arg(long, env = "EDGEFILTER_INPUT_NAME", default_value = defaults::INPUT_NAME)]
     pub input_name: String,
 
     /// IoT Edge: lifetime of the SAS tokens (the connection is renewed 2 min before expiry,
     /// or at half the lifetime for short ones).
-    #[arg(long, env = "EDGEFILTER_AZURE_TOKEN_TTL", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, env = "EDGEFILTER_AZURE_TOKEN_TTL", default_value = defaults::AZURE_TOKEN_TTL, value_parser = parse_duration)]
     pub azure_token_ttl: Duration,
 
     /// IoT Edge module output the alerts are sent to.
-    #[arg(long, env = "EDGEFILTER_OUTPUT_NAME", default_value = "output1")]
+    #[arg(long, env = "EDGEFILTER_OUTPUT_NAME", default_value = defaults::OUTPUT_NAME)]
     pub output_name: String,
 
     /// Most input messages in the pipeline (received, not yet acknowledged) before reading pauses.
-    #[arg(long, env = "EDGEFILTER_MAX_PENDING", default_value = "8192")]
+    #[arg(long, env = "EDGEFILTER_MAX_PENDING", default_value_t = defaults::MAX_PENDING)]
     pub max_pending: usize,
 
     /// Most unacknowledged outgoing QoS 1 publishes (the broker's Receive Maximum also applies).
-    #[arg(long, env = "EDGEFILTER_MAX_INFLIGHT", default_value = "4096", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "EDGEFILTER_MAX_INFLIGHT", default_value_t = defaults::MAX_INFLIGHT, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_inflight: u16,
 
     /// MQTT keep-alive interval.
-    #[arg(long, env = "EDGEFILTER_KEEP_ALIVE", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "EDGEFILTER_KEEP_ALIVE", default_value = defaults::KEEP_ALIVE, value_parser = parse_duration)]
     pub keep_alive: Duration,
 }
 
@@ -300,13 +327,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// One line naming what is wrong with the configuration.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("--broker: {0}")]
+    #[error("--broker")]
     Broker(#[from] BrokerUrlError),
     #[error("--listen/--listen-v5 {0:?}: expected HOST:PORT such as 127.0.0.1:1883")]
     Listen(String),
     #[error("--metrics-addr {0:?}: expected HOST:PORT or `off`")]
     MetricsAddr(String),
-    #[error("--field: {0}")]
+    #[error("--field")]
     Field(#[from] FieldPathError),
     #[error("--threshold must be a finite number, got {0}")]
     Threshold(f64),
@@ -334,7 +361,7 @@ pub enum ConfigError {
     MaxPayload,
     #[error("--client-cert and --client-key must be given together")]
     ClientCertPair,
-    #[error("{flag} {path}: {source}")]
+    #[error("{flag} {path}")]
     File {
         flag: &'static str,
         path: String,
@@ -602,6 +629,46 @@ impl RunArgs {
 }
 
 impl Settings {
+    /// The settings of `edgefilter run` without flags (nor variables), for `target`: what the
+    /// demo starts from. Built from [`defaults`], as clap applies them (tested).
+    pub fn defaults(target: Target) -> Settings {
+        let duration = |s: &str| parse_duration(s).unwrap_or_default();
+        Settings {
+            target,
+            input_topics: vec![defaults::INPUT_TOPIC.to_string()],
+            alert_topic: topic::Template::parse(defaults::ALERT_TOPIC)
+                .expect("the default alert topic is a valid template"),
+            field: FieldPath::parse(defaults::FIELD).expect("the default field is a valid path"),
+            threshold: defaults::THRESHOLD,
+            twin_topic: defaults::TWIN_TOPIC.to_string(),
+            qos: defaults::QOS,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            inline_batch: defaults::INLINE_BATCH,
+            batch_max: defaults::BATCH_MAX,
+            batch_linger: duration(defaults::BATCH_LINGER),
+            batch_format: BatchFormat::Single,
+            dead_letter_topic: Some(defaults::DEAD_LETTER_TOPIC.to_string()),
+            client_id: defaults::CLIENT_ID.to_string(),
+            share_group: None,
+            tls: TlsFiles::default(),
+            username: None,
+            password: None,
+            mqtt_version: MqttVersion::V5,
+            metrics_addr: parse_addr(defaults::METRICS_ADDR),
+            max_payload: defaults::MAX_PAYLOAD,
+            drain_timeout: duration(defaults::DRAIN_TIMEOUT),
+            log_format: LogFormat::Text,
+            stats_interval: duration(defaults::STATS_INTERVAL),
+            azure_edge: AzureEdge::Auto,
+            azure_token_ttl: duration(defaults::AZURE_TOKEN_TTL),
+            input_name: defaults::INPUT_NAME.to_string(),
+            output_name: defaults::OUTPUT_NAME.to_string(),
+            max_pending: defaults::MAX_PENDING,
+            max_inflight: defaults::MAX_INFLIGHT,
+            keep_alive: duration(defaults::KEEP_ALIVE),
+        }
+    }
+
     /// The subscription filters for the input, with the share group applied.
     pub fn input_subscriptions(&self) -> Vec<String> {
         self.input_topics
@@ -664,7 +731,7 @@ mod tests {
 
     #[test]
     fn mistakes_are_named() {
-        let e = |a: &[&str]| args(a).validate().unwrap_err().to_string();
+        let e = |a: &[&str]| crate::logging::chain(&args(a).validate().unwrap_err());
         assert!(e(&["--broker", "http://x"]).starts_with("--broker"));
         assert!(e(&["--input-topic", "a/#/b"]).contains("--input-topic"));
         assert!(e(&["--input-topic", "#"]).contains("alert loop"));
@@ -690,7 +757,7 @@ mod tests {
     fn credentials_never_show() {
         let a = args(&["--broker", "mqtt://gw1:s3cret@broker:1883"]);
         assert!(!format!("{a:?}").contains("s3cret"));
-        let e = a.validate().unwrap_err().to_string();
+        let e = crate::logging::chain(&a.validate().unwrap_err());
         assert!(e.starts_with("--broker"), "{e}");
         assert!(e.contains("--password-file"), "{e}");
         assert!(!e.contains("s3cret"), "{e}");
@@ -706,6 +773,13 @@ mod tests {
             !shown.contains("s3cret") && shown.contains("password: Some(\"***\")"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn built_defaults_equal_an_empty_command_line() {
+        let parsed = args(&[]).validate().unwrap();
+        let built = Settings::defaults(parsed.target.clone());
+        assert_eq!(format!("{built:?}"), format!("{parsed:?}"));
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub const PASSWORD_KEY: &str = "password";
 /// A configuration file that cannot be used, in one line.
 #[derive(Debug, Error)]
 pub enum FileError {
-    #[error("--config {path}: {source}")]
+    #[error("--config {path}")]
     Read {
         path: String,
         source: std::io::Error,
@@ -339,7 +339,7 @@ fn toml_value(raw: &str) -> String {
 /// Why `config check` refused a file.
 #[derive(Debug, Error)]
 pub enum CheckError {
-    #[error("{0}")]
+    #[error(transparent)]
     File(#[from] FileError),
     #[error("{path}: {why}")]
     Invalid { path: String, why: String },

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tokio::sync::watch;
 
-use crate::config::{Cli, Command, DemoArgs};
+use crate::config::{DemoArgs, Settings, Target};
 use crate::io::embedded::free_local_addr;
 use crate::run::Shared;
 use crate::sensor::{unix_micros, write_body, Sensor, Tracking};
+use crate::shutdown::Shutdown;
 
 /// The threshold the twin sets halfway: above the sawtooth's top, so alerts stop.
 const RAISED_THRESHOLD: f64 = 105.0;
@@ -37,27 +37,18 @@ struct Seen {
     latency: Mutex<Option<Histogram<u64>>>,
 }
 
-pub async fn run(args: DemoArgs, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(args: DemoArgs, shutdown: impl Into<Shutdown>) -> anyhow::Result<()> {
+    let mut shutdown = shutdown.into();
     anyhow::ensure!(args.rate > 0, "--rate must be at least 1");
     anyhow::ensure!(args.devices > 0, "--devices must be at least 1");
     let addr = free_local_addr().context("no free local port for the embedded broker")?;
     let metrics_addr = free_local_addr().context("no free local port for the metrics endpoint")?;
-    let argv = [
-        "edgefilter",
-        "run",
-        "--listen",
-        &addr.to_string(),
-        "--metrics-addr",
-        &metrics_addr.to_string(),
-        "--stats-interval",
-        "0",
-        "--client-id",
-        "edgefilter-demo",
-    ];
-    let Command::Run(run_args) = <Cli as clap::Parser>::try_parse_from(argv)?.command else {
-        unreachable!("the demo builds a run command")
-    };
-    let settings = run_args.validate()?;
+    // The settings of `edgefilter run --listen ADDR`, built directly: nothing from the
+    // command line or the environment leaks into the tour.
+    let mut settings = Settings::defaults(Target::Embedded { v4: addr, v5: None });
+    settings.metrics_addr = Some(metrics_addr);
+    settings.stats_interval = Duration::ZERO;
+    settings.client_id = "edgefilter-demo".into();
     let threshold = settings.threshold;
     let shared = Shared::new(threshold);
     let metrics = shared.metrics.clone();
@@ -76,14 +67,14 @@ pub async fn run(args: DemoArgs, mut shutdown: watch::Receiver<bool>) -> anyhow:
     );
     println!();
 
-    let (filter_stop_tx, filter_stop_rx) = watch::channel(false);
+    let (filter_stop, filter_stop_rx) = crate::shutdown::channel();
     let filter = tokio::spawn(crate::run::run(settings, shared, filter_stop_rx));
 
     // Wait for the filter's connection before the clock starts.
     let ready_by = Instant::now() + Duration::from_secs(10);
     while !metrics.is_connected() {
         if filter.is_finished() || Instant::now() > ready_by {
-            let _ = filter_stop_tx.send(true);
+            filter_stop.fire();
             return match filter.await {
                 Ok(Err(e)) => Err(e).context("the filter did not start"),
                 _ => anyhow::bail!("the filter did not connect to the embedded broker within 10 s"),
@@ -99,7 +90,7 @@ pub async fn run(args: DemoArgs, mut shutdown: watch::Receiver<bool>) -> anyhow:
     });
     let (monitor, monitor_task) = start_monitor(addr, seen.clone()).await?;
     let sent = Arc::new(AtomicU64::new(0));
-    let (sensors_stop_tx, sensors_stop_rx) = watch::channel(false);
+    let (sensors_stop, sensors_stop_rx) = crate::shutdown::channel();
     let sensors = tokio::spawn(sensors(addr, args.clone(), sent.clone(), sensors_stop_rx));
 
     let start = Instant::now();
@@ -114,7 +105,7 @@ pub async fn run(args: DemoArgs, mut shutdown: watch::Receiver<bool>) -> anyhow:
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shutdown.changed() => { interrupted = true; break; }
+            _ = shutdown.wait() => { interrupted = true; break; }
         }
         let elapsed = start.elapsed();
         if !twin_sent && elapsed >= half {
@@ -151,7 +142,7 @@ pub async fn run(args: DemoArgs, mut shutdown: watch::Receiver<bool>) -> anyhow:
     }
 
     // Stop the sensors, let the last alerts arrive, then drain the filter.
-    let _ = sensors_stop_tx.send(true);
+    sensors_stop.fire();
     let sent_total = sensors.await.context("sensors task")??;
     let settle_until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < settle_until {
@@ -161,7 +152,7 @@ pub async fn run(args: DemoArgs, mut shutdown: watch::Receiver<bool>) -> anyhow:
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = filter_stop_tx.send(true);
+    filter_stop.fire();
     filter.await.context("filter task")??;
     monitor_task.abort();
 
@@ -299,7 +290,7 @@ async fn sensors(
     addr: std::net::SocketAddr,
     args: DemoArgs,
     sent: Arc<AtomicU64>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Shutdown,
 ) -> anyhow::Result<u64> {
     let (client, mut events) = AsyncClient::new(options("edgefilter-demo-sensors", addr), 10_000);
     let poller = tokio::spawn(async move {
@@ -322,7 +313,7 @@ async fn sensors(
     'outer: loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.changed() => break 'outer,
+            _ = stop.wait() => break 'outer,
         }
         // Open loop: everything whose send time has come.
         let due = (start.elapsed().as_secs_f64() / period.as_secs_f64()) as u64;

@@ -212,6 +212,18 @@ where
     }
 }
 
+/// An error and its causes on one line (`what: why: root cause`), for log lines.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

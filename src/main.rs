@@ -6,11 +6,11 @@
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use tokio::sync::watch;
 
 use edgefilter::config::Command;
 use edgefilter::config_file::{self, ConfigCommand, ParseError, Parsed};
 use edgefilter::run::Shared;
+use edgefilter::shutdown::Shutdown;
 
 fn main() -> ExitCode {
     let parsed = match config_file::parse(std::env::args_os().collect()) {
@@ -46,20 +46,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes on one line, skipping causes the message already quotes.
+/// The error and its causes on one line (`what: why: root cause`). Every error of the
+/// library either names its cause in its message or returns it as its source, never both, so
+/// the chain says each thing once.
 fn one_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line.replace('\n', " ")
+    format!("{e:#}").replace('\n', " ")
 }
 
 fn real_main(parsed: Parsed) -> anyhow::Result<()> {
@@ -95,13 +86,9 @@ fn real_main(parsed: Parsed) -> anyhow::Result<()> {
             }
             edgefilter::logging::init(settings.log_format);
             runtime.block_on(async {
-                let (tx, rx) = watch::channel(false);
-                tokio::spawn(async move {
-                    wait_for_signal().await;
-                    let _ = tx.send(true);
-                });
+                let shutdown = on_signal();
                 let shared = Shared::new(settings.threshold);
-                edgefilter::run::run(settings, shared, rx).await
+                edgefilter::run::run(settings, shared, shutdown).await
             })?;
         }
         Command::Demo(args) => {
@@ -110,18 +97,21 @@ fn real_main(parsed: Parsed) -> anyhow::Result<()> {
                 std::env::set_var("RUST_LOG", "warn,rumqttd=off");
             }
             edgefilter::logging::init(edgefilter::config::LogFormat::Text);
-            runtime.block_on(async {
-                let (tx, rx) = watch::channel(false);
-                tokio::spawn(async move {
-                    wait_for_signal().await;
-                    let _ = tx.send(true);
-                });
-                edgefilter::demo::run(args, rx).await
-            })?;
+            runtime.block_on(async { edgefilter::demo::run(args, on_signal()).await })?;
         }
         Command::Config { .. } => {}
     }
     Ok(())
+}
+
+/// A shutdown that fires on SIGTERM or SIGINT (call inside the runtime).
+fn on_signal() -> Shutdown {
+    let (trigger, shutdown) = edgefilter::shutdown::channel();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        trigger.fire();
+    });
+    shutdown
 }
 
 /// SIGTERM (containers, systemd) or SIGINT (Ctrl-C).

@@ -35,7 +35,7 @@ pub enum RunError {
     },
     #[error(transparent)]
     Connection(#[from] ConnectionError),
-    #[error("IoT Edge")]
+    #[error(transparent)]
     Azure(#[from] AzureError),
 }
 

@@ -323,13 +323,14 @@ async fn daemon_errors_surface_with_status_and_message() {
         panic!("{e:?}")
     };
     assert_eq!(w.status(), Some(500));
+    // As printed: the error and its causes on one line.
     assert_eq!(
-        e.to_string(),
+        edgefilter::logging::chain(&e),
         "IoT Edge workload API: sign: HTTP 500: Could not sign: key primary not found"
     );
     let e = id.tls_config().await.unwrap_err();
     assert_eq!(
-        e.to_string(),
+        edgefilter::logging::chain(&e),
         "IoT Edge workload API: trust-bundle: HTTP 500: Could not sign: key primary not found"
     );
 

@@ -5,8 +5,9 @@
 //! with rumqttc's own decoder.
 
 use super::*;
-use crate::mqtt::codec::PublishProperties;
+use crate::mqtt::codec::{InPublish, PublishProperties};
 use crate::mqtt::topic::Template;
+use crate::pipeline::pool::shard_of;
 use crate::pipeline::stage::Stage;
 use crate::pipeline::verdict::FieldPath;
 use dialect::Generic;

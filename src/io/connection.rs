@@ -27,6 +27,7 @@ use super::handshake;
 use super::reconnect::Backoff;
 use super::transport::{Endpoint, Transport, TransportError};
 use crate::flow::{Drain, Flow, FlowError, Meta};
+use crate::logging::chain;
 use crate::mqtt::codec::{self, CodecError, ConnectOptions, Version};
 use crate::mqtt::tcp::{quick_ack, AckPolicy, QuickAck};
 use crate::pipeline::pool::{run_stage, Pool, SharedStage};
@@ -57,7 +58,7 @@ pub enum ConnectionError {
     Flow(#[from] FlowError),
     #[error("the verdict workers stopped")]
     WorkersGone,
-    #[error("IoT Edge")]
+    #[error(transparent)]
     Azure(#[from] AzureError),
 }
 
@@ -351,16 +352,4 @@ impl Connection {
         }
         Ok(())
     }
-}
-
-/// An error and its causes on one line (`a: b: c`).
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    line
 }

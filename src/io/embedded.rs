@@ -9,7 +9,7 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum EmbeddedError {
-    #[error("--listen {addr}: {source}")]
+    #[error("--listen {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,

@@ -28,7 +28,7 @@ pub enum TlsError {
     },
     #[error("{flag} {path}: no PEM certificate found")]
     NoCertificate { flag: &'static str, path: String },
-    #[error("TLS configuration: {0}")]
+    #[error("TLS configuration")]
     Rustls(#[from] rustls::Error),
 }
 

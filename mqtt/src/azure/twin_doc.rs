@@ -22,7 +22,7 @@ pub const MAX_REPORTED_VALUE_BYTES: usize = 4096;
 /// A full-twin or reported-patch document edgeHub cannot have meant.
 #[derive(Debug, thiserror::Error)]
 pub enum TwinDocError {
-    #[error("twin document is not JSON: {0}")]
+    #[error("twin document is not JSON")]
     Json(#[from] serde_json::Error),
     #[error("twin document: {0}")]
     Shape(&'static str),

@@ -74,7 +74,7 @@ pub enum AzureError {
     #[error("{name}: {reason}")]
     BadVariable { name: &'static str, reason: String },
     /// `EdgeModuleCACertificateFile` (or another PEM file) could not be read.
-    #[error("cannot read CA certificate file {path}: {source}")]
+    #[error("cannot read CA certificate file {path}")]
     CaFile {
         path: String,
         #[source]
@@ -84,10 +84,10 @@ pub enum AzureError {
     #[error("{origin}: {reason}")]
     Certificates { origin: String, reason: String },
     /// The workload API (IoT Edge security daemon) failed or refused.
-    #[error("IoT Edge workload API: {0}")]
+    #[error("IoT Edge workload API")]
     Workload(#[from] WorkloadError),
     /// The TLS configuration could not be built.
-    #[error("TLS configuration: {0}")]
+    #[error("TLS configuration")]
     Tls(#[from] rustls::Error),
 }
 

@@ -36,14 +36,14 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A failed workload API request. `request` is `sign` or `trust-bundle`.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
-    #[error("{request}: cannot connect to {path}: {source}")]
+    #[error("{request}: cannot connect to {path}")]
     Connect {
         request: &'static str,
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{request}: HTTP exchange failed: {source}")]
+    #[error("{request}: HTTP exchange failed")]
     Http {
         request: &'static str,
         #[source]

@@ -1,0 +1,168 @@
+//! `Flow`'s inbound side (MQTT in → stages): SUBACKs, inbound publishes routed through the
+//! dialect (inputs into their shard, twin documents applied at their arrival point), and the
+//! forming of batches for the stages.
+
+use std::time::Instant;
+
+use super::dialect::Route;
+use super::outbound::{Covers, Kind};
+use super::{Flow, FlowError, Meta};
+use crate::logging::chain;
+use crate::metrics::TwinResult;
+use crate::mqtt::azure::twin_doc;
+use crate::mqtt::codec::InPublish;
+use crate::pipeline::pool::shard_of;
+use crate::pipeline::stage::{Batch, Job, Rules};
+use crate::twin::Outcome;
+
+impl Flow {
+    pub(super) fn on_suback(&mut self, pkid: u16, granted: &[Option<u8>]) -> Result<(), FlowError> {
+        let Some(link) = &mut self.link else {
+            return Ok(());
+        };
+        let Some(i) = link.subscribing.iter().position(|(id, _)| *id == pkid) else {
+            return Ok(());
+        };
+        let (_, filters) = link.subscribing.swap_remove(i);
+        self.out.unreserve(pkid);
+        if let Some(refused) = granted.iter().position(Option::is_none) {
+            return Err(FlowError::SubscribeRefused(
+                filters.get(refused).cloned().unwrap_or_default(),
+            ));
+        }
+        if link.subscribing.is_empty() {
+            self.metrics.connected(true, self.subscribed_once);
+            self.subscribed_once = true;
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_publish(&mut self, mut p: InPublish, now: Instant) {
+        let pkid = (p.qos > 0).then_some(p.pkid);
+        match self.dialect.route(&mut p) {
+            Route::Input(props) => {
+                if self.draining.is_some() {
+                    // Not ours any more: unacknowledged, the broker redelivers it next session.
+                    return;
+                }
+                let seq = self.acks.push(pkid, now);
+                self.metrics.received(1);
+                let device = self.dialect.device_key(&p.topic, &props);
+                let shard = shard_of(&device, self.shards.len());
+                let meta = Meta {
+                    seq,
+                    qos: p.qos,
+                    topic: p.topic,
+                    props,
+                };
+                let job = Job::new(p.payload, device, now, meta);
+                let jobs = &mut self.shards[shard].jobs;
+                if jobs.capacity() == 0 {
+                    if let Some(v) = self.spare_jobs.pop() {
+                        *jobs = v;
+                    }
+                }
+                jobs.push(job);
+            }
+            Route::TwinDesired => {
+                // What arrived before the patch is judged with the rules before it.
+                self.dispatch(true);
+                let seq = self.acks.push(pkid, now);
+                self.apply_twin(&p.payload);
+                self.acks.done(seq);
+            }
+            Route::TwinFull => {
+                self.dispatch(true);
+                let seq = self.acks.push(pkid, now);
+                match twin_doc::parse_full_twin(&p.payload) {
+                    Ok(full) => self.apply_twin(&full.desired_json()),
+                    Err(e) => tracing::warn!("twin: unreadable full twin: {}", chain(&e)),
+                }
+                self.acks.done(seq);
+            }
+            Route::TwinAnswer { status, rid } => {
+                let seq = self.acks.push(pkid, now);
+                if status >= 300 {
+                    tracing::warn!("twin: request {rid} was answered with status {status}");
+                }
+                self.acks.done(seq);
+            }
+            Route::Ignore => {
+                let seq = self.acks.push(pkid, now);
+                self.metrics.ignored(1);
+                self.acks.done(seq);
+            }
+        }
+    }
+
+    /// Validates and applies a desired document, then reports.
+    pub(super) fn apply_twin(&mut self, doc: &[u8]) {
+        let before = self.twin.threshold();
+        let outcome = self.twin.handle(doc);
+        let result = match &outcome {
+            Outcome::Applied { threshold, changed } => {
+                self.rules = Rules::new(*threshold);
+                self.threshold.set(*threshold);
+                self.metrics.threshold(*threshold);
+                if *changed {
+                    tracing::info!(
+                        "twin: threshold {before} -> {threshold} ($version {})",
+                        self.twin.version().map_or("none".into(), |v| v.to_string())
+                    );
+                }
+                TwinResult::applied
+            }
+            Outcome::Refused(why) => {
+                tracing::warn!(
+                    "twin: refused a desired patch: {why}; the threshold stays {before}"
+                );
+                TwinResult::refused
+            }
+            Outcome::Stale { version, current } => {
+                tracing::info!("twin: ignored desired $version {version} (older than {current})");
+                TwinResult::stale
+            }
+        };
+        self.metrics.twin_update(result);
+        if result != TwinResult::stale {
+            let reported = self.dialect.reported(&self.twin);
+            self.publish(reported, Covers::Nothing, Kind::Control);
+        }
+    }
+
+    /// Forms batches of the collected jobs, with the rules in force.
+    ///
+    /// A worker gets its next batch only when its previous one came back (unless `force`):
+    /// under load the jobs that arrive meanwhile accumulate into one larger batch, so the
+    /// hand-offs (wake-ups and context switches, the dominant cost on small gateways) per
+    /// message fall as the rate rises, while an idle worker still gets a message at once.
+    /// `force` is for twin patches: what arrived before a patch must go with the old rules.
+    pub(super) fn dispatch(&mut self, force: bool) {
+        for s in 0..self.shards.len() {
+            let shard = &mut self.shards[s];
+            let pending = shard.jobs.len();
+            if pending == 0 {
+                continue;
+            }
+            let idle = shard.with_worker == 0;
+            // A hand-off and the hand-back cost about as much as 40 verdicts (two wake-ups and
+            // context switches): a small batch for an idle worker is decided on the loop's
+            // thread. An idle worker means nothing of this shard is out, so order holds.
+            let inline = !self.cfg.pooled || (idle && pending <= self.cfg.inline_batch);
+            if !inline && !idle && !force {
+                continue;
+            }
+            let jobs = std::mem::take(&mut shard.jobs);
+            if !inline {
+                shard.with_worker += 1;
+            }
+            self.in_stages += pending;
+            let mut batch = Batch::new(s, self.rules.clone(), jobs);
+            batch.pooled = !inline;
+            if let Some(outs) = self.spare_outs.pop() {
+                batch.outs = outs;
+            }
+            self.ready.push_back(batch);
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! `Flow`'s outbound side (stages → MQTT out): what each publish covers, rejections and dead
+//! letters, alert batches, the checks before anything is encoded, the outgoing window and the
+//! acknowledgements released in arrival order.
+
+use bytes::{Bytes, BytesMut};
+use std::time::Instant;
+
+use super::dead_letter::dead_letter_envelope;
+use super::dialect::InputProps;
+use super::Flow;
+use crate::logging::chain;
+use crate::mqtt::codec::{Encoder, OutPublish, Unpublishable};
+use crate::pipeline::batch::{group_by_key, json_array, Format};
+use crate::pipeline::verdict::Rejection;
+
+/// The inputs a publish finishes one part of when it is acknowledged (or written, at QoS 0).
+#[derive(Debug)]
+pub(super) enum Covers {
+    Nothing,
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl Covers {
+    pub(super) fn of(seq: Option<u64>) -> Covers {
+        seq.map_or(Covers::Nothing, Covers::One)
+    }
+
+    pub(super) fn for_each(&self, mut f: impl FnMut(u64)) {
+        match self {
+            Covers::Nothing => {}
+            Covers::One(seq) => f(*seq),
+            Covers::Many(seqs) => seqs.iter().copied().for_each(f),
+        }
+    }
+}
+
+/// What a publish is, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// This many alerts (more than one in an array batch).
+    Alert(u64),
+    DeadLetter,
+    /// Twin reports and requests.
+    Control,
+}
+
+/// A QoS 1 publish's tag in the outgoing window.
+#[derive(Debug)]
+pub(super) struct Sent {
+    pub(super) covers: Covers,
+    pub(super) kind: Kind,
+}
+
+/// An alert waiting in the batcher.
+#[derive(Debug)]
+pub(super) struct PendingAlert {
+    /// None when the input belongs to a lost connection (nothing to acknowledge).
+    pub(super) seq: Option<u64>,
+    pub(super) topic: Bytes,
+    pub(super) payload: Bytes,
+    pub(super) props: InputProps,
+}
+
+impl Flow {
+    /// Counts, explains and dead-letters a rejected input.
+    pub(super) fn reject(
+        &mut self,
+        seq: Option<u64>,
+        topic: &Bytes,
+        payload: &Bytes,
+        r: &Rejection,
+        props: InputProps,
+    ) {
+        let topic_str = String::from_utf8_lossy(topic);
+        self.metrics.rejected(r.reason, &r.detail, &topic_str);
+        self.dead_letter(seq, r.reason.as_str(), &r.detail, topic, payload, props);
+    }
+
+    /// Publishes the dead letter of an input (when dead-lettering is on).
+    pub(super) fn dead_letter(
+        &mut self,
+        seq: Option<u64>,
+        reason: &str,
+        detail: &str,
+        topic: &Bytes,
+        payload: &Bytes,
+        props: InputProps,
+    ) {
+        let envelope =
+            dead_letter_envelope(reason, detail, &String::from_utf8_lossy(topic), payload);
+        if let Some(packet) = self.dialect.dead_letter(envelope, reason, topic, props) {
+            if let Some(seq) = seq {
+                self.acks.hold(seq, 1);
+            }
+            self.publish(packet, Covers::of(seq), Kind::DeadLetter);
+        }
+    }
+
+    /// Moves work towards the socket: due alert batches, queued publishes into the window,
+    /// acknowledgements in arrival order.
+    pub(super) fn pump(&mut self, now: Instant) {
+        while self.batcher.due(now) {
+            let alerts: Vec<PendingAlert> = self.batcher.take(now).collect();
+            self.publish_alerts(alerts);
+        }
+        let wbuf = &mut self.wbuf;
+        self.out.send_ready(|p| write_publish(p, wbuf));
+        let version = self.cfg.version;
+        let metrics = &self.metrics;
+        let wbuf = &mut self.wbuf;
+        self.acks.release(|r| {
+            metrics.processed(now.saturating_duration_since(r.received));
+            if let Some(pkid) = r.pkid {
+                let _ = Encoder::puback(version, wbuf, pkid);
+            }
+        });
+    }
+
+    pub(super) fn publish_alerts(&mut self, alerts: Vec<PendingAlert>) {
+        match self.cfg.batch_format {
+            Format::Single => {
+                for a in alerts {
+                    let packet = self.dialect.alert(&a.topic, a.payload.clone(), a.props);
+                    match self.check(&packet) {
+                        Ok(()) => self.publish(packet, Covers::of(a.seq), Kind::Alert(1)),
+                        Err(why) => self.unpublishable_alert(a.seq, &a.topic, &a.payload, &why),
+                    }
+                }
+            }
+            Format::Array => {
+                let dialect = &mut self.dialect;
+                let groups = group_by_key(alerts, |a| dialect.array_key(&a.topic));
+                for (alert_topic, group) in groups {
+                    let payload = json_array(group.iter().map(|a| &a.payload[..]));
+                    let packet = self.dialect.alert_array(&alert_topic, payload);
+                    if let Err(why) = self.check(&packet) {
+                        for a in &group {
+                            self.unpublishable_alert(a.seq, &a.topic, &a.payload, &why);
+                        }
+                        continue;
+                    }
+                    let seqs: Vec<u64> = group.iter().filter_map(|a| a.seq).collect();
+                    self.publish(packet, Covers::Many(seqs), Kind::Alert(group.len() as u64));
+                }
+            }
+        }
+    }
+
+    /// Whether a publish can go on the wire: a valid topic name for the dialect, encodable,
+    /// within the broker's Maximum Packet Size.
+    pub(super) fn check(&self, packet: &OutPublish) -> Result<(), Unpublishable> {
+        self.dialect.check_topic(packet.topic())?;
+        packet.check(self.link.as_ref().and_then(|l| l.max_packet))
+    }
+
+    /// An alert that cannot go on the wire (its topic too long to encode, or larger than the
+    /// broker accepts): counted, explained, dead-lettered in its place, and its input
+    /// finished — one bad message never blocks the stream.
+    pub(super) fn unpublishable_alert(
+        &mut self,
+        seq: Option<u64>,
+        topic: &Bytes,
+        payload: &Bytes,
+        why: &Unpublishable,
+    ) {
+        let detail = format!("the alert cannot be published: {why}");
+        self.metrics
+            .unpublishable("alert", &detail, &String::from_utf8_lossy(topic));
+        self.dead_letter(
+            seq,
+            "unpublishable",
+            &detail,
+            topic,
+            payload,
+            InputProps::None,
+        );
+        if let Some(seq) = seq {
+            self.acks.done(seq);
+        }
+    }
+
+    /// Sends a publish whose covered inputs were already held for it: QoS 1 through the
+    /// window (finished on its PUBACK), QoS 0 straight into the output (finished now). What
+    /// cannot go on the wire is counted and finished unsent.
+    pub(super) fn publish(&mut self, packet: OutPublish, covers: Covers, kind: Kind) {
+        if let Err(why) = self.check(&packet) {
+            let what = match kind {
+                Kind::Alert(_) => "alert",
+                Kind::DeadLetter => "dead_letter",
+                Kind::Control => "twin",
+            };
+            let topic = String::from_utf8_lossy(packet.topic());
+            self.metrics
+                .unpublishable(what, &format!("cannot be published: {why}"), &topic);
+            let acks = &mut self.acks;
+            covers.for_each(|seq| {
+                acks.done(seq);
+            });
+            return;
+        }
+        let sent = Sent { covers, kind };
+        if packet.qos() > 0 {
+            self.out.enqueue(packet, sent);
+        } else {
+            write_publish(&packet, &mut self.wbuf);
+            self.finished(sent);
+        }
+    }
+
+    /// A publish was acknowledged (or written, at QoS 0): count it, finish its inputs' part.
+    pub(super) fn finished(&mut self, sent: Sent) {
+        match sent.kind {
+            Kind::Alert(n) => self.metrics.alerts_published(n.max(1)),
+            Kind::DeadLetter => self.metrics.dead_lettered(1),
+            Kind::Control => {}
+        }
+        let acks = &mut self.acks;
+        sent.covers.for_each(|seq| {
+            acks.done(seq);
+        });
+    }
+}
+
+pub(super) fn write_publish(p: &OutPublish, wbuf: &mut BytesMut) {
+    if let Err(e) = p.write(wbuf) {
+        tracing::error!("cannot encode a publish: {}", chain(&e));
+    }
+}
