@@ -34,6 +34,8 @@
 //! - [`twin`]: desired-property patches, their validation, the reported document.
 //! - [`metrics`]: counters and histograms as named events, rendered as Prometheus text;
 //!   [`process_metrics`]: the standard `process_*` figures read from `/proc` at each scrape.
+//! - [`outbox`]: a durable append-only file of alerts, replayed after a crash (for an
+//!   acknowledgement policy that PUBACKs an input before its alert's PUBACK; not wired yet).
 //! - [`sensor`] (workspace crate `edgefilter-sensor`): the SimulatedTemperatureSensor profile
 //!   (demo, loadgen, benches).
 
@@ -47,6 +49,7 @@ pub mod flow;
 pub mod io;
 pub mod logging;
 pub mod metrics;
+pub mod outbox;
 pub mod pipeline;
 pub mod plan;
 pub mod process_metrics;
