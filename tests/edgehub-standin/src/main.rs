@@ -7,8 +7,9 @@
 //! namespace, e.g. `unshare -n`, where that port is free and needs no privilege) and for
 //! sources and sinks on `--side-port`, then prints one JSON line:
 //! `{"gateway_port":…,"side_port":…,"ca":"<dir>/ca.pem","modules":{"<mod>":{"env":{…}}}}`
-//! where `env` is the IoT Edge runtime's environment for that module. On SIGTERM or SIGINT it
-//! prints each module's counters as one JSON line and exits.
+//! where `env` is the IoT Edge runtime's environment for that module. Every 100 ms it writes
+//! each module's counters to `<dir>/stats.json`; on SIGTERM or SIGINT it prints them as one
+//! JSON line and exits.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -125,10 +126,27 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    // The counters, every 100 ms, to <dir>/stats.json (written aside, then renamed).
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let (stats_file, stats_tmp) = (cli.dir.join("stats.json"), cli.dir.join("stats.json.tmp"));
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tick.tick() => {
+                let text = stats(&hub, &cli).to_string();
+                if std::fs::write(&stats_tmp, text).is_ok() {
+                    let _ = std::fs::rename(&stats_tmp, &stats_file);
+                }
+            }
+        }
     }
+    println!("{}", json!({ "stats": stats(&hub, &cli) }));
+    Ok(())
+}
+
+/// Each module's counters and reported properties.
+fn stats(hub: &EdgeHub, cli: &Cli) -> serde_json::Value {
     let mut stats = serde_json::Map::new();
     for module in &cli.modules {
         let id = format!("{}/{module}", cli.device);
@@ -147,6 +165,5 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
-    println!("{}", json!({ "stats": stats }));
-    Ok(())
+    serde_json::Value::Object(stats)
 }

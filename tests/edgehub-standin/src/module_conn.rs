@@ -240,7 +240,9 @@ async fn process_publishes(
         match kind {
             FromModule::Event { .. } => {
                 if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
+                    // tokio's timer has a 1 ms resolution; a blocking-pool thread sleeps to
+                    // within tens of µs, which delays of 0.2 ms need.
+                    let _ = tokio::task::spawn_blocking(move || std::thread::sleep(delay)).await;
                 }
                 slot.state.lock().unwrap().upstream += 1;
                 shared.upstream(&p.topic, p.payload.clone());
