@@ -43,6 +43,14 @@ if [ -x scripts/deploy_venv.sh ]; then
   export EDGEFILTER_IOTEDGEDEV
 fi
 
+if [ -x scripts/peers/setup.sh ]; then
+  # The seed's own module on the Python SDK (tests/edgehub-standin/tests/sdk_peer.rs).
+  echo "==> Python SDK peer venv"
+  EDGEFILTER_PEERS_VENV="$(scripts/peers/setup.sh)"
+  export EDGEFILTER_PEERS_VENV
+fi
+command -v ip >/dev/null 2>&1 || { echo "tests need iproute2 (ip)"; exit 1; }
+
 if [ "${EDGEFILTER_SKIP_LINT:-0}" != "1" ]; then
   echo "==> cargo fmt --check"
   cargo fmt --all -- --check
