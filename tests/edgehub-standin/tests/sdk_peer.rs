@@ -48,7 +48,11 @@ fn new_network_namespace() {
         "unshare(CLONE_NEWNET) failed (needs root): {}",
         std::io::Error::last_os_error()
     );
-    let up = Command::new("ip")
+    let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("ip");
+    let up = Command::new(ip)
         .args(["link", "set", "lo", "up"])
         .status()
         .expect("ip (iproute2)");
