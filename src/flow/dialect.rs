@@ -265,7 +265,9 @@ impl Azure {
         self.events(&self.output_name, &props, payload)
     }
 
-    /// `$iothub/twin/GET/?$rid=N` (QoS 0, as the SDK sends twin requests).
+    /// `$iothub/twin/GET/?$rid=N`, at QoS 0 and never retried — unlike the Python SDK, which
+    /// publishes twin requests at QoS 1 and retries one that got no answer (issue 9: QoS 1
+    /// with a timeout and retry is still to do).
     pub fn twin_get(&mut self) -> OutPublish {
         let rid = self.rid();
         let topic = Bytes::from(az_topics::twin_get_topic(&rid));
@@ -273,7 +275,8 @@ impl Azure {
         OutPublish::new(Version::V4, &topic, Bytes::new(), 0, false, None)
     }
 
-    /// The reported patch (`desiredVersion`: edgeHub refuses `$` in reported names).
+    /// The reported patch (`desiredVersion`: edgeHub refuses `$` in reported names), at QoS 0
+    /// and never retried (the SDK: QoS 1, retried; issue 9).
     pub fn reported(&mut self, twin: &Twin) -> OutPublish {
         let rid = self.rid();
         let topic = Bytes::from(az_topics::twin_reported_topic(&rid));
