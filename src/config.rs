@@ -14,6 +14,9 @@ use crate::mqtt::broker_url::{BrokerUrl, BrokerUrlError};
 use crate::mqtt::topic;
 use crate::pipeline::verdict::{FieldPath, FieldPathError};
 
+mod broker;
+pub use broker::{BrokerOptions, Cluster};
+
 /// edgefilter: forwards the telemetry whose `machine.temperature` exceeds a threshold.
 #[derive(Debug, Parser)]
 #[command(name = "edgefilter", version, about, long_about = None, propagate_version = true)]
@@ -92,6 +95,8 @@ pub mod defaults {
     pub const MAX_PENDING: usize = 8192;
     pub const MAX_INFLIGHT: u16 = 4096;
     pub const KEEP_ALIVE: &str = "30s";
+    pub const BROKER_QUEUE: usize = 10_000;
+    pub const BROKER_INFLIGHT: u16 = 1024;
 }
 
 /// Flags of `edgefilter run`. Every flag can also come from an `EDGEFILTER_*` variable.
@@ -107,14 +112,67 @@ pub struct RunArgs {
     #[arg(long, env = "EDGEFILTER_BROKER", hide_env_values = true)]
     pub broker: Option<BrokerArg>,
 
-    /// Address the embedded broker listens on for MQTT 3.1.1 (only without --broker).
+    /// Address the embedded broker listens on, MQTT 3.1, 3.1.1 and 5 (only without --broker).
     #[arg(long, env = "EDGEFILTER_LISTEN", default_value = defaults::LISTEN)]
     pub listen: String,
 
-    /// Also serve MQTT 5 on this address (embedded broker); the filter then uses MQTT 5 itself,
-    /// so alerts carry `MessageType=Alert` and the input's properties.
+    /// A second port of the embedded broker (same protocols as --listen; kept for setups that
+    /// had a separate MQTT 5 port).
     #[arg(long, env = "EDGEFILTER_LISTEN_V5")]
     pub listen_v5: Option<String>,
+
+    /// Embedded broker: most messages queued per client session; beyond it the broker drops
+    /// (counted in edgefilter_broker_dropped_total and logged). Bounds the broker's memory.
+    #[arg(long, env = "EDGEFILTER_BROKER_QUEUE", default_value_t = defaults::BROKER_QUEUE)]
+    pub broker_queue: usize,
+
+    /// Embedded broker: most unacknowledged QoS 1 messages in flight to each client.
+    #[arg(long, env = "EDGEFILTER_BROKER_INFLIGHT", default_value_t = defaults::BROKER_INFLIGHT, value_parser = clap::value_parser!(u16).range(1..))]
+    pub broker_inflight: u16,
+
+    /// Embedded broker: clients must log in with a user of this file (mosquitto_passwd format).
+    #[arg(long, env = "EDGEFILTER_LISTEN_PASSWORD_FILE")]
+    pub listen_password_file: Option<PathBuf>,
+
+    /// Embedded broker: accept clients without a login on an address other hosts can reach
+    /// (without it, such an address needs --listen-password-file).
+    #[arg(long, env = "EDGEFILTER_LISTEN_ANONYMOUS")]
+    pub listen_anonymous: bool,
+
+    /// Embedded broker: a user (of --listen-password-file) allowed to write the twin's desired
+    /// document (repeatable; comma-separated in the variable).
+    #[arg(
+        long = "twin-writer",
+        env = "EDGEFILTER_TWIN_WRITER",
+        value_delimiter = ','
+    )]
+    pub twin_writers: Vec<String>,
+
+    /// Embedded broker: also serve MQTT over TLS on this address (needs --listen-cert/-key).
+    #[arg(long, env = "EDGEFILTER_LISTEN_TLS")]
+    pub listen_tls: Option<String>,
+
+    /// PEM certificate chain of the embedded broker's TLS listener.
+    #[arg(long, env = "EDGEFILTER_LISTEN_CERT")]
+    pub listen_cert: Option<PathBuf>,
+
+    /// PEM private key of --listen-cert.
+    #[arg(long, env = "EDGEFILTER_LISTEN_KEY")]
+    pub listen_key: Option<PathBuf>,
+
+    /// Cluster (cargo feature `cluster`): this node's id, 1..; the nodes of one cluster have
+    /// distinct ids and the same --cluster-peers.
+    #[arg(long, env = "EDGEFILTER_CLUSTER_NODE_ID")]
+    pub cluster_node_id: Option<u64>,
+
+    /// Cluster: every node as ID@HOST:PORT (their gRPC addresses, this node included;
+    /// comma-separated). This node's gRPC server listens on its own entry's address.
+    #[arg(
+        long = "cluster-peers",
+        env = "EDGEFILTER_CLUSTER_PEERS",
+        value_delimiter = ','
+    )]
+    pub cluster_peers: Vec<String>,
 
     /// Topic filter to read telemetry from (repeatable; comma-separated in the variable).
     #[arg(
@@ -373,12 +431,36 @@ pub enum ConfigError {
     TlsWithoutMqtts,
     #[error("--keep-alive must be between 1s and 65535s")]
     KeepAlive,
+    #[error("--broker-queue must be at least 1")]
+    BrokerQueue,
+    #[error("--listen-password-file {path}: {source}")]
+    PasswordFile {
+        path: String,
+        source: crate::io::embedded::passwd::PasswdError,
+    },
+    #[error("--twin-writer needs --listen-password-file (the user must log in)")]
+    TwinWriterWithoutPasswords,
+    #[error("--listen-tls needs --listen-cert and --listen-key")]
+    ListenTlsFiles,
+    #[error("--listen-cert/--listen-key need --listen-tls ADDR")]
+    ListenCertWithoutTls,
+    #[error("--cluster-node-id and --cluster-peers go together (ID@HOST:PORT for every node, this one included)")]
+    ClusterPair,
+    #[error("--cluster-peers {0:?}: expected ID@HOST:PORT with ID 1 or more")]
+    ClusterPeer(String),
+    #[error("--cluster-peers has no entry for --cluster-node-id {0}")]
+    ClusterSelf(u64),
+    #[error("--cluster-node-id: this edgefilter was built without the `cluster` feature (cargo build --features cluster)")]
+    ClusterNotBuiltIn,
+    #[error("--cluster-*, --listen-tls and the other embedded broker flags need the embedded broker (no --broker)")]
+    EmbeddedOnly,
 }
 
 /// Where the filter's MQTT connection goes.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// Start rumqttd in-process (MQTT 3.1.1 on `v4`, MQTT 5 on `v5`) and connect to it.
+    /// Start the broker in-process (every MQTT version on `v4`, and on `v5` when given) and
+    /// connect to it.
     Embedded {
         v4: SocketAddr,
         v5: Option<SocketAddr>,
@@ -421,6 +503,7 @@ pub struct Settings {
     pub max_pending: usize,
     pub max_inflight: u16,
     pub keep_alive: Duration,
+    pub broker: BrokerOptions,
 }
 
 impl std::fmt::Debug for Settings {
@@ -592,7 +675,9 @@ impl RunArgs {
                 Some(line)
             }
         };
+        let broker = self.broker_options(&target)?;
         Ok(Settings {
+            broker,
             target,
             input_topics,
             alert_topic,
@@ -666,6 +751,15 @@ impl Settings {
             max_pending: defaults::MAX_PENDING,
             max_inflight: defaults::MAX_INFLIGHT,
             keep_alive: duration(defaults::KEEP_ALIVE),
+            broker: BrokerOptions {
+                queue: defaults::BROKER_QUEUE,
+                inflight: defaults::BROKER_INFLIGHT,
+                passwords: None,
+                anonymous_anywhere: false,
+                twin_writers: Vec::new(),
+                tls: None,
+                cluster: None,
+            },
         }
     }
 

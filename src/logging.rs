@@ -24,9 +24,10 @@ use crate::config::LogFormat;
 pub fn init(format: LogFormat) {
     let filter = match EnvFilter::try_from_default_env() {
         Ok(f) => f,
-        // The embedded broker (rumqttd) logs every client disconnect as an error: silent
-        // unless RUST_LOG asks for it.
-        Err(_) => EnvFilter::new(format!("{},rumqttd=off", edge_level().unwrap_or("info"))),
+        // The embedded broker (rmqtt, every `rmqtt*` target) logs each client's connection at
+        // info: only its warnings unless RUST_LOG asks for more. What it drops is logged by
+        // edgefilter's own hook.
+        Err(_) => EnvFilter::new(format!("{},rmqtt=warn", edge_level().unwrap_or("info"))),
     };
     // Colours only on a terminal: in a file, journald or `docker logs` they are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -94,7 +94,7 @@ fn real_main(parsed: Parsed) -> anyhow::Result<()> {
         Command::Demo(args) => {
             // The tour prints its own lines; only warnings (rejections explained) get logged.
             if std::env::var_os("RUST_LOG").is_none() {
-                std::env::set_var("RUST_LOG", "warn,rumqttd=off");
+                std::env::set_var("RUST_LOG", "warn");
             }
             edgefilter::logging::init(edgefilter::config::LogFormat::Text);
             runtime.block_on(async { edgefilter::demo::run(args, on_signal()).await })?;

@@ -68,6 +68,37 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// Why the embedded broker dropped a message (`edgefilter_broker_dropped_total{reason}`).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum BrokerDrop {
+    /// A subscriber's queue (`--broker-queue`) was full: its oldest QoS 1 / newest QoS 0
+    /// message went.
+    queue_full,
+    /// Waited in a queue longer than the message expiry.
+    expired,
+    /// A publish the broker refused (wildcard topic name, twin without authorisation).
+    refused,
+    /// A session expired with messages still queued.
+    session_ended,
+    other,
+}
+
+impl BrokerDrop {
+    pub const ALL: [BrokerDrop; 5] = [
+        BrokerDrop::queue_full,
+        BrokerDrop::expired,
+        BrokerDrop::refused,
+        BrokerDrop::session_ended,
+        BrokerDrop::other,
+    ];
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BrokerDropLabels {
+    pub reason: BrokerDrop,
+}
+
 /// All counters, and the registry that renders them.
 pub struct Metrics {
     registry: Registry,
@@ -89,6 +120,10 @@ pub struct Metrics {
     unpublishable_log: Mutex<(Option<Instant>, u64)>,
     /// Per reject reason: when it was last logged, and how many since.
     reject_log: Mutex<[(Option<Instant>, u64); 5]>,
+    broker_dropped: Family<BrokerDropLabels, Counter>,
+    broker_paused: Counter,
+    /// Per broker drop reason: when it was last logged, and how many since.
+    broker_drop_log: Mutex<[(Option<Instant>, u64); 5]>,
 }
 
 /// A copy of the counters, for the stats line and summaries.
@@ -103,6 +138,8 @@ pub struct Snapshot {
     pub twin_applied: u64,
     pub twin_refused: u64,
     pub reconnects: u64,
+    /// Messages the embedded broker dropped, all reasons.
+    pub broker_dropped: u64,
 }
 
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -244,6 +281,21 @@ impl Metrics {
             build_info,
         );
         registry.register_collector(Box::new(ProcessCollector));
+        let broker_dropped = Family::<BrokerDropLabels, Counter>::default();
+        registry.register(
+            "edgefilter_broker_dropped",
+            "Messages the embedded broker dropped, by reason (queue_full: a subscriber's queue overflowed)",
+            broker_dropped.clone(),
+        );
+        let broker_paused = Counter::default();
+        registry.register(
+            "edgefilter_broker_paused_publishes",
+            "Publishes to the input topics the embedded broker held back while the filter's queue was at its high-water mark (backpressure)",
+            broker_paused.clone(),
+        );
+        for reason in BrokerDrop::ALL {
+            let _ = broker_dropped.get_or_create(&BrokerDropLabels { reason });
+        }
         for reason in RejectReason::ALL {
             let _ = rejected.get_or_create(&ReasonLabels {
                 reason: reason.into(),
@@ -270,6 +322,9 @@ impl Metrics {
             unpublishable,
             unpublishable_log: Mutex::new((None, 0)),
             reject_log: Mutex::new([(None, 0); 5]),
+            broker_dropped,
+            broker_paused,
+            broker_drop_log: Mutex::new([(None, 0); 5]),
         }
     }
 
@@ -322,12 +377,7 @@ impl Metrics {
             .iter()
             .position(|r| *r == reason)
             .unwrap_or(0);
-        let now = Instant::now();
-        let mut log = self.reject_log.lock().unwrap_or_else(|e| e.into_inner());
-        let (last, since) = &mut log[idx];
-        if last.is_none_or(|t| now.duration_since(t) >= REJECT_LOG_EVERY) {
-            let others = std::mem::take(since);
-            *last = Some(now);
+        if let Some(others) = due(&self.reject_log, idx) {
             let reason = reason.as_str();
             if others > 0 {
                 tracing::warn!(
@@ -336,8 +386,6 @@ impl Metrics {
             } else {
                 tracing::warn!("rejected a message on {topic} ({reason}): {detail}");
             }
-        } else {
-            *since += 1;
         }
     }
 
@@ -363,6 +411,34 @@ impl Metrics {
 
     pub fn unpublishable_count(&self, kind: &'static str) -> u64 {
         self.unpublishable.get_or_create(&KindLabels { kind }).get()
+    }
+
+    /// A message the embedded broker dropped: counted by reason, logged (at most every 10 s
+    /// per reason, with the number of others since). `client` is the subscriber it was for
+    /// (or the publisher, for a refused publish).
+    pub fn broker_dropped(&self, reason: BrokerDrop, detail: &str, client: &str, topic: &str) {
+        self.broker_dropped
+            .get_or_create(&BrokerDropLabels { reason })
+            .inc();
+        let idx = BrokerDrop::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        if let Some(others) = due(&self.broker_drop_log, idx) {
+            let more = if others > 0 {
+                format!("; {others} more {reason:?} drops since the last report")
+            } else {
+                String::new()
+            };
+            tracing::warn!(
+                "embedded broker dropped a message on {topic:?} for client {client:?} ({reason:?}): {detail}{more}"
+            );
+        }
+    }
+
+    /// A publisher waited for the filter's queue (embedded broker backpressure).
+    pub fn broker_paused(&self) {
+        self.broker_paused.inc();
     }
 
     pub fn dead_lettered(&self, n: u64) {
@@ -418,6 +494,14 @@ impl Metrics {
             twin_applied: twin(TwinResult::applied),
             twin_refused: twin(TwinResult::refused),
             reconnects: self.reconnects.get(),
+            broker_dropped: BrokerDrop::ALL
+                .iter()
+                .map(|r| {
+                    self.broker_dropped
+                        .get_or_create(&BrokerDropLabels { reason: *r })
+                        .get()
+                })
+                .sum(),
         }
     }
 }
@@ -427,6 +511,21 @@ fn shorten(topic: &str) -> String {
     match topic.char_indices().nth(200) {
         Some((cut, _)) => format!("{}… ({} bytes)", &topic[..cut], topic.len()),
         None => topic.to_string(),
+    }
+}
+
+/// Rate limit of a log line per reason: `Some(events not logged since the last line)` when
+/// this event is to be logged, `None` (and counted) when it is not.
+fn due(log: &Mutex<[(Option<Instant>, u64); 5]>, idx: usize) -> Option<u64> {
+    let now = Instant::now();
+    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+    let (last, since) = &mut log[idx];
+    if last.is_none_or(|t| now.duration_since(t) >= REJECT_LOG_EVERY) {
+        *last = Some(now);
+        Some(std::mem::take(since))
+    } else {
+        *since += 1;
+        None
     }
 }
 
@@ -501,6 +600,23 @@ mod tests {
         }
         assert!(!classic.contains("# EOF"), "0.0.4 text has no EOF marker");
         assert!(m.render().contains("edgefilter_pending_messages 17"));
+    }
+
+    #[test]
+    fn broker_drops_count_by_reason() {
+        let m = Metrics::new();
+        m.broker_dropped(BrokerDrop::queue_full, "full", "slow", "telemetry/a");
+        m.broker_dropped(BrokerDrop::queue_full, "full", "slow", "telemetry/b");
+        m.broker_dropped(BrokerDrop::refused, "wildcard", "pub", "telemetry/#");
+        assert_eq!(m.snapshot().broker_dropped, 3);
+        let text = m.render();
+        for line in [
+            "edgefilter_broker_dropped_total{reason=\"queue_full\"} 2",
+            "edgefilter_broker_dropped_total{reason=\"refused\"} 1",
+            "edgefilter_broker_dropped_total{reason=\"expired\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
     }
 
     #[test]

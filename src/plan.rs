@@ -5,14 +5,13 @@
 //! settings. No sockets, no files: `run` does the I/O the plan asks for, and every decision
 //! here is unit-tested.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::{AzureEdge, BatchFormat, MqttVersion, Settings, Target};
 use crate::flow::dialect::{Azure, Dialect, Generic};
 use crate::flow::FlowConfig;
 use crate::io::azure::{AzureError, AzureIdentity, EDGEHUB_MQTT_PORT};
-use crate::io::embedded::EmbeddedBroker;
+use crate::io::embedded::{loopback_of, EmbeddedBroker};
 use crate::io::tls::TlsFiles;
 use crate::mqtt::codec::{ConnectOptions, Version};
 use crate::mqtt::tcp::QuickAck;
@@ -91,21 +90,10 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
             };
             (addr, TlsPlan::IotEdge)
         }
-        (None, Target::Embedded { v4, v5 }) => {
-            embedded = Some(EmbeddedBroker {
-                v4: Some(*v4),
-                v5: *v5,
-                max_payload: settings.max_payload,
-            });
-            // The filter speaks MQTT 5 when the broker serves it (and it was not turned off).
-            let listen = match (v5, version) {
-                (Some(v5), Version::V5) => *v5,
-                _ => {
-                    version = Version::V4;
-                    *v4
-                }
-            };
-            (loopback(listen).to_string(), TlsPlan::None)
+        (None, Target::Embedded { v4, .. }) => {
+            embedded = Some(EmbeddedBroker::new(settings));
+            // Every MQTT version on one port: the filter speaks --mqtt-version there.
+            (loopback_of(*v4).to_string(), TlsPlan::None)
         }
         (None, Target::External(url)) => (
             url.addr(),
@@ -130,7 +118,9 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
             settings.dead_letter_topic.as_deref(),
         ))),
         None => {
-            let mut generic = Generic::new(
+            // The input subscription has --qos on the embedded broker too: at QoS 1 the
+            // broker's in-flight window paces what it sends us (tests/embedded_broker.rs).
+            let generic = Generic::new(
                 version,
                 settings.input_subscriptions(),
                 settings.qos,
@@ -138,13 +128,6 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
                 settings.alert_topic.clone(),
                 settings.dead_letter_topic.clone(),
             );
-            if on_embedded {
-                // Broker and filter share one process: a QoS 1 hop between them could not save
-                // anything a crash loses, and the broker holds PUBACKs for our alerts behind the
-                // inputs it delivers to us, which a QoS 1 input (acknowledged only after its
-                // alert) would deadlock. Alerts stay QoS 1, stored by the broker for consumers.
-                generic.input_qos = 0;
-            }
             Dialect::Generic(generic)
         }
     };
@@ -197,15 +180,6 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
     }
 }
 
-/// Where to reach a listener: its own address, or loopback for a wildcard one.
-fn loopback(listen: SocketAddr) -> SocketAddr {
-    if listen.ip().is_unspecified() {
-        SocketAddr::new([127, 0, 0, 1].into(), listen.port())
-    } else {
-        listen
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,35 +225,38 @@ mod tests {
     }
 
     #[test]
-    fn the_embedded_default_starts_a_broker_and_subscribes_at_qos_0() {
+    fn the_embedded_default_starts_a_broker_and_subscribes_at_the_configured_qos() {
         let plan = resolve(&settings(&["--listen", "0.0.0.0:1883"]), None);
         let broker = plan.embedded.as_ref().unwrap();
-        assert_eq!(broker.v4.unwrap().to_string(), "0.0.0.0:1883");
+        assert_eq!(broker.listen.to_string(), "0.0.0.0:1883");
         assert_eq!(
             plan.addr, "127.0.0.1:1883",
             "a wildcard listener is reached on loopback"
         );
         assert_eq!(
             plan.version,
-            Version::V4,
-            "MQTT 5 only when the broker serves it"
+            Version::V5,
+            "one port serves MQTT 3.1.1 and 5"
         );
-        assert_eq!(input_qos(&plan), 0);
+        assert_eq!(input_qos(&plan), 1);
         assert_eq!(plan.quick_ack, QuickAck::Always);
         assert!(!plan.retry_first_connect);
+        let plan = resolve(&settings(&["--qos", "0"]), None);
+        assert_eq!(input_qos(&plan), 0);
     }
 
     #[test]
-    fn the_embedded_broker_with_a_v5_listener_is_reached_with_mqtt_5() {
+    fn the_embedded_broker_is_reached_on_listen_with_the_chosen_version() {
         let plan = resolve(&settings(&["--listen-v5", "127.0.0.1:1884"]), None);
         assert_eq!(
             (plan.addr.as_str(), plan.version),
-            ("127.0.0.1:1884", Version::V5)
+            ("127.0.0.1:1883", Version::V5)
         );
-        let plan = resolve(
-            &settings(&["--listen-v5", "127.0.0.1:1884", "--mqtt-version", "3"]),
-            None,
+        assert_eq!(
+            plan.embedded.as_ref().unwrap().second.unwrap().to_string(),
+            "127.0.0.1:1884"
         );
+        let plan = resolve(&settings(&["--mqtt-version", "3"]), None);
         assert_eq!(
             (plan.addr.as_str(), plan.version),
             ("127.0.0.1:1883", Version::V4)

@@ -64,19 +64,12 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let shutdown = shutdown.into();
     let identity = plan::azure_identity(&settings, |k| std::env::var(k).ok())?;
-    let plan = plan::resolve(&settings, identity);
+    let mut plan = plan::resolve(&settings, identity);
     if let Some(broker) = &plan.embedded {
-        broker.start()?;
-        match broker.v5 {
-            Some(v5) => tracing::info!(
-                "embedded broker listening on {} (MQTT 3.1.1) and {v5} (MQTT 5)",
-                broker.v4.map_or(String::new(), |a| a.to_string())
-            ),
-            None => tracing::info!(
-                "embedded broker listening on {} (MQTT 3.1.1)",
-                broker.v4.map_or(String::new(), |a| a.to_string())
-            ),
-        }
+        // The filter logs in to its own broker with the secret the broker was started with.
+        let login = broker.start(shared.metrics.clone())?;
+        plan.connect.username = Some(login.username);
+        plan.connect.password = Some(login.password);
     }
     if let Some(identity) = &plan.azure {
         tracing::info!("IoT Edge mode: {identity}, edgeHub at {}", plan.addr);
@@ -168,7 +161,7 @@ async fn stats_lines(metrics: Arc<Metrics>, every: Duration, mut stop: Shutdown)
         last_at = Instant::now();
         if now != last {
             tracing::info!(
-                "stats: {} received ({:.0}/s), {} alerts ({:.0}/s), {} unmatched, {} rejected, {} dead letters",
+                "stats: {} received ({:.0}/s), {} alerts ({:.0}/s), {} unmatched, {} rejected, {} dead letters, {} dropped by the embedded broker",
                 now.received,
                 (now.received - last.received) as f64 / secs,
                 now.alerts,
@@ -176,6 +169,7 @@ async fn stats_lines(metrics: Arc<Metrics>, every: Duration, mut stop: Shutdown)
                 now.unmatched,
                 now.rejected,
                 now.dead_letters,
+                now.broker_dropped,
             );
         }
         last = now;

@@ -876,8 +876,15 @@ fn edgefilter_dockerfiles_cross_build_the_binary_for_their_platform() {
             env.get("EDGEFILTER_METRICS_ADDR").map(String::as_str),
             Some("0.0.0.0:9600")
         );
-        parse_run(&env, &[])
-            .unwrap_or_else(|e| panic!("{file}: ENV rejected by `edgefilter run`: {e}"));
+        let settings = parse_run(&env, &[])
+            .unwrap_or_else(|e| panic!("{file}: ENV rejected by `edgefilter run`: {e}"))
+            .validate()
+            .unwrap();
+        // The image must not start a broker that anyone reaching the container can use (and
+        // change the threshold through the twin): loopback only, or logins required.
+        edgefilter::io::embedded::EmbeddedBroker::new(&settings)
+            .check_open()
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
     }
 }
 

@@ -1,0 +1,506 @@
+//! The embedded broker (rmqtt in-process) as a broker: one port for MQTT 3.1.1 and 5, retained
+//! messages, `$share` groups, bounded queues whose drops are counted, backpressure to
+//! publishers, logins from a mosquitto password file, the twin writable only by authorised
+//! clients, no wildcards in topic names, TLS. Raw MQTT packets (below) stand in for clients that
+//! misbehave on purpose (a subscriber that never reads, a publish to `telemetry/#`), which
+//! well-behaved client libraries refuse to produce.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn local() -> (String, u16) {
+    let port = free_port();
+    (format!("127.0.0.1:{port}"), port)
+}
+
+/// The value of a counter line (`name{labels} value`) in `/metrics` text.
+fn counter(metrics: &edgefilter::metrics::Metrics, line_start: &str) -> u64 {
+    let text = metrics.render();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// --- raw MQTT 3.1.1 -------------------------------------------------------------------------
+
+fn string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    let mut len = body.len();
+    loop {
+        let mut b = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if len == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// Connects (clean session, keep-alive off) and returns the socket and the CONNACK code.
+async fn raw_connect(port: u16, client_id: &str, login: Option<(&str, &str)>) -> (TcpStream, u8) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut body = Vec::new();
+    string(&mut body, b"MQTT");
+    body.push(4);
+    body.push(0x02 | if login.is_some() { 0xC0 } else { 0 });
+    body.extend_from_slice(&0u16.to_be_bytes());
+    string(&mut body, client_id.as_bytes());
+    if let Some((u, p)) = login {
+        string(&mut body, u.as_bytes());
+        string(&mut body, p.as_bytes());
+    }
+    s.write_all(&packet(0x10, &body)).await.unwrap();
+    let mut ack = [0u8; 4];
+    let code = match tokio::time::timeout(WAIT, s.read_exact(&mut ack)).await {
+        Ok(Ok(_)) => ack[3],
+        _ => 0xff,
+    };
+    (s, code)
+}
+
+async fn raw_subscribe(s: &mut TcpStream, filter: &str, qos: u8) {
+    let mut body = 1u16.to_be_bytes().to_vec();
+    string(&mut body, filter.as_bytes());
+    body.push(qos);
+    s.write_all(&packet(0x82, &body)).await.unwrap();
+    let mut ack = [0u8; 5];
+    tokio::time::timeout(WAIT, s.read_exact(&mut ack))
+        .await
+        .expect("SUBACK")
+        .unwrap();
+    assert_eq!(ack[0], 0x90, "{ack:?}");
+}
+
+async fn raw_publish(s: &mut TcpStream, topic: &str, payload: &[u8]) {
+    let mut body = Vec::new();
+    string(&mut body, topic.as_bytes());
+    body.extend_from_slice(payload);
+    s.write_all(&packet(0x30, &body)).await.unwrap();
+}
+
+// --- tests ----------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_port_serves_mqtt311_and_mqtt5() {
+    let (listen, port) = local();
+    let filter = InProcess::start(&["--listen", &listen, "--client-id", "ef-one-port"]).await;
+    let sub5 = Client5::connect(port, "sub5").await;
+    sub5.subscribe("alerts/#").await;
+    let sub4 = Client4::connect(port, "sub4").await;
+    sub4.subscribe("alerts/#").await;
+    let pub4 = Client4::connect(port, "pub4").await;
+    let pub5 = Client5::connect(port, "pub5").await;
+    pub4.publish("telemetry/v4", body(1, 30.0)).await;
+    pub5.publish("telemetry/v5", body(2, 31.0), &[("k", "v")])
+        .await;
+    sub5.inbox.wait_count("alerts/", 2, WAIT).await;
+    sub4.inbox.wait_count("alerts/", 2, WAIT).await;
+    filter.stop().await;
+    // The filter speaks MQTT 5 on the one port: alerts carry the type and the input's properties.
+    let by_topic = |t: &str| {
+        sub5.inbox
+            .on("alerts/")
+            .into_iter()
+            .find(|a| a.topic == t)
+            .unwrap()
+    };
+    let a5 = by_topic("alerts/telemetry/v5");
+    assert_eq!(a5.payload, body(2, 31.0).as_bytes());
+    assert!(a5
+        .user_properties
+        .contains(&("MessageType".into(), "Alert".into())));
+    assert!(a5.user_properties.contains(&("k".into(), "v".into())));
+    assert_eq!(
+        by_topic("alerts/telemetry/v4").payload,
+        body(1, 30.0).as_bytes()
+    );
+    let got4: BTreeSet<String> = sub4
+        .inbox
+        .on("alerts/")
+        .into_iter()
+        .map(|a| a.topic)
+        .collect();
+    assert_eq!(
+        got4,
+        BTreeSet::from(["alerts/telemetry/v4".into(), "alerts/telemetry/v5".into()])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_port_serves_both_versions_too() {
+    let (v4, _) = local();
+    let (v5, v5_port) = local();
+    let filter =
+        InProcess::start(&["--listen", &v4, "--listen-v5", &v5, "--client-id", "ef-2p"]).await;
+    let sub = Client4::connect(v5_port, "sub").await;
+    sub.subscribe("alerts/#").await;
+    let publisher = Client5::connect(v5_port, "pub").await;
+    publisher.publish("telemetry/x", body(1, 30.0), &[]).await;
+    sub.inbox.wait_count("alerts/", 1, WAIT).await;
+    filter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_twin_is_retained_for_late_subscribers() {
+    let (listen, port) = local();
+    let filter = InProcess::start(&["--listen", &listen, "--client-id", "ef-retained"]).await;
+    let writer = Client4::connect(port, "writer").await;
+    writer
+        .publish_retained(
+            "edgefilter/twin/desired",
+            r#"{"TemperatureThreshold": 40, "$version": 3}"#,
+        )
+        .await;
+    wait_for("threshold 40", || filter.shared.threshold.get() == 40.0).await;
+    // A consumer that connects later gets both documents, retained.
+    let late = Client5::connect(port, "late").await;
+    late.subscribe("edgefilter/twin/#").await;
+    late.inbox
+        .wait_until(WAIT, "desired and reported", |m| {
+            m.iter()
+                .any(|r| r.topic == "edgefilter/twin/desired" && r.retain)
+                && m.iter().any(|r| {
+                    r.topic == "edgefilter/twin/reported"
+                        && r.retain
+                        && serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap()
+                            ["TemperatureThreshold"]
+                            == 40.0
+                })
+        })
+        .await;
+    filter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_groups_split_the_input_between_filters() {
+    let (listen, port) = local();
+    // Filter A runs the broker; filter B connects to it as to any broker; same group.
+    let a = InProcess::start(&[
+        "--listen",
+        &listen,
+        "--client-id",
+        "ef-share-a",
+        "--share-group",
+        "filters",
+    ])
+    .await;
+    let url = format!("mqtt://{listen}");
+    let b = InProcess::start(&[
+        "--broker",
+        &url,
+        "--client-id",
+        "ef-share-b",
+        "--share-group",
+        "filters",
+    ])
+    .await;
+    let sub = Client4::connect(port, "sub").await;
+    sub.subscribe("alerts/#").await;
+    let publisher = Client4::connect(port, "pub").await;
+    for i in 0..200u64 {
+        publisher
+            .publish(&format!("telemetry/dev-{}", i % 8), body(i, 30.0))
+            .await;
+    }
+    sub.inbox.wait_count("alerts/", 200, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ra, rb) = (
+        a.shared.metrics.snapshot().received,
+        b.shared.metrics.snapshot().received,
+    );
+    a.stop().await;
+    b.stop().await;
+    let seqs: Vec<u64> = sub
+        .inbox
+        .on("alerts/")
+        .iter()
+        .filter_map(|m| seq_of(&m.payload))
+        .collect();
+    assert_eq!(seqs.len(), 200, "every alert once");
+    assert_eq!(seqs.iter().collect::<BTreeSet<_>>().len(), 200);
+    assert_eq!(ra + rb, 200);
+    assert!(ra > 0 && rb > 0, "both filters took a share: {ra} / {rb}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_drops_are_counted_and_the_filter_loses_nothing() {
+    let (listen, port) = local();
+    let filter = InProcess::start(&[
+        "--listen",
+        &listen,
+        "--client-id",
+        "ef-drops",
+        "--broker-queue",
+        "1000",
+        "--broker-inflight",
+        "10",
+    ])
+    .await;
+    // A subscriber that never reads (and never acknowledges) after its SUBACK.
+    let (mut slow, code) = raw_connect(port, "never-reads", None).await;
+    assert_eq!(code, 0);
+    raw_subscribe(&mut slow, "telemetry/#", 1).await;
+    let sub = Client4::connect(port, "sub").await;
+    sub.subscribe("alerts/#").await;
+    let publisher = Client4::connect(port, "pub").await;
+    let n = 5000u64;
+    for i in 0..n {
+        publisher
+            .publish(&format!("telemetry/dev-{}", i % 10), body(i, 30.0))
+            .await;
+    }
+    sub.inbox.wait_count("alerts/", n as usize, WAIT).await;
+    let metrics = filter.shared.metrics.clone();
+    // The slow subscriber holds 10 in flight and 1000 queued; the rest was dropped, counted.
+    let line = "edgefilter_broker_dropped_total{reason=\"queue_full\"}";
+    wait_for("the drops", || counter(&metrics, line) >= n - 1010).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(counter(&metrics, line), n - 1010);
+    assert_eq!(metrics.snapshot().broker_dropped, n - 1010);
+    // The filter itself got everything: backpressure held the publisher instead.
+    let s = metrics.snapshot();
+    filter.stop().await;
+    assert_eq!(s.received, n);
+    let alerts: BTreeSet<u64> = sub
+        .inbox
+        .on("alerts/")
+        .iter()
+        .filter_map(|m| seq_of(&m.payload))
+        .collect();
+    assert_eq!(alerts.len() as u64, n);
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcards_in_topic_names_are_refused() {
+    let (listen, port) = local();
+    let filter = InProcess::start(&["--listen", &listen, "--client-id", "ef-wild"]).await;
+    let sub = Client4::connect(port, "sub").await;
+    sub.subscribe("#").await;
+    let (mut raw, code) = raw_connect(port, "raw", None).await;
+    assert_eq!(code, 0);
+    raw_publish(&mut raw, "telemetry/#", body(1, 99.0).as_bytes()).await;
+    raw_publish(&mut raw, "telemetry/+/x", body(2, 99.0).as_bytes()).await;
+    raw_publish(&mut raw, "telemetry/ok", body(3, 99.0).as_bytes()).await;
+    sub.inbox.wait_count("alerts/", 1, WAIT).await;
+    let metrics = filter.shared.metrics.clone();
+    wait_for("two refusals", || {
+        counter(
+            &metrics,
+            "edgefilter_broker_dropped_total{reason=\"refused\"}",
+        ) == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let s = metrics.snapshot();
+    filter.stop().await;
+    let topics: Vec<String> = sub.inbox.on("").into_iter().map(|m| m.topic).collect();
+    assert!(
+        topics.iter().all(|t| !t.contains(['#', '+'])),
+        "a wildcard topic got through: {topics:?}"
+    );
+    assert_eq!(sub.inbox.on("alerts/").len(), 1);
+    assert_eq!(s.received, 1);
+    assert_eq!(s.dead_letters, 0);
+}
+
+/// A password file written by the real `mosquitto_passwd`.
+fn password_file(dir: &std::path::Path, users: &[(&str, &str)]) -> String {
+    let path = dir.join("passwd");
+    for (i, (u, p)) in users.iter().enumerate() {
+        let mut cmd = std::process::Command::new("mosquitto_passwd");
+        cmd.arg("-b");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let status = cmd
+            .arg(&path)
+            .arg(u)
+            .arg(p)
+            .status()
+            .expect("mosquitto_passwd");
+        assert!(status.success());
+    }
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_and_the_twin_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = password_file(dir.path(), &[("alice", "s3cret"), ("ops", "0ps")]);
+    let (listen, port) = local();
+    let filter = InProcess::start(&[
+        "--listen",
+        &listen,
+        "--client-id",
+        "ef-auth",
+        "--listen-password-file",
+        &pw,
+        "--twin-writer",
+        "ops",
+    ])
+    .await;
+    // 4 = bad user name or password, 5 = not authorised (MQTT 3.1.1 CONNACK codes).
+    assert_eq!(raw_connect(port, "anon", None).await.1, 5);
+    assert_eq!(raw_connect(port, "x", Some(("alice", "wrong"))).await.1, 4);
+    assert_eq!(
+        raw_connect(port, "x", Some(("mallory", "s3cret"))).await.1,
+        4
+    );
+    // Nobody takes the filter's session over, not even a valid user.
+    assert_eq!(
+        raw_connect(port, "ef-auth", Some(("alice", "s3cret")))
+            .await
+            .1,
+        5
+    );
+    let (mut alice, _) = raw_connect(port, "alice-pub", Some(("alice", "s3cret"))).await;
+    let (mut ops, _) = raw_connect(port, "ops-pub", Some(("ops", "0ps"))).await;
+    let metrics = filter.shared.metrics.clone();
+    raw_publish(
+        &mut alice,
+        "edgefilter/twin/desired",
+        br#"{"TemperatureThreshold": 90}"#,
+    )
+    .await;
+    raw_publish(
+        &mut alice,
+        "edgefilter/twin/reported",
+        br#"{"TemperatureThreshold": 90}"#,
+    )
+    .await;
+    wait_for("alice refused twice", || {
+        counter(
+            &metrics,
+            "edgefilter_broker_dropped_total{reason=\"refused\"}",
+        ) == 2
+    })
+    .await;
+    assert_eq!(filter.shared.threshold.get(), 25.0);
+    raw_publish(
+        &mut ops,
+        "edgefilter/twin/desired",
+        br#"{"TemperatureThreshold": 60}"#,
+    )
+    .await;
+    wait_for("ops sets 60", || filter.shared.threshold.get() == 60.0).await;
+    // Telemetry from a logged-in user is filtered with the new threshold.
+    raw_publish(&mut alice, "telemetry/a", body(1, 50.0).as_bytes()).await;
+    raw_publish(&mut alice, "telemetry/a", body(2, 70.0).as_bytes()).await;
+    wait_for("two inputs", || metrics.snapshot().received == 2).await;
+    let s = metrics.snapshot();
+    filter.stop().await;
+    assert_eq!((s.alerts, s.unmatched, s.reconnects), (1, 1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_filters_client_id_is_reserved_without_passwords_too() {
+    let (listen, port) = local();
+    let filter = InProcess::start(&["--listen", &listen, "--client-id", "ef-mine"]).await;
+    assert_eq!(raw_connect(port, "ef-mine", None).await.1, 5);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(filter.shared.metrics.is_connected());
+    assert_eq!(filter.shared.metrics.snapshot().reconnects, 0);
+    filter.stop().await;
+}
+
+#[test]
+fn an_open_listener_needs_a_password_file_or_consent() {
+    let port = free_port();
+    let addr = format!("0.0.0.0:{port}");
+    one_line_error(
+        &["run", "--listen", &addr, "--metrics-addr", "off"],
+        1,
+        "--listen-password-file",
+    );
+    one_line_error(
+        &["run", "--twin-writer", "ops", "--metrics-addr", "off"],
+        1,
+        "--twin-writer needs --listen-password-file",
+    );
+    one_line_error(
+        &[
+            "run",
+            "--listen-tls",
+            "127.0.0.1:8883",
+            "--metrics-addr",
+            "off",
+        ],
+        1,
+        "--listen-cert",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_serves_mosquitto_clients() {
+    use rcgen::{CertificateParams, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_path, key_path) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let (listen, port) = local();
+    let tls_port = free_port();
+    let tls = format!("127.0.0.1:{tls_port}");
+    let filter = InProcess::start(&[
+        "--listen",
+        &listen,
+        "--client-id",
+        "ef-tls",
+        "--listen-tls",
+        &tls,
+        "--listen-cert",
+        cert_path.to_str().unwrap(),
+        "--listen-key",
+        key_path.to_str().unwrap(),
+    ])
+    .await;
+    let sub = Client4::connect(port, "sub").await;
+    sub.subscribe("alerts/#").await;
+    let mut cmd = std::process::Command::new("mosquitto_pub");
+    cmd.args(["-h", "localhost", "-p", &tls_port.to_string(), "--cafile"])
+        .arg(&cert_path)
+        .args(["-q", "1", "-t", "telemetry/tls", "-m", &body(1, 30.0)]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sub.inbox.wait_count("alerts/telemetry/tls", 1, WAIT).await;
+    filter.stop().await;
+}
