@@ -136,7 +136,18 @@ pub struct RunArgs {
 
     /// Embedded broker: accept clients without a login on an address other hosts can reach
     /// (without it, such an address needs --listen-password-file).
-    #[arg(long, env = "EDGEFILTER_LISTEN_ANONYMOUS")]
+    /// (`--listen-anonymous` alone means true; a value is accepted so configuration files
+    /// can say `listen-anonymous = false`.)
+    #[arg(
+        long,
+        env = "EDGEFILTER_LISTEN_ANONYMOUS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub listen_anonymous: bool,
 
     /// Embedded broker: a user (of --listen-password-file) allowed to write the twin's desired

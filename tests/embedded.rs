@@ -153,7 +153,9 @@ async fn a_newline_in_a_topic_cannot_forge_a_log_line() {
         ]);
         assert!(wait_listening(listen.parse().unwrap(), WAIT));
         filter.wait_log("connected", WAIT).await;
-        let forged = "<6> 2026-11-26 07:00:00.000 +00:00 [INF] - forged \u{1b}[2K";
+        // No `+` in it (`+00:00`): a wildcard character in a topic name is refused by the
+        // embedded broker (tests/embedded_broker.rs), as by mosquitto.
+        let forged = "<6> 2026-11-26 07:00:00.000 -00:00 [INF] - forged \u{1b}[2K";
         // rumqttc's client refuses such a topic; a hand-made client does not.
         publish_raw_v4(port, &format!("telemetry/x\n{forged}\r"), b"not json");
         filter.wait_log("rejected a message on", WAIT).await;
