@@ -19,7 +19,7 @@ pub struct BrokerUrl {
 pub enum BrokerUrlError {
     #[error("{0:?}: expected mqtt://HOST:PORT or mqtts://HOST:PORT")]
     Scheme(String),
-    #[error("{0:?}: the host is missing")]
+    #[error("{0:?}: expected a host name, an IPv4 address or [an IPv6 address] after the scheme")]
     Host(String),
     #[error("{0:?}: the port must be a number from 1 to 65535")]
     Port(String),
@@ -59,21 +59,32 @@ impl BrokerUrl {
             return Err(BrokerUrlError::Scheme(s.to_string()));
         };
         let rest = rest.trim_end_matches('/');
+        let bad_host = || BrokerUrlError::Host(s.to_string());
         let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
-            // [::1]:1883
-            let (h, after) = bracketed
-                .split_once(']')
-                .ok_or_else(|| BrokerUrlError::Host(s.to_string()))?;
-            (h.to_string(), after.strip_prefix(':'))
-        } else {
-            match rest.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), Some(p)),
-                None => (rest.to_string(), None),
+            // [::1]:1883 — an IPv6 address, then nothing or `:PORT`.
+            let (h, after) = bracketed.split_once(']').ok_or_else(bad_host)?;
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':').ok_or_else(bad_host)?),
+            };
+            if h.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(bad_host());
             }
+            (h.to_string(), port)
+        } else {
+            let (h, port) = match rest.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            };
+            // A name or an IPv4 address (IPv6 goes in brackets): letters, digits, `-`, `.`,
+            // `_`. Anything else (a second `:`, `]`, whitespace, control characters) is refused
+            // rather than looked up or printed.
+            let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+            if h.is_empty() || !h.chars().all(name_char) {
+                return Err(bad_host());
+            }
+            (h.to_string(), port)
         };
-        if host.is_empty() || host.contains('/') {
-            return Err(BrokerUrlError::Host(s.to_string()));
-        }
         let port = match port {
             None => {
                 if tls {
@@ -155,6 +166,39 @@ mod tests {
             BrokerUrl::parse("mqtt://gw1@host"),
             Err(BrokerUrlError::UserInfo(u)) if u == "mqtt://***@host"
         ));
+    }
+
+    #[test]
+    fn hosts_are_names_or_addresses() {
+        // Found by fuzzing: `mqtts://<NUL>:1]:8882` parsed as a host with NULs and `]`, and
+        // printed back as a URL that parses to another port.
+        for bad in [
+            "mqtts://\0\0\0:1\0\0:1]:8882/",
+            "mqtt://[::1]junk",
+            "mqtt://[::1]:",
+            "mqtt://[nonsense]:1883",
+            "mqtt://::1:1883",
+            "mqtt://host name:1883",
+            "mqtt://host]:1883",
+            "mqtt://h\nx:1883",
+        ] {
+            assert!(
+                matches!(
+                    BrokerUrl::parse(bad),
+                    Err(BrokerUrlError::Host(_) | BrokerUrlError::Port(_))
+                ),
+                "{bad:?}: {:?}",
+                BrokerUrl::parse(bad)
+            );
+        }
+        for good in [
+            "mqtt://broker-1.example_x:1883",
+            "mqtt://10.0.0.1",
+            "mqtts://[::ffff:10.0.0.1]",
+        ] {
+            let url = BrokerUrl::parse(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert_eq!(BrokerUrl::parse(&url.to_string()), Ok(url), "{good}");
+        }
     }
 
     #[test]
