@@ -14,7 +14,8 @@
 //! Gate: installing packages needs root. As another user the test says so and passes
 //! without installing; as root (CI, `scripts/test.sh`) it always runs, and fails when
 //! `cargo deb` is missing (`scripts/test.sh` installs cargo-deb). A package `edgefilter` left
-//! installed by an earlier, interrupted run is purged first.
+//! installed by an earlier, interrupted run is purged first. Checkouts on one machine take
+//! turns through a lock file (`/tmp/edgefilter-deb-test.lock`) from install to purge.
 
 mod common;
 
@@ -58,40 +59,79 @@ fn user_exists(name: &str) -> bool {
     run("getent", &["passwd", name]).status.success()
 }
 
+/// `cargo <args>` in the repository with the environment of a plain shell: the variables
+/// cargo sets for a test (`CARGO_PKG_*`, `CARGO_MANIFEST_DIR`, …) would make the nested build
+/// look different from `scripts/test.sh`'s and build the release binary again.
+fn cargo(args: &[&str]) -> String {
+    let mut cmd = Command::new("cargo");
+    cmd.args(args).current_dir(root_dir()).env_clear();
+    for key in [
+        "PATH",
+        "HOME",
+        "CARGO_HOME",
+        "RUSTUP_HOME",
+        "RUSTUP_TOOLCHAIN",
+        "TMPDIR",
+        "LANG",
+    ] {
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        }
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("cargo: {e}"));
+    assert!(
+        out.status.success(),
+        "cargo {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Holds an exclusive lock on a machine-wide file: the package, its user and dpkg's database
+/// are the machine's, so two checkouts running this test at once must take turns.
+struct MachineLock {
+    _file: std::fs::File,
+}
+
+impl MachineLock {
+    fn take() -> MachineLock {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::create("/tmp/edgefilter-deb-test.lock").unwrap();
+        // SAFETY: a valid open descriptor; the lock is released when the file is closed.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
+        MachineLock { _file: f }
+    }
+}
+
 /// Builds the package into `dir`; returns its path.
 fn build_deb(dir: &Path) -> PathBuf {
-    ok(
-        "cargo",
-        &[
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "edgefilter",
-            "--bin",
-            "edgefilter",
-        ],
-    );
+    cargo(&[
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "edgefilter",
+        "--bin",
+        "edgefilter",
+    ]);
     let deb = dir.join("edgefilter.deb");
     let version = run("cargo", &["deb", "--version"]);
     assert!(
         version.status.success(),
         "cargo deb is missing: cargo install cargo-deb --locked (scripts/test.sh does)"
     );
-    ok(
-        "cargo",
-        &[
-            "deb",
-            "--no-build",
-            // The release profile keeps line tables (backtraces); the package does not.
-            "--strip",
-            "--locked",
-            "-p",
-            "edgefilter",
-            "--output",
-            deb.to_str().unwrap(),
-        ],
-    );
+    cargo(&[
+        "deb",
+        "--no-build",
+        // The release profile keeps line tables (backtraces); the package does not.
+        "--strip",
+        "--locked",
+        "-p",
+        "edgefilter",
+        "--output",
+        deb.to_str().unwrap(),
+    ]);
     deb
 }
 
@@ -102,12 +142,13 @@ async fn deb_installs_runs_and_purges_cleanly() {
         eprintln!("not root: the .deb is not installed here (scripts/test.sh runs as root in CI)");
         return;
     }
+    let tmp = tempfile::tempdir().unwrap();
+    let deb = build_deb(tmp.path());
+    let _lock = MachineLock::take();
     if installed() {
         eprintln!("purging an edgefilter package left by an earlier run");
         ok("dpkg", &["--purge", "edgefilter"]);
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let deb = build_deb(tmp.path());
     let deb = deb.to_str().unwrap();
 
     // What the package holds.
