@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v mosquitto_passwd >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+# protoc: the `cluster` feature's gRPC code is generated at build time (rmqtt's grpc feature).
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 # Prometheus (tests/prometheus.rs scrapes edgefilter with the real server; promtool ships in
 # the same package). Without recommends: the node exporter is not needed.
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
@@ -93,6 +95,13 @@ env -i PATH="$PATH" HOME="$HOME" ${CARGO_HOME:+CARGO_HOME="$CARGO_HOME"} \
 # of issue 8 are listed, not run. Before the tests so that their summary closes the output.
 echo "==> scripts/faults.sh --short"
 scripts/faults.sh --short
+
+# The `cluster` feature (off by default): its one test, three nodes on loopback. Before the
+# main run so that the main summary closes the output.
+if cargo nextest --version >/dev/null 2>&1; then
+  echo "==> tests of the cluster feature"
+  cargo nextest run -p edgefilter --features cluster --locked --no-fail-fast -E 'binary(cluster)'
+fi
 
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
