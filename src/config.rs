@@ -2,6 +2,8 @@
 //! ready-to-use [`Settings`] that `run` wires into the pipeline. Everything a user can get wrong
 //! is caught here and reported as one [`ConfigError`] line, before any socket is opened.
 
+pub mod rules;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -344,6 +346,9 @@ pub struct RunArgs {
     /// MQTT keep-alive interval.
     #[arg(long, env = "EDGEFILTER_KEEP_ALIVE", default_value = defaults::KEEP_ALIVE, value_parser = parse_duration)]
     pub keep_alive: Duration,
+
+    #[command(flatten)]
+    pub rules: rules::RuleArgs,
 }
 
 /// `--broker` as given, before validation: its `Debug` form hides user info a user may have
@@ -385,7 +390,7 @@ pub struct DemoArgs {
     pub devices: u32,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s == "0" {
         return Ok(Duration::ZERO);
@@ -465,6 +470,9 @@ pub enum ConfigError {
     ClusterNotBuiltIn,
     #[error("--cluster-*, --listen-tls and the other embedded broker flags need the embedded broker (no --broker)")]
     EmbeddedOnly,
+    /// An alert-rule flag (the message names it).
+    #[error("{0}")]
+    Rule(String),
 }
 
 /// Where the filter's MQTT connection goes.
@@ -515,6 +523,7 @@ pub struct Settings {
     pub max_inflight: u16,
     pub keep_alive: Duration,
     pub broker: BrokerOptions,
+    pub rules: rules::RuleConfig,
 }
 
 impl std::fmt::Debug for Settings {
@@ -551,6 +560,7 @@ impl std::fmt::Debug for Settings {
             .field("max_pending", &self.max_pending)
             .field("max_inflight", &self.max_inflight)
             .field("keep_alive", &self.keep_alive)
+            .field("rules", &self.rules)
             .finish()
     }
 }
@@ -646,6 +656,7 @@ impl RunArgs {
         if !(1..=65535).contains(&ka) {
             return Err(ConfigError::KeepAlive);
         }
+        let rules = self.rules.validate(&input_topics)?;
         let tls = TlsFiles {
             ca: self.ca.clone(),
             client_cert: self.client_cert.clone(),
@@ -720,6 +731,7 @@ impl RunArgs {
             max_pending: self.max_pending,
             max_inflight: self.max_inflight,
             keep_alive: self.keep_alive,
+            rules,
         })
     }
 }
@@ -771,6 +783,7 @@ impl Settings {
                 tls: None,
                 cluster: None,
             },
+            rules: rules::RuleConfig::off(),
         }
     }
 

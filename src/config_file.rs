@@ -156,7 +156,8 @@ pub fn read_file(path: &Path) -> Result<FileValues, FileError> {
                 toml::Value::String(s) => Ok(s.clone()),
                 toml::Value::Integer(i) => Ok(i.to_string()),
                 toml::Value::Float(f) => Ok(f.to_string()),
-                _ => Err(bad("expected a string or a number")),
+                toml::Value::Boolean(b) => Ok(b.to_string()),
+                _ => Err(bad("expected a string, a number or a boolean")),
             }
         };
         let values = match &value {

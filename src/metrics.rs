@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::pipeline::rules::device::RuleStats;
 use crate::pipeline::verdict::RejectReason;
 use crate::process_metrics::ProcessCollector;
 
@@ -124,6 +125,7 @@ pub struct Metrics {
     broker_paused: Counter,
     /// Per broker drop reason: when it was last logged, and how many since.
     broker_drop_log: Mutex<[(Option<Instant>, u64); 5]>,
+    rules: RuleMetrics,
 }
 
 /// A copy of the counters, for the stats line and summaries.
@@ -140,6 +142,11 @@ pub struct Snapshot {
     pub reconnects: u64,
     /// Messages the embedded broker dropped, all reasons.
     pub broker_dropped: u64,
+    /// Clearing messages and window summaries published (acknowledged at QoS 1).
+    pub clears: u64,
+    pub summaries: u64,
+    /// Alert candidates the rules held back (edge mode, rate limit).
+    pub suppressed: u64,
 }
 
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -280,6 +287,7 @@ impl Metrics {
             "Always 1; the version label names the running edgefilter",
             build_info,
         );
+        let rules = RuleMetrics::register(&mut registry);
         registry.register_collector(Box::new(ProcessCollector));
         let broker_dropped = Family::<BrokerDropLabels, Counter>::default();
         registry.register(
@@ -325,6 +333,7 @@ impl Metrics {
             broker_dropped,
             broker_paused,
             broker_drop_log: Mutex::new([(None, 0); 5]),
+            rules,
         }
     }
 
@@ -502,7 +511,104 @@ impl Metrics {
                         .get()
                 })
                 .sum(),
+            clears: self.rules.clears.get(),
+            summaries: self.rules.summaries.get(),
+            suppressed: RuleMetrics::SUPPRESSED
+                .iter()
+                .map(|&rule| self.rules.suppressed(rule).get())
+                .sum(),
         }
+    }
+
+    // ----- the stateful rules (pipeline::rules) ---------------------------------------------
+
+    pub fn clears_published(&self, n: u64) {
+        self.rules.clears.inc_by(n);
+    }
+
+    pub fn summaries_published(&self, n: u64) {
+        self.rules.summaries.inc_by(n);
+    }
+
+    /// What the rules held back in one batch.
+    pub fn rule_stats(&self, s: &RuleStats) {
+        let r = &self.rules;
+        if s.suppressed_edge > 0 {
+            r.suppressed("edge").inc_by(u64::from(s.suppressed_edge));
+        }
+        if s.suppressed_rate > 0 {
+            r.suppressed("rate_limit")
+                .inc_by(u64::from(s.suppressed_rate));
+        }
+        r.late.inc_by(u64::from(s.late));
+        r.no_event_time.inc_by(u64::from(s.no_event_time));
+    }
+
+    /// Devices with rule state, all shards.
+    pub fn devices(&self, n: usize) {
+        self.rules.devices.set(n as i64);
+    }
+}
+
+/// The counters of the stateful rules.
+#[derive(Default)]
+struct RuleMetrics {
+    clears: Counter,
+    summaries: Counter,
+    suppressed: Family<RuleLabels, Counter>,
+    late: Counter,
+    no_event_time: Counter,
+    devices: Gauge,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    rule: &'static str,
+}
+
+impl RuleMetrics {
+    const SUPPRESSED: [&'static str; 2] = ["edge", "rate_limit"];
+
+    fn register(registry: &mut Registry) -> RuleMetrics {
+        let m = RuleMetrics::default();
+        registry.register(
+            "edgefilter_clears_published",
+            "Clearing messages published (edge mode: a device re-armed), acknowledged at QoS 1",
+            m.clears.clone(),
+        );
+        registry.register(
+            "edgefilter_summaries_published",
+            "Window summaries published (one per device and window), acknowledged at QoS 1",
+            m.summaries.clone(),
+        );
+        registry.register(
+            "edgefilter_alerts_suppressed",
+            "Readings above the threshold that published no alert, by rule (edge: the device had alerted already; rate_limit: within --alert-min-interval)",
+            m.suppressed.clone(),
+        );
+        registry.register(
+            "edgefilter_readings_late",
+            "Readings older than every open window of their device (event time): in no summary",
+            m.late.clone(),
+        );
+        registry.register(
+            "edgefilter_readings_without_event_time",
+            "Readings without a readable --event-time-field, placed by their arrival time",
+            m.no_event_time.clone(),
+        );
+        registry.register(
+            "edgefilter_devices_tracked",
+            "Devices with rule state (edge, rate limit, windows); idle ones are evicted",
+            m.devices.clone(),
+        );
+        for rule in Self::SUPPRESSED {
+            let _ = m.suppressed(rule);
+        }
+        m
+    }
+
+    fn suppressed(&self, rule: &'static str) -> Counter {
+        self.suppressed.get_or_create(&RuleLabels { rule }).clone()
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use crate::config::rules::default_v4_clear_template;
 use crate::config::{AzureEdge, BatchFormat, MqttVersion, Settings, Target};
 use crate::flow::dialect::{Azure, Dialect, Generic};
 use crate::flow::FlowConfig;
@@ -110,14 +111,24 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
     let in_azure = azure.is_some();
     let on_embedded = embedded.is_some();
     let dialect = match &azure {
-        Some(identity) => Dialect::Azure(Box::new(Azure::new(
-            &identity.device_id,
-            &identity.module_id,
-            &settings.input_name,
-            &settings.output_name,
-            settings.dead_letter_topic.as_deref(),
-        ))),
+        Some(identity) => Dialect::Azure(Box::new(
+            Azure::new(
+                &identity.device_id,
+                &identity.module_id,
+                &settings.input_name,
+                &settings.output_name,
+                settings.dead_letter_topic.as_deref(),
+            )
+            .with_summary_output(&settings.rules.summary_output),
+        )),
         None => {
+            // Clearing messages: on the alert topic under MQTT 5 (the MessageType property tells
+            // them apart), on their own topic under 3.1.1 (no properties: the topic tells).
+            let clear_topic = match (&settings.rules.clear_topic, version) {
+                (Some(t), _) => Some(t.clone()),
+                (None, Version::V4) => Some(default_v4_clear_template()),
+                (None, Version::V5) => None,
+            };
             // The input subscription has --qos on the embedded broker too: at QoS 1 the
             // broker's in-flight window paces what it sends us (tests/embedded_broker.rs).
             let generic = Generic::new(
@@ -127,7 +138,8 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
                 &settings.twin_topic,
                 settings.alert_topic.clone(),
                 settings.dead_letter_topic.clone(),
-            );
+            )
+            .with_rule_topics(clear_topic, settings.rules.summary_topic.clone());
             Dialect::Generic(generic)
         }
     };
@@ -174,6 +186,8 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
             },
             drain_timeout: settings.drain_timeout,
             keep_alive_secs,
+            rules: settings.rules.settings.clone(),
+            event_time: settings.rules.event_time.clone(),
         },
         field: settings.field.clone(),
         max_payload: settings.max_payload,

@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use crate::mqtt::azure::propbag::{sys, OutputProperties, PropertyBag};
+use crate::mqtt::azure::propbag::{sys, OutputProperties, PropertyBag, MESSAGE_TYPE};
 use crate::mqtt::azure::topics::{self as az_topics, Inbound as AzInbound, ModuleTopics};
 use crate::mqtt::azure::twin_doc;
 use crate::mqtt::codec::{InPublish, OutPublish, PublishProperties, Version};
@@ -40,7 +40,35 @@ pub enum InputProps {
     Bag(Box<PropertyBag>),
 }
 
+/// What a publish caused by the rules is (alerts, and with the stateful rules clearing
+/// messages and window summaries): where it goes and how it is marked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The input's body, `MessageType=Alert`, on the alert topic (IoT Edge: `--output-name`).
+    Alert,
+    /// The input's body, `MessageType=AlertCleared`: on the alert topic under MQTT 5 (the
+    /// user property tells), on `--clear-topic` (`cleared/{topic}`) under MQTT 3.1.1 (the topic
+    /// tells); IoT Edge: the alert output, the property bag tells.
+    Clear,
+    /// A window summary, `MessageType=Summary`, on `--summary-topic` (`summaries/{topic}`);
+    /// IoT Edge: the `--summary-output` (`summary`).
+    Summary,
+}
+
+impl Output {
+    /// The `MessageType` property value.
+    pub fn message_type(self) -> &'static str {
+        match self {
+            Output::Alert => "Alert",
+            Output::Clear => "AlertCleared",
+            Output::Summary => "Summary",
+        }
+    }
+}
+
 /// The dialect of the broker the filter is connected to.
+// One per filter, never moved in a hot loop: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Dialect {
     Generic(Generic),
@@ -78,18 +106,36 @@ impl Dialect {
         }
     }
 
-    /// Alerts with the same key share one array-format publish.
-    pub fn array_key(&mut self, input_topic: &Bytes) -> Bytes {
+    /// The clearing message for an input (edge mode: its device re-armed).
+    pub fn clear(&mut self, input_topic: &Bytes, payload: Bytes, props: InputProps) -> OutPublish {
         match self {
-            Dialect::Generic(g) => g.alert_topic_for(input_topic),
+            Dialect::Generic(g) => g.clear(input_topic, payload, props),
+            Dialect::Azure(a) => a.clear(payload, props),
+        }
+    }
+
+    /// A window summary of `device` (the input topic, or IoT Edge's source device/module).
+    pub fn summary(&mut self, device: &Bytes, payload: Bytes) -> OutPublish {
+        match self {
+            Dialect::Generic(g) => g.summary(device, payload),
+            Dialect::Azure(a) => a.summary(payload),
+        }
+    }
+
+    /// Publishes of one kind with the same key share one array-format publish (`topic`: the
+    /// input topic, or a summary's device).
+    pub fn array_key(&mut self, kind: Output, topic: &Bytes) -> Bytes {
+        match self {
+            Dialect::Generic(g) => g.topic_for(kind, topic),
             Dialect::Azure(_) => Bytes::new(),
         }
     }
 
-    pub fn alert_array(&mut self, key: &Bytes, payload: Bytes) -> OutPublish {
+    /// An array-format publish of `kind` for `key` (see [`Dialect::array_key`]).
+    pub fn array(&mut self, kind: Output, key: &Bytes, payload: Bytes) -> OutPublish {
         match self {
-            Dialect::Generic(g) => g.alert_array(key, payload),
-            Dialect::Azure(a) => a.alert_array(payload),
+            Dialect::Generic(g) => g.array(kind, key, payload),
+            Dialect::Azure(a) => a.array(kind, payload),
         }
     }
 
@@ -154,6 +200,8 @@ pub struct Azure {
     input_name: String,
     output_name: String,
     dead_letter_output: Option<String>,
+    /// Where window summaries go (`--summary-output`).
+    summary_output: String,
     next_rid: u64,
     /// Request id of the full-twin GET awaiting its answer.
     pending_get: Option<String>,
@@ -177,9 +225,16 @@ impl Azure {
                 .and_then(|t| t.rsplit('/').next())
                 .filter(|t| !t.is_empty())
                 .map(str::to_string),
+            summary_output: "summary".to_string(),
             next_rid: 1,
             pending_get: None,
         }
+    }
+
+    /// Window summaries go to `output` (default `summary`).
+    pub fn with_summary_output(mut self, output: &str) -> Self {
+        self.summary_output = output.to_string();
+        self
     }
 
     fn rid(&mut self) -> String {
@@ -257,12 +312,35 @@ impl Azure {
         )
     }
 
-    pub fn alert_array(&mut self, payload: Bytes) -> OutPublish {
-        let mut props = OutputProperties::alert_from_input(&PropertyBag::new());
-        props.content_type = Some("application/json".into());
-        props.content_encoding = Some("utf-8".into());
-        props.custom.insert("Batch".into(), "array".into());
+    /// The clearing message: the original body to `--output-name`, the input's properties
+    /// forwarded with `MessageType=AlertCleared`.
+    pub fn clear(&mut self, payload: Bytes, props: InputProps) -> OutPublish {
+        let bag = match props {
+            InputProps::Bag(bag) => *bag,
+            _ => PropertyBag::new(),
+        };
+        let mut props = OutputProperties::from_input(&bag);
+        props
+            .custom
+            .insert(MESSAGE_TYPE.into(), Output::Clear.message_type().into());
         self.events(&self.output_name, &props, payload)
+    }
+
+    /// A window summary to `--summary-output`, `MessageType=Summary`, JSON.
+    pub fn summary(&mut self, payload: Bytes) -> OutPublish {
+        let props = json_properties(Output::Summary, None);
+        self.events(&self.summary_output, &props, payload)
+    }
+
+    /// An array-format publish of `kind` (alerts and clears to `--output-name`, summaries to
+    /// `--summary-output`).
+    pub fn array(&mut self, kind: Output, payload: Bytes) -> OutPublish {
+        let props = json_properties(kind, Some("array"));
+        let output = match kind {
+            Output::Summary => &self.summary_output,
+            Output::Alert | Output::Clear => &self.output_name,
+        };
+        self.events(output, &props, payload)
     }
 
     /// `$iothub/twin/GET/?$rid=N`, at QoS 0 and never retried — unlike the Python SDK, which
@@ -280,28 +358,51 @@ impl Azure {
     pub fn reported(&mut self, twin: &Twin) -> OutPublish {
         let rid = self.rid();
         let topic = Bytes::from(az_topics::twin_reported_topic(&rid));
-        let doc = twin_doc::reported_patch(twin.threshold(), twin.version(), twin.status());
+        let doc = twin_doc::reported_patch_with(
+            twin.threshold(),
+            twin.version(),
+            twin.status(),
+            &twin.reported_rules(),
+        );
         OutPublish::new(Version::V4, &topic, Bytes::from(doc), 0, false, None)
     }
 
     /// Rejected input to the dead-letter output, with the reason as properties.
     pub fn dead_letter(&self, envelope: Bytes, reason: &str, source: &Bytes) -> Option<OutPublish> {
         let output = self.dead_letter_output.as_ref()?;
-        let mut props = OutputProperties {
-            content_type: Some("application/json".into()),
-            content_encoding: Some("utf-8".into()),
-            ..Default::default()
-        };
-        props
-            .custom
-            .insert("edgefilter-reason".into(), reason.into());
         let input = self
             .topics
             .parse_input(&String::from_utf8_lossy(source))
             .map(|i| i.input_name)
             .unwrap_or_default();
-        props.custom.insert("edgefilter-input".into(), input);
+        let props = json_bag([
+            ("edgefilter-reason", reason.to_string()),
+            ("edgefilter-input", input),
+        ]);
         Some(self.events(output, &props, envelope))
+    }
+}
+
+/// JSON content with `MessageType` set (and `Batch=array` for array publishes).
+fn json_properties(kind: Output, batch: Option<&str>) -> OutputProperties {
+    let batch = batch.map(|b| ("Batch", b.to_string()));
+    json_bag(
+        [(MESSAGE_TYPE, kind.message_type().to_string())]
+            .into_iter()
+            .chain(batch),
+    )
+}
+
+/// Properties of a JSON body edgefilter wrote, with these application properties.
+fn json_bag<'a>(custom: impl IntoIterator<Item = (&'a str, String)>) -> OutputProperties {
+    OutputProperties {
+        content_type: Some("application/json".into()),
+        content_encoding: Some("utf-8".into()),
+        custom: custom
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        ..Default::default()
     }
 }
 
@@ -318,7 +419,17 @@ pub struct Generic {
     pub twin_desired: String,
     pub twin_reported: String,
     pub alert_topics: TopicCache,
+    /// Where clearing messages and summaries go.
+    pub rule_topics: Box<RuleTopics>,
     pub dead_letter_topic: Option<String>,
+}
+
+/// The topics of what the stateful rules publish (generic MQTT).
+#[derive(Debug)]
+pub struct RuleTopics {
+    /// Clearing messages (None: the alert topic).
+    pub clear: Option<TopicCache>,
+    pub summary: TopicCache,
 }
 
 impl Generic {
@@ -347,8 +458,21 @@ impl Generic {
             twin_desired: format!("{twin_prefix}/desired"),
             twin_reported: format!("{twin_prefix}/reported"),
             alert_topics: TopicCache::new(alert_template, 100_000),
+            rule_topics: Box::new(RuleTopics {
+                clear: None,
+                summary: TopicCache::new(default_summary_template(), 100_000),
+            }),
             dead_letter_topic,
         }
+    }
+
+    /// Clearing messages to `clear` (None: the alert topic), summaries to `summary`.
+    pub fn with_rule_topics(mut self, clear: Option<Template>, summary: Template) -> Self {
+        self.rule_topics = Box::new(RuleTopics {
+            clear: clear.map(|t| TopicCache::new(t, 100_000)),
+            summary: TopicCache::new(summary, 100_000),
+        });
+        self
     }
 
     /// Filters to subscribe after every CONNACK: (filters, QoS, MQTT 5 no-local).
@@ -387,27 +511,39 @@ impl Generic {
         OutPublish::new(self.version, &topic, payload, self.qos, false, properties)
     }
 
-    /// An array-format alert: one payload for several inputs on the same alert topic.
-    pub fn alert_array(&mut self, alert_topic: &Bytes, payload: Bytes) -> OutPublish {
+    /// The clearing message for an input: the original payload on the clear topic, with the
+    /// input's properties plus `MessageType=AlertCleared` (MQTT 5).
+    pub fn clear(&mut self, input_topic: &Bytes, payload: Bytes, props: InputProps) -> OutPublish {
+        let topic = self.topic_for(Output::Clear, input_topic);
         let properties = match self.version {
             Version::V4 => None,
-            Version::V5 => Some(PublishProperties {
-                content_type: Some("application/json".into()),
-                user_properties: vec![
-                    ("MessageType".into(), "Alert".into()),
-                    ("Batch".into(), "array".into()),
-                ],
-                ..Default::default()
-            }),
+            Version::V5 => Some(typed_properties(props, Output::Clear)),
         };
-        OutPublish::new(
-            self.version,
-            alert_topic,
-            payload,
-            self.qos,
-            false,
-            properties,
-        )
+        OutPublish::new(self.version, &topic, payload, self.qos, false, properties)
+    }
+
+    /// A window summary of `device` (its input topic) on the summary topic.
+    pub fn summary(&mut self, device: &Bytes, payload: Bytes) -> OutPublish {
+        let topic = self.rule_topics.summary.alert_topic(device);
+        let properties = self.json_properties(Output::Summary, false);
+        OutPublish::new(self.version, &topic, payload, self.qos, false, properties)
+    }
+
+    /// The topic a publish of `kind` for input topic (or summary device) `topic` goes to.
+    pub fn topic_for(&mut self, kind: Output, topic: &Bytes) -> Bytes {
+        let rules = &mut *self.rule_topics;
+        match (kind, &mut rules.clear) {
+            (Output::Alert, _) | (Output::Clear, None) => self.alert_topics.alert_topic(topic),
+            (Output::Clear, Some(clears)) => clears.alert_topic(topic),
+            (Output::Summary, _) => rules.summary.alert_topic(topic),
+        }
+    }
+
+    /// An array-format publish of `kind` on `topic`: one JSON payload for several alerts,
+    /// clears or summaries.
+    pub fn array(&mut self, kind: Output, topic: &Bytes, payload: Bytes) -> OutPublish {
+        let properties = self.json_properties(kind, true);
+        OutPublish::new(self.version, topic, payload, self.qos, false, properties)
     }
 
     /// The reported-properties document, retained.
@@ -468,9 +604,23 @@ impl Generic {
         ))
     }
 
-    pub fn alert_topic_for(&mut self, input_topic: &Bytes) -> Bytes {
-        self.alert_topics.alert_topic(input_topic)
+    /// MQTT 5: JSON content, `MessageType` for `kind`, `Batch=array` for array publishes.
+    fn json_properties(&self, kind: Output, batch: bool) -> Option<PublishProperties> {
+        let mut user_properties = vec![("MessageType".into(), kind.message_type().into())];
+        if batch {
+            user_properties.push(("Batch".into(), "array".into()));
+        }
+        (self.version == Version::V5).then(|| PublishProperties {
+            content_type: Some("application/json".into()),
+            user_properties,
+            ..Default::default()
+        })
     }
+}
+
+/// `summaries/{topic}`.
+pub fn default_summary_template() -> Template {
+    Template::parse("summaries/{topic}").expect("a valid template")
 }
 
 /// Topic aliases and subscription identifiers belong to one connection, not to a message.
@@ -482,6 +632,11 @@ fn strip_connection_properties(p: &mut PublishProperties) {
 /// The input's MQTT 5 properties with `MessageType=Alert` set (an existing `MessageType` is
 /// replaced).
 pub fn alert_properties(props: InputProps) -> PublishProperties {
+    typed_properties(props, Output::Alert)
+}
+
+/// The input's MQTT 5 properties with `MessageType` set for `kind`.
+fn typed_properties(props: InputProps, kind: Output) -> PublishProperties {
     let mut p = match props {
         InputProps::V5(p) => *p,
         _ => PublishProperties::default(),
@@ -489,7 +644,7 @@ pub fn alert_properties(props: InputProps) -> PublishProperties {
     strip_connection_properties(&mut p);
     p.user_properties.retain(|(k, _)| k != "MessageType");
     p.user_properties
-        .push(("MessageType".into(), "Alert".into()));
+        .push(("MessageType".into(), kind.message_type().into()));
     p
 }
 
@@ -579,6 +734,80 @@ mod tests {
         assert_eq!(key(sensor), b"dev1/SimulatedTemperatureSensor");
         assert_ne!(key(sensor), key("%24.cdid=dev1&%24.cmid=OtherSensor"));
         assert_eq!(key("sequenceNumber=1"), b"/");
+    }
+
+    #[test]
+    fn clears_and_summaries_say_what_they_are() {
+        let mut g = generic();
+        let props = PublishProperties {
+            user_properties: vec![("sequenceNumber".into(), "7".into())],
+            ..Default::default()
+        };
+        let input = Bytes::from_static(b"telemetry/d");
+        let clear = g.clear(
+            &input,
+            Bytes::from_static(b"{}"),
+            InputProps::V5(Box::new(props)),
+        );
+        assert_eq!(
+            clear.topic(),
+            b"alerts/telemetry/d",
+            "MQTT 5: the alert topic"
+        );
+        assert_eq!(
+            clear.properties().unwrap().user_properties,
+            vec![
+                ("sequenceNumber".to_string(), "7".to_string()),
+                ("MessageType".to_string(), "AlertCleared".to_string())
+            ]
+        );
+        let summary = g.summary(&input, Bytes::from_static(b"{}"));
+        assert_eq!(summary.topic(), b"summaries/telemetry/d");
+        let p = summary.properties().unwrap();
+        assert_eq!(
+            p.user_properties,
+            vec![("MessageType".into(), "Summary".into())]
+        );
+        assert_eq!(p.content_type.as_deref(), Some("application/json"));
+        // MQTT 3.1.1 has no properties: clears go to a topic of their own.
+        let mut g4 = Generic::new(
+            Version::V4,
+            vec!["telemetry/#".into()],
+            1,
+            "edgefilter/twin",
+            Template::parse("alerts/{topic}").unwrap(),
+            None,
+        )
+        .with_rule_topics(
+            Some(Template::parse("cleared/{topic}").unwrap()),
+            Template::parse("sum/{topic}").unwrap(),
+        );
+        let clear = g4.clear(&input, Bytes::from_static(b"{}"), InputProps::None);
+        assert_eq!(
+            (clear.topic(), clear.properties()),
+            (&b"cleared/telemetry/d"[..], None)
+        );
+        assert_eq!(g4.summary(&input, Bytes::new()).topic(), b"sum/telemetry/d");
+    }
+
+    #[test]
+    fn azure_clears_and_summaries_carry_their_message_type() {
+        let mut a = Azure::new("dev1", "filter", "input1", "output1", None);
+        let bag = PropertyBag::decode("sequenceNumber=3&%24.cdid=dev1&%24.cmid=sensor");
+        let clear = a.clear(Bytes::new(), InputProps::Bag(Box::new(bag)));
+        let topic = String::from_utf8(clear.topic().to_vec()).unwrap();
+        assert!(
+            topic.starts_with("devices/dev1/modules/filter/messages/events/"),
+            "{topic}"
+        );
+        assert!(topic.contains("%24.on=output1"), "{topic}");
+        assert!(topic.contains("MessageType=AlertCleared"), "{topic}");
+        assert!(topic.contains("sequenceNumber=3"), "{topic}");
+        let mut a = a.with_summary_output("stats");
+        let summary = String::from_utf8(a.summary(Bytes::new()).topic().to_vec()).unwrap();
+        assert!(summary.contains("%24.on=stats"), "{summary}");
+        assert!(summary.contains("MessageType=Summary"), "{summary}");
+        assert!(summary.contains("%24.ct=application%2Fjson"), "{summary}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::metrics::TwinResult;
 use crate::mqtt::azure::twin_doc;
 use crate::mqtt::codec::InPublish;
 use crate::pipeline::pool::shard_of;
-use crate::pipeline::stage::{Batch, Job, Rules};
+use crate::pipeline::stage::{Batch, Job};
 use crate::twin::Outcome;
 
 impl Flow {
@@ -68,14 +68,14 @@ impl Flow {
                 // What arrived before the patch is judged with the rules before it.
                 self.dispatch(true);
                 let seq = self.acks.push(pkid, now);
-                self.apply_twin(&p.payload);
+                self.apply_twin(&p.payload, now);
                 self.acks.done(seq);
             }
             Route::TwinFull => {
                 self.dispatch(true);
                 let seq = self.acks.push(pkid, now);
                 match twin_doc::parse_full_twin(&p.payload) {
-                    Ok(full) => self.apply_twin(&full.desired_json()),
+                    Ok(full) => self.apply_twin(&full.desired_json(), now),
                     Err(e) => tracing::warn!("twin: unreadable full twin: {}", chain(&e)),
                 }
                 self.acks.done(seq);
@@ -96,12 +96,12 @@ impl Flow {
     }
 
     /// Validates and applies a desired document, then reports.
-    pub(super) fn apply_twin(&mut self, doc: &[u8]) {
+    pub(super) fn apply_twin(&mut self, doc: &[u8], now: Instant) {
         let before = self.twin.threshold();
         let outcome = self.twin.handle(doc);
         let result = match &outcome {
             Outcome::Applied { threshold, changed } => {
-                self.rules = Rules::new(*threshold);
+                self.set_rules(*threshold, now);
                 self.threshold.set(*threshold);
                 self.metrics.threshold(*threshold);
                 if *changed {

@@ -25,6 +25,7 @@ mod dead_letter;
 pub mod dialect;
 mod inbound;
 mod outbound;
+mod rules;
 #[cfg(test)]
 mod tests;
 
@@ -41,12 +42,13 @@ use crate::mqtt::codec::{CodecError, ConnAckInfo, Encoder, Inbound, Version};
 use crate::mqtt::keepalive::{Action, KeepAlive};
 use crate::mqtt::outgoing::Outgoing;
 use crate::pipeline::batch::{Batcher, Format};
-use crate::pipeline::stage::{Batch, Job, Out, OutKind, Rules};
-use crate::pipeline::verdict::Verdict;
+use crate::pipeline::rules::{Anchor, RuleSettings, Rules};
+use crate::pipeline::stage::{Batch, Job, Out, OutKind};
+use crate::pipeline::verdict::{FieldPath, Verdict};
 use crate::twin::{Threshold, Twin};
 
 pub use dead_letter::{dead_letter_envelope, DEAD_LETTER_KEEP};
-use dialect::{Dialect, InputProps};
+use dialect::{Dialect, InputProps, Output as PubKind};
 use outbound::{write_publish, Covers, Kind, PendingAlert, Sent};
 
 /// What ends a connection from the protocol's side.
@@ -94,6 +96,10 @@ pub struct FlowConfig {
     pub drain_timeout: Duration,
     /// The keep-alive we ask for in CONNECT (an MQTT 5 broker may impose its own).
     pub keep_alive_secs: u16,
+    /// The alert rules at startup (the twin may change them; all off by default).
+    pub rules: RuleSettings,
+    /// The event-time clock of the rules: the path of each payload's time (None: arrival).
+    pub event_time: Option<FieldPath>,
 }
 
 /// Per-input metadata travelling with a job through a stage and back.
@@ -164,6 +170,12 @@ pub struct Flow {
     spare_outs: Vec<Vec<Out>>,
     /// Jobs handed out and not yet back (any connection).
     in_stages: usize,
+    /// Tick and flush batches handed out and not yet back.
+    controls_out: usize,
+    /// When the stages must next look at their devices without input (the rules' timer).
+    rule_tick_at: Option<Instant>,
+    /// Devices with rule state, per shard (as the stages last reported).
+    devices: Vec<usize>,
     /// Batches decided on but not yet taken by the I/O loop, in order.
     ready: VecDeque<Batch<Meta>>,
     link: Option<Link>,
@@ -181,11 +193,20 @@ impl Flow {
         metrics: Arc<Metrics>,
         threshold: Arc<Threshold>,
     ) -> Flow {
-        let twin = Twin::new(threshold.get());
+        let twin = Twin::new(threshold.get(), cfg.rules.clone());
         metrics.threshold(twin.threshold());
         let shards = (0..cfg.shards.max(1)).map(|_| Shard::default()).collect();
+        let rules = Rules::with(
+            twin.threshold(),
+            twin.rules().clone(),
+            cfg.event_time.clone(),
+            Anchor::now(),
+        );
         Flow {
-            rules: Rules::new(twin.threshold()),
+            rule_tick_at: rules.next_tick(rules.anchor.at),
+            devices: vec![0; cfg.shards.max(1)],
+            controls_out: 0,
+            rules,
             out: Outgoing::new(cfg.max_inflight),
             batcher: Batcher::new(cfg.batch_max, cfg.batch_linger),
             acks: AckOrder::new(),
@@ -292,6 +313,10 @@ impl Flow {
             let shard = &mut self.shards[batch.shard];
             shard.with_worker = shard.with_worker.saturating_sub(1);
         }
+        self.rule_results(&batch);
+        // With per-device state the stage has moved on: a redelivered input will be judged
+        // against the state this one left, so what this one caused must go out.
+        let stateless = batch.rules.stateless();
         let session_present = self.link.as_ref().is_some_and(|l| l.session_present);
         let mut outs = batch.outs.iter().peekable();
         let mut unmatched = 0;
@@ -306,7 +331,7 @@ impl Flow {
             let current = self.acks.is_current(seq);
             // An input of a lost connection that the broker will redeliver: what it causes
             // here would only duplicate what its redelivery causes.
-            if !current && session_present && qos > 0 {
+            if !current && session_present && qos > 0 && stateless {
                 while outs.next_if(|o| o.job as usize == i).is_some() {}
                 continue;
             }
@@ -321,27 +346,36 @@ impl Flow {
                 Verdict::Alert => {}
             }
             while let Some(out) = outs.next_if(|o| o.job as usize == i) {
+                let kind = match &out.kind {
+                    OutKind::Alert => PubKind::Alert,
+                    OutKind::Clear => PubKind::Clear,
+                    OutKind::Summary { .. } => {
+                        self.summary(out, now);
+                        continue;
+                    }
+                };
                 let last = outs.peek().is_none_or(|o| o.job as usize != i);
                 let props = if last { props.take() } else { props.clone() };
                 // The input is held until this publish is acknowledged.
                 if let Some(seq) = seq {
                     self.acks.hold(seq, 1);
                 }
-                match out.kind {
-                    OutKind::Alert => {
-                        let alert = PendingAlert {
-                            seq,
-                            topic: topic.clone(),
-                            payload: job.payload.clone(),
-                            props: props.unwrap_or_default(),
-                        };
-                        self.batcher.push(alert, now);
-                    }
-                }
+                let alert = PendingAlert {
+                    kind,
+                    seq,
+                    topic: topic.clone(),
+                    payload: job.payload.clone(),
+                    props: props.unwrap_or_default(),
+                };
+                self.batcher.push(alert, now);
             }
             if let Some(seq) = seq {
                 self.acks.done(seq);
             }
+        }
+        // A tick's or a flush's summaries, caused by no input.
+        for out in outs {
+            self.summary(out, now);
         }
         self.metrics.unmatched(unmatched);
         let Batch { jobs, mut outs, .. } = batch;
@@ -354,8 +388,10 @@ impl Flow {
         }
     }
 
-    /// Timers: keep-alive (ping, or give up), the IoT Edge token renewal.
+    /// Timers: keep-alive (ping, or give up), the IoT Edge token renewal, the rules' windows
+    /// and idle devices.
     pub fn tick(&mut self, now: Instant) -> Result<(), FlowError> {
+        self.rule_timer(now);
         if self.renew_at.is_some_and(|t| now >= t) {
             self.renew_at = None;
             self.start_drain(Drain::Renew, now);
@@ -378,6 +414,7 @@ impl Flow {
                 // Already waiting for a renewal drain: keep its deadline, end afterwards.
                 tracing::info!("shutdown: draining");
                 self.draining = Some((deadline, Drain::Shutdown));
+                self.flush_rules();
             }
             (why, None) => {
                 if why == Drain::Shutdown {
@@ -385,6 +422,7 @@ impl Flow {
                         "shutdown: draining (up to {} s)",
                         self.cfg.drain_timeout.as_secs_f64()
                     );
+                    self.flush_rules();
                 }
                 self.draining = Some((now + self.cfg.drain_timeout, why));
             }
@@ -456,6 +494,7 @@ impl Flow {
             self.batcher.deadline(),
             self.draining.map(|(d, _)| d),
             self.renew_at,
+            self.rule_tick_at,
         ]
         .into_iter()
         .flatten()
@@ -506,6 +545,7 @@ impl Flow {
     /// Everything acknowledged and released: nothing left to lose.
     pub fn drained(&self) -> bool {
         self.in_stages == 0
+            && self.controls_out == 0
             && self.ready.is_empty()
             && self.shards.iter().all(|s| s.jobs.is_empty())
             && self.batcher.is_empty()

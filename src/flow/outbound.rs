@@ -6,7 +6,8 @@ use bytes::{Bytes, BytesMut};
 use std::time::Instant;
 
 use super::dead_letter::dead_letter_envelope;
-use super::dialect::InputProps;
+use super::dialect::{InputProps, Output as PubKind};
+use super::rules::kind_of;
 use super::Flow;
 use crate::logging::chain;
 use crate::mqtt::codec::{Encoder, OutPublish, Unpublishable};
@@ -40,6 +41,10 @@ impl Covers {
 pub(super) enum Kind {
     /// This many alerts (more than one in an array batch).
     Alert(u64),
+    /// This many clearing messages.
+    Clear(u64),
+    /// This many window summaries.
+    Summary(u64),
     DeadLetter,
     /// Twin reports and requests.
     Control,
@@ -52,11 +57,14 @@ pub(super) struct Sent {
     pub(super) kind: Kind,
 }
 
-/// An alert waiting in the batcher.
+/// An alert (or a clearing message, or a summary) waiting in the batcher.
 #[derive(Debug)]
 pub(super) struct PendingAlert {
-    /// None when the input belongs to a lost connection (nothing to acknowledge).
+    pub(super) kind: PubKind,
+    /// None when the input belongs to a lost connection (nothing to acknowledge), and for
+    /// summaries (they hold no input).
     pub(super) seq: Option<u64>,
+    /// The input topic (a summary: its device).
     pub(super) topic: Bytes,
     pub(super) payload: Bytes,
     pub(super) props: InputProps,
@@ -121,27 +129,43 @@ impl Flow {
         match self.cfg.batch_format {
             Format::Single => {
                 for a in alerts {
-                    let packet = self.dialect.alert(&a.topic, a.payload.clone(), a.props);
+                    let packet = match a.kind {
+                        PubKind::Alert => self.dialect.alert(&a.topic, a.payload.clone(), a.props),
+                        PubKind::Clear => self.dialect.clear(&a.topic, a.payload.clone(), a.props),
+                        PubKind::Summary => {
+                            let packet = self.dialect.summary(&a.topic, a.payload);
+                            self.publish(packet, Covers::Nothing, Kind::Summary(1));
+                            continue;
+                        }
+                    };
                     match self.check(&packet) {
-                        Ok(()) => self.publish(packet, Covers::of(a.seq), Kind::Alert(1)),
+                        Ok(()) => self.publish(packet, Covers::of(a.seq), kind_of(a.kind, 1)),
                         Err(why) => self.unpublishable_alert(a.seq, &a.topic, &a.payload, &why),
                     }
                 }
             }
             Format::Array => {
                 let dialect = &mut self.dialect;
-                let groups = group_by_key(alerts, |a| dialect.array_key(&a.topic));
-                for (alert_topic, group) in groups {
+                let groups =
+                    group_by_key(alerts, |a| (a.kind, dialect.array_key(a.kind, &a.topic)));
+                for ((kind, out_topic), group) in groups {
                     let payload = json_array(group.iter().map(|a| &a.payload[..]));
-                    let packet = self.dialect.alert_array(&alert_topic, payload);
+                    let packet = self.dialect.array(kind, &out_topic, payload);
                     if let Err(why) = self.check(&packet) {
-                        for a in &group {
-                            self.unpublishable_alert(a.seq, &a.topic, &a.payload, &why);
+                        for a in group {
+                            if kind == PubKind::Summary {
+                                // Too large as one array: each on its own.
+                                let packet = self.dialect.summary(&a.topic, a.payload);
+                                self.publish(packet, Covers::Nothing, Kind::Summary(1));
+                            } else {
+                                self.unpublishable_alert(a.seq, &a.topic, &a.payload, &why);
+                            }
                         }
                         continue;
                     }
                     let seqs: Vec<u64> = group.iter().filter_map(|a| a.seq).collect();
-                    self.publish(packet, Covers::Many(seqs), Kind::Alert(group.len() as u64));
+                    let n = group.len() as u64;
+                    self.publish(packet, Covers::Many(seqs), kind_of(kind, n));
                 }
             }
         }
@@ -187,6 +211,8 @@ impl Flow {
         if let Err(why) = self.check(&packet) {
             let what = match kind {
                 Kind::Alert(_) => "alert",
+                Kind::Clear(_) => "clear",
+                Kind::Summary(_) => "summary",
                 Kind::DeadLetter => "dead_letter",
                 Kind::Control => "twin",
             };
@@ -212,6 +238,8 @@ impl Flow {
     pub(super) fn finished(&mut self, sent: Sent) {
         match sent.kind {
             Kind::Alert(n) => self.metrics.alerts_published(n.max(1)),
+            Kind::Clear(n) => self.metrics.clears_published(n.max(1)),
+            Kind::Summary(n) => self.metrics.summaries_published(n.max(1)),
             Kind::DeadLetter => self.metrics.dead_lettered(1),
             Kind::Control => {}
         }

@@ -14,6 +14,8 @@ use dialect::Generic;
 use rumqttc::mqttbytes::v4;
 use rumqttc::v5::mqttbytes::v5;
 
+mod rules;
+
 /// What the flow wrote, decoded (both versions mapped to one shape).
 #[derive(Debug, Clone, PartialEq)]
 enum Wire {
@@ -55,6 +57,8 @@ fn config(version: Version) -> FlowConfig {
         batch_format: Format::Single,
         drain_timeout: Duration::from_secs(10),
         keep_alive_secs: 30,
+        rules: RuleSettings::default(),
+        event_time: None,
     }
 }
 

@@ -1,16 +1,22 @@
-//! The twin: desired-property patches in, the threshold the verdicts use, reported properties
-//! out. It sits beside the data flow — the connection hands it the bodies that arrive on the
-//! twin topic, it validates them into a typed [`Patch`], and only then swaps the threshold.
+//! The twin: desired-property patches in, the threshold (and the alert rules, [`rules`]) the
+//! verdicts use, reported properties out. It sits beside the data flow — the connection hands
+//! it the bodies that arrive on the twin topic, it validates them into a typed [`Patch`], and
+//! only then swaps the threshold and the rules (all or nothing).
 //!
 //! - [`Threshold`]: the `f64` the workers compare with, stored as bits in an `AtomicU64`
 //!   (readers never lock; a swap is a single store, so no one sees a torn value).
 //! - [`Twin`]: the pure state machine — desired document → [`Outcome`] (applied, refused,
-//!   stale), and the reported document with the threshold in force, the last applied
-//!   `$version` and the status of the last patch.
+//!   stale), and the reported document with the threshold and the rules in force, the last
+//!   applied `$version` and the status of the last patch.
+
+pub mod rules;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value};
+
+use crate::pipeline::rules::RuleSettings;
+pub use rules::RulePatch;
 
 /// The threshold in force, shared lock-free between the twin and the pipeline.
 #[derive(Debug)]
@@ -40,6 +46,8 @@ pub struct Patch {
     pub version: Option<u64>,
     /// The new threshold, when the document sets one.
     pub threshold: Option<f64>,
+    /// The rule keys the document sets.
+    pub rules: RulePatch,
 }
 
 /// Why a desired document was refused (reported as the `status`).
@@ -53,6 +61,15 @@ pub enum Refusal {
     BadThreshold(String),
     #[error("$version must be a non-negative integer, got {0}")]
     BadVersion(String),
+    #[error("{key} must be {what}, got {got}")]
+    BadRule {
+        key: &'static str,
+        what: &'static str,
+        got: String,
+    },
+    /// The rules the patch would put in force do not fit together.
+    #[error("{key} {why}")]
+    Rules { key: &'static str, why: String },
 }
 
 /// What happened to one desired document.
@@ -77,7 +94,7 @@ impl Outcome {
     }
 }
 
-fn kind(v: &Value) -> String {
+pub(crate) fn kind(v: &Value) -> String {
     match v {
         Value::Null => "null".into(),
         Value::Bool(b) => format!("bool {b}"),
@@ -112,22 +129,29 @@ pub fn patch_from_map(map: &Map<String, Value>) -> Result<Patch, Refusal> {
         },
         Some(other) => return Err(Refusal::BadThreshold(kind(other))),
     };
-    Ok(Patch { version, threshold })
+    let rules = RulePatch::from_map(map)?;
+    Ok(Patch {
+        version,
+        threshold,
+        rules,
+    })
 }
 
 /// The twin's state: what is in force and how the last patch went.
 #[derive(Debug, Clone)]
 pub struct Twin {
     threshold: f64,
+    rules: RuleSettings,
     version: Option<u64>,
     status: String,
     applied: u64,
 }
 
 impl Twin {
-    pub fn new(threshold: f64) -> Self {
+    pub fn new(threshold: f64, rules: RuleSettings) -> Self {
         Twin {
             threshold,
+            rules,
             version: None,
             status: "ok".into(),
             applied: 0,
@@ -136,6 +160,11 @@ impl Twin {
 
     pub fn threshold(&self) -> f64 {
         self.threshold
+    }
+
+    /// The alert rules in force.
+    pub fn rules(&self) -> &RuleSettings {
+        &self.rules
     }
 
     /// `$version` of the last applied desired document.
@@ -166,6 +195,14 @@ impl Twin {
                 };
             }
         }
+        let rules = patch.rules.apply_to(&self.rules);
+        if let Err(bad) = rules.check() {
+            return self.refuse(Refusal::Rules {
+                key: bad.param.twin_key(),
+                why: bad.why,
+            });
+        }
+        self.rules = rules;
         let before = self.threshold;
         if let Some(t) = patch.threshold {
             self.threshold = t;
@@ -187,14 +224,23 @@ impl Twin {
         Outcome::Refused(refusal)
     }
 
-    /// The reported properties: `{"TemperatureThreshold":…,"$version":…,"status":…}`.
-    /// (`$version` is null until a versioned desired document was applied.)
+    /// The reported properties: `{"TemperatureThreshold":…,"$version":…,"status":…}` and
+    /// the rules in force (`"AlertMode":"every",…`, see [`rules`]). (`$version` is null until
+    /// a versioned desired document was applied.)
     pub fn reported(&self) -> Value {
-        serde_json::json!({
-            THRESHOLD_KEY: self.threshold,
-            "$version": self.version,
-            "status": self.status,
-        })
+        let mut doc = Map::new();
+        doc.insert(THRESHOLD_KEY.into(), Value::from(self.threshold));
+        doc.insert("$version".into(), Value::from(self.version));
+        doc.insert("status".into(), Value::from(self.status.clone()));
+        rules::report(&self.rules, &mut doc);
+        Value::Object(doc)
+    }
+
+    /// The rules in force as reported properties (without the threshold and the version).
+    pub fn reported_rules(&self) -> Map<String, Value> {
+        let mut doc = Map::new();
+        rules::report(&self.rules, &mut doc);
+        doc
     }
 
     pub fn reported_bytes(&self) -> Vec<u8> {
@@ -216,7 +262,7 @@ mod tests {
 
     #[test]
     fn a_valid_patch_changes_the_threshold_and_version() {
-        let mut tw = Twin::new(25.0);
+        let mut tw = Twin::new(25.0, RuleSettings::default());
         assert_eq!(
             tw.handle(br#"{"TemperatureThreshold": 30, "$version": 4}"#),
             Outcome::Applied {
@@ -244,7 +290,7 @@ mod tests {
             b"not json",
             br#"{"TemperatureThreshold": 30, "$version": -1}"#,
         ] {
-            let mut tw = Twin::new(25.0);
+            let mut tw = Twin::new(25.0, RuleSettings::default());
             tw.handle(br#"{"$version": 2}"#);
             let out = tw.handle(doc);
             assert!(
@@ -264,7 +310,7 @@ mod tests {
 
     #[test]
     fn older_versions_are_ignored_equal_ones_reapplied() {
-        let mut tw = Twin::new(25.0);
+        let mut tw = Twin::new(25.0, RuleSettings::default());
         tw.handle(br#"{"TemperatureThreshold": 30, "$version": 4}"#);
         assert_eq!(
             tw.handle(br#"{"TemperatureThreshold": 99, "$version": 3}"#),
@@ -285,7 +331,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_ignored_and_a_good_patch_clears_the_error() {
-        let mut tw = Twin::new(25.0);
+        let mut tw = Twin::new(25.0, RuleSettings::default());
         tw.handle(br#"{"TemperatureThreshold": "x"}"#);
         assert_ne!(tw.status(), "ok");
         assert_eq!(
@@ -301,7 +347,7 @@ mod tests {
 
     #[test]
     fn unversioned_patches_apply_and_keep_the_version() {
-        let mut tw = Twin::new(25.0);
+        let mut tw = Twin::new(25.0, RuleSettings::default());
         tw.handle(br#"{"TemperatureThreshold": 26, "$version": 3}"#);
         tw.handle(br#"{"TemperatureThreshold": 27}"#);
         assert_eq!(tw.threshold(), 27.0);

@@ -77,6 +77,9 @@ struct ReportedPatch<'a> {
     #[serde(rename = "desiredVersion")]
     desired_version: Option<u64>,
     status: &'a str,
+    /// More reported properties (the alert rules in force), after these.
+    #[serde(flatten)]
+    extra: &'a Map<String, Value>,
 }
 
 /// The reported patch after applying (or refusing) a desired patch:
@@ -87,6 +90,16 @@ struct ReportedPatch<'a> {
 /// refuses the patch for its length. The threshold in force is always finite (patches are
 /// validated); a non-finite value would be written as `null`.
 pub fn reported_patch(threshold: f64, applied_version: Option<u64>, status: &str) -> Vec<u8> {
+    reported_patch_with(threshold, applied_version, status, &Map::new())
+}
+
+/// [`reported_patch`] with more properties (names edgeHub accepts: no `$`, `#`, `.`).
+pub fn reported_patch_with(
+    threshold: f64,
+    applied_version: Option<u64>,
+    status: &str,
+    extra: &Map<String, Value>,
+) -> Vec<u8> {
     let mut end = status.len().min(MAX_REPORTED_VALUE_BYTES);
     while !status.is_char_boundary(end) {
         end -= 1;
@@ -95,6 +108,7 @@ pub fn reported_patch(threshold: f64, applied_version: Option<u64>, status: &str
         threshold,
         desired_version: applied_version,
         status: &status[..end],
+        extra,
     })
     .expect("a struct of numbers and a string serializes")
 }

@@ -63,11 +63,15 @@
 
 mod number;
 mod scan;
+mod time;
 
 use simd_json::{Node, StaticNode, Tape};
 use thiserror::Error;
 
 use scan::{Found, Kind};
+use time::{slow_time, tape_time};
+
+pub use time::parse_rfc3339_us;
 
 /// Deepest nesting of arrays and objects accepted, on both paths.
 pub const MAX_DEPTH: usize = scan::MAX_DEPTH;
@@ -130,6 +134,27 @@ impl Verdict {
     }
 }
 
+/// A verdict with what the stateful rules (`pipeline::rules`) read from the same parse.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub verdict: Verdict,
+    /// The field's number as the nearest `f64`, when the verdict was decided by one (alert
+    /// or not). The verdict itself compares exactly (see the module documentation).
+    pub value: Option<f64>,
+    /// The event time at the configured path, µs since the Unix epoch (`time`).
+    pub time_us: Option<i64>,
+}
+
+impl Reading {
+    fn of(verdict: Verdict) -> Reading {
+        Reading {
+            verdict,
+            value: None,
+            time_us: None,
+        }
+    }
+}
+
 /// A dotted path such as `machine.temperature`: object keys from the top level down.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldPath {
@@ -176,6 +201,8 @@ pub struct Evaluator {
     tape: Tape<'static>,
     /// Slow path: the outcome per path level.
     levels: Vec<Found>,
+    /// The number of the last [`Found::Number`] (either path).
+    value: f64,
 }
 
 impl Evaluator {
@@ -188,6 +215,7 @@ impl Evaluator {
             scratch: Vec::with_capacity(TYPICAL + simd_json::INPUT_PADDING),
             buffers: simd_json::Buffers::with_max_depth(TYPICAL, MAX_DEPTH),
             tape: Tape(Vec::with_capacity(64)),
+            value: 0.0,
         }
     }
 
@@ -200,9 +228,54 @@ impl Evaluator {
         if payload.len() > self.max_payload {
             return self.too_large(payload.len());
         }
-        match self.fast(payload, threshold) {
+        match self.fast(payload, threshold, None) {
             Some(found) => self.verdict(found),
             None => self.slow(payload, threshold),
+        }
+    }
+
+    /// [`Evaluator::evaluate`], plus what the stateful rules need: the field's number (when
+    /// the verdict comes from one) and, with `time` given, the event time the payload holds
+    /// there (µs since the Unix epoch; see [`event_time_us`]). One parse for both.
+    pub fn evaluate_reading(
+        &mut self,
+        payload: &[u8],
+        threshold: f64,
+        time: Option<&FieldPath>,
+    ) -> Reading {
+        if payload.len() > self.max_payload {
+            return Reading::of(self.too_large(payload.len()));
+        }
+        let mut time_us = None;
+        let (found, value) = match self.fast(payload, threshold, time.map(|t| (t, &mut time_us))) {
+            Some(found) => (found, self.value),
+            None => {
+                if let Err(e) = std::str::from_utf8(payload) {
+                    let detail = format!("invalid UTF-8 at byte {}", e.valid_up_to());
+                    return Reading::of(reject(RejectReason::NotUtf8, detail));
+                }
+                let found = scan::scan(
+                    payload,
+                    &self.field.keys,
+                    threshold,
+                    &mut self.levels,
+                    &mut self.value,
+                );
+                match found {
+                    Ok(found) => {
+                        if let Some(t) = time {
+                            time_us = slow_time(payload, t);
+                        }
+                        (found, self.value)
+                    }
+                    Err(e) => return Reading::of(reject(RejectReason::NotJson, e.to_string())),
+                }
+            }
+        };
+        Reading {
+            value: matches!(found, Found::Number { .. }).then_some(value),
+            verdict: self.verdict(found),
+            time_us,
         }
     }
 
@@ -215,8 +288,14 @@ impl Evaluator {
         self.slow(payload, threshold)
     }
 
-    /// simd-json tape parse and walk; `None` when simd-json refuses the payload.
-    fn fast(&mut self, payload: &[u8], threshold: f64) -> Option<Found> {
+    /// simd-json tape parse and walk; `None` when simd-json refuses the payload. A number found
+    /// is left in `self.value`; with `time`, the event time at its path is written to its slot.
+    fn fast(
+        &mut self,
+        payload: &[u8],
+        threshold: f64,
+        time: Option<(&FieldPath, &mut Option<i64>)>,
+    ) -> Option<Found> {
         let len = payload.len();
         let padded = len + simd_json::INPUT_PADDING;
         if self.scratch.len() < padded {
@@ -229,12 +308,21 @@ impl Evaluator {
             scratch,
             buffers,
             tape,
+            value,
             ..
         } = self;
         let mut filled = std::mem::replace(tape, Tape(Vec::new())).reset();
         let found =
             match simd_json::fill_tape_padded(&mut scratch[..padded], len, buffers, &mut filled) {
-                Ok(()) => walk(&filled.0, &field.keys, threshold),
+                Ok(()) => {
+                    let found = walk(&filled.0, &field.keys, threshold, value);
+                    if let (Some(_), Some((path, slot))) = (found, time) {
+                        *slot = locate(&filled.0, &path.keys)
+                            .flatten()
+                            .and_then(|i| tape_time(&filled.0[i]));
+                    }
+                    found
+                }
                 Err(_) => None,
             };
         *tape = filled.reset();
@@ -248,7 +336,13 @@ impl Evaluator {
                 format!("invalid UTF-8 at byte {}", e.valid_up_to()),
             );
         }
-        match scan::scan(payload, &self.field.keys, threshold, &mut self.levels) {
+        match scan::scan(
+            payload,
+            &self.field.keys,
+            threshold,
+            &mut self.levels,
+            &mut self.value,
+        ) {
             Ok(found) => self.verdict(found),
             Err(e) => reject(RejectReason::NotJson, e.to_string()),
         }
@@ -294,15 +388,49 @@ fn reject(reason: RejectReason, detail: String) -> Verdict {
 /// wins: every key of the object is looked at, nested values skipped by their node counts.
 /// `None` only if the tape is not shaped as simd-json documents it (then the slow path
 /// decides).
-fn walk(tape: &[Node<'_>], keys: &[String], threshold: f64) -> Option<Found> {
-    let mut at = 0;
+fn walk(tape: &[Node<'_>], keys: &[String], threshold: f64, value: &mut f64) -> Option<Found> {
     match tape.first()? {
         Node::Object { .. } => {}
         other => return Some(Found::TopLevel(kind(other))),
     }
+    let Some(at) = locate(tape, keys)? else {
+        return Some(Found::Absent);
+    };
+    Some(match *tape.get(at)? {
+        Node::Static(StaticNode::F64(x)) => {
+            *value = x;
+            Found::Number {
+                alert: x > threshold,
+            }
+        }
+        Node::Static(StaticNode::U64(v)) => {
+            *value = v as f64;
+            Found::Number {
+                alert: number::int_gt(i128::from(v), threshold),
+            }
+        }
+        Node::Static(StaticNode::I64(v)) => {
+            *value = v as f64;
+            Found::Number {
+                alert: number::int_gt(i128::from(v), threshold),
+            }
+        }
+        ref other => match kind(other) {
+            // Only with simd-json's `128bit` feature: let the slow path compare it.
+            Kind::Number => return None,
+            k => Found::NotNumber(k),
+        },
+    })
+}
+
+/// The tape index of the value at `keys` (the last duplicate wins at every level): `Some(None)`
+/// when the path is absent or crosses a value that is not an object, `None` when the tape is
+/// not shaped as simd-json documents it.
+fn locate(tape: &[Node<'_>], keys: &[String]) -> Option<Option<usize>> {
+    let mut at = 0;
     for key in keys {
         let Node::Object { len, .. } = *tape.get(at)? else {
-            return Some(Found::Absent);
+            return Some(None);
         };
         let mut i = at + 1;
         let mut value = None;
@@ -318,25 +446,10 @@ fn walk(tape: &[Node<'_>], keys: &[String], threshold: f64) -> Option<Found> {
         }
         match value {
             Some(v) => at = v,
-            None => return Some(Found::Absent),
+            None => return Some(None),
         }
     }
-    Some(match *tape.get(at)? {
-        Node::Static(StaticNode::F64(x)) => Found::Number {
-            alert: x > threshold,
-        },
-        Node::Static(StaticNode::U64(v)) => Found::Number {
-            alert: number::int_gt(i128::from(v), threshold),
-        },
-        Node::Static(StaticNode::I64(v)) => Found::Number {
-            alert: number::int_gt(i128::from(v), threshold),
-        },
-        ref other => match kind(other) {
-            // Only with simd-json's `128bit` feature: let the slow path compare it.
-            Kind::Number => return None,
-            k => Found::NotNumber(k),
-        },
-    })
+    Some(Some(at))
 }
 
 /// The index after the value at `i`.
@@ -377,15 +490,15 @@ mod tests {
             r#"{"machine":{"x":{"temperature":99,"y":[1,{"temperature":98}]},"temperature":20},"z":[]}"#,
         );
         assert_eq!(
-            walk(&tape, &keys("machine.temperature"), 25.0),
+            walk(&tape, &keys("machine.temperature"), 25.0, &mut 0.0),
             Some(Found::Number { alert: false })
         );
         assert_eq!(
-            walk(&tape, &keys("machine.x.y"), 25.0),
+            walk(&tape, &keys("machine.x.y"), 25.0, &mut 0.0),
             Some(Found::NotNumber(Kind::Array))
         );
         assert_eq!(
-            walk(&tape, &keys("z.temperature"), 25.0),
+            walk(&tape, &keys("z.temperature"), 25.0, &mut 0.0),
             Some(Found::Absent)
         );
     }
@@ -394,13 +507,16 @@ mod tests {
     fn walk_gives_up_on_a_malformed_tape() {
         // A tape simd-json would never build: the slow path decides instead of a panic.
         let truncated = [Node::Object { len: 2, count: 2 }, Node::String("machine")];
-        assert_eq!(walk(&truncated, &keys("machine.temperature"), 25.0), None);
+        assert_eq!(
+            walk(&truncated, &keys("machine.temperature"), 25.0, &mut 0.0),
+            None
+        );
         let not_a_key = [
             Node::Object { len: 1, count: 2 },
             Node::Static(StaticNode::Null),
         ];
-        assert_eq!(walk(&not_a_key, &keys("machine"), 25.0), None);
-        assert_eq!(walk(&[], &keys("machine"), 25.0), None);
+        assert_eq!(walk(&not_a_key, &keys("machine"), 25.0, &mut 0.0), None);
+        assert_eq!(walk(&[], &keys("machine"), 25.0, &mut 0.0), None);
     }
 
     #[test]
@@ -411,12 +527,12 @@ mod tests {
             r#"{"machine":{"temperature":18446744073709551616}}"#,
             r#"{"x":"\ud800","machine":{"temperature":26}}"#,
         ] {
-            assert_eq!(ev.fast(doc.as_bytes(), 25.0), None, "{doc}");
+            assert_eq!(ev.fast(doc.as_bytes(), 25.0, None), None, "{doc}");
             assert_eq!(ev.evaluate(doc.as_bytes(), 25.0), Verdict::Alert, "{doc}");
         }
         let doc = r#"{"machine":{"temperature":26}}"#;
         assert_eq!(
-            ev.fast(doc.as_bytes(), 25.0),
+            ev.fast(doc.as_bytes(), 25.0, None),
             Some(Found::Number { alert: true })
         );
     }

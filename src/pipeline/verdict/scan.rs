@@ -165,12 +165,14 @@ impl Containers {
 /// Scans `s` (valid UTF-8) as Python's `json.loads` would and reports what it holds at the
 /// path `keys` (not empty), comparing a numeric field with `threshold`.
 ///
-/// `results` is scratch space reused across calls (one outcome per path level).
+/// `results` is scratch space reused across calls (one outcome per path level). When the
+/// outcome is [`Found::Number`], `value` holds the number (correctly rounded to an `f64`).
 pub(crate) fn scan(
     s: &[u8],
     keys: &[String],
     threshold: f64,
     results: &mut Vec<Found>,
+    value: &mut f64,
 ) -> Result<Found, SyntaxError> {
     let n = keys.len();
     debug_assert!(n > 0, "a field path has at least one key");
@@ -272,9 +274,10 @@ pub(crate) fn scan(
                 }
                 Some(b'-' | b'0'..=b'9') => {
                     let field = matches!(role, Role::Path(level) if level == n);
-                    let alert = p.number(field, threshold)?;
+                    let (alert, v) = p.number(field, threshold)?;
                     if field {
                         results[n - 1] = Found::Number { alert };
+                        *value = v;
                     }
                     Kind::Number
                 }
@@ -441,8 +444,9 @@ impl<'a> Parser<'a> {
     }
 
     /// Parses a number (`-?(0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?`, Python's `NUMBER_RE`); when
-    /// `field` is set, returns whether it is strictly greater than `threshold`.
-    fn number(&mut self, field: bool, threshold: f64) -> Result<bool, SyntaxError> {
+    /// `field` is set, returns whether it is strictly greater than `threshold`, and its value
+    /// as the nearest `f64`.
+    fn number(&mut self, field: bool, threshold: f64) -> Result<(bool, f64), SyntaxError> {
         let s = self.s;
         let digit = |i: usize| s.get(i).is_some_and(u8::is_ascii_digit);
         let start = self.i;
@@ -487,14 +491,15 @@ impl<'a> Parser<'a> {
         }
         self.i = i;
         if !field {
-            return Ok(false);
+            return Ok((false, 0.0));
         }
+        // Correctly rounded, like Python's float(); out of range gives ±inf or ±0.
+        let text = std::str::from_utf8(&s[start..i]).unwrap_or_default();
+        let v = text.parse::<f64>().unwrap_or(f64::NAN);
         Ok(if float {
-            // Correctly rounded, like Python's float(); out of range gives ±inf or ±0.
-            let text = std::str::from_utf8(&s[start..i]).unwrap_or_default();
-            text.parse::<f64>().is_ok_and(|x| x > threshold)
+            (v > threshold, v)
         } else {
-            decimal_int_gt(negative, digits, threshold)
+            (decimal_int_gt(negative, digits, threshold), v)
         })
     }
 }
@@ -590,7 +595,7 @@ mod tests {
     }
 
     fn run(doc: &str, path: &str, t: f64) -> Result<Found, SyntaxError> {
-        scan(doc.as_bytes(), &keys(path), t, &mut Vec::new())
+        scan(doc.as_bytes(), &keys(path), t, &mut Vec::new(), &mut 0.0)
     }
 
     fn mt(doc: &str) -> Result<Found, SyntaxError> {
@@ -863,10 +868,10 @@ mod tests {
         let k = keys("machine.temperature");
         let a = br#"{"machine":{"temperature":30}}"#;
         let b = br#"{"machine":{}}"#;
-        assert_eq!(scan(a, &k, 25.0, &mut results), ALERT);
-        assert_eq!(scan(b, &k, 25.0, &mut results), ABSENT);
-        assert_eq!(scan(a, &k, 25.0, &mut results), ALERT);
+        assert_eq!(scan(a, &k, 25.0, &mut results, &mut 0.0), ALERT);
+        assert_eq!(scan(b, &k, 25.0, &mut results, &mut 0.0), ABSENT);
+        assert_eq!(scan(a, &k, 25.0, &mut results, &mut 0.0), ALERT);
         let one = keys("x");
-        assert_eq!(scan(b, &one, 25.0, &mut results), ABSENT);
+        assert_eq!(scan(b, &one, 25.0, &mut results, &mut 0.0), ABSENT);
     }
 }

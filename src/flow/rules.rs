@@ -1,0 +1,106 @@
+//! The flow's side of the stateful rules (`pipeline::rules`): what the stages report back
+//! with each batch (suppressed alerts, late readings, devices with state), the summaries they
+//! produce, the rules' timer — a tick batch per shard when windows of silent devices end or
+//! idle devices are due — and the flush at shutdown. Part of [`Flow`]; pure like it.
+//!
+//! Summaries hold no input: they are QoS 1 publishes of the outgoing window like alerts
+//! (resent after a reconnect, waited for by the drain), but an input is acknowledged when its
+//! own alert or clearing message is, never later because of a window it falls into. The
+//! window's state lives in memory only, so acknowledging later would not save it from a crash.
+
+use std::time::Instant;
+
+use super::outbound::{Kind, PendingAlert};
+use super::{Flow, PubKind};
+use crate::flow::dialect::InputProps;
+use crate::pipeline::stage::{Batch, Out, OutKind, Work};
+
+/// The counter kind of `n` publishes of `kind`.
+pub(super) fn kind_of(kind: PubKind, n: u64) -> Kind {
+    match kind {
+        PubKind::Alert => Kind::Alert(n),
+        PubKind::Clear => Kind::Clear(n),
+        PubKind::Summary => Kind::Summary(n),
+    }
+}
+
+impl Flow {
+    /// What a stage reported with a batch: counters, devices with state, a control batch back.
+    pub(super) fn rule_results<M>(&mut self, batch: &Batch<M>) {
+        if batch.work != Work::Jobs {
+            self.controls_out = self.controls_out.saturating_sub(1);
+        }
+        self.metrics.rule_stats(&batch.stats);
+        if let Some(d) = self.devices.get_mut(batch.shard) {
+            if *d != batch.devices as usize {
+                *d = batch.devices as usize;
+                self.metrics.devices(self.devices.iter().sum());
+            }
+        }
+    }
+
+    /// A summary the stage produced: into the batcher, holding no input.
+    pub(super) fn summary(&mut self, out: &Out, now: Instant) {
+        if let OutKind::Summary { device, payload } = &out.kind {
+            let summary = PendingAlert {
+                kind: PubKind::Summary,
+                seq: None,
+                topic: device.clone(),
+                payload: payload.clone(),
+                props: InputProps::None,
+            };
+            self.batcher.push(summary, now);
+        }
+    }
+
+    /// The rules' timer: at its time, every shard gets a tick batch (after the jobs that
+    /// arrived before it), so windows of silent devices close and idle devices go.
+    pub(super) fn rule_timer(&mut self, now: Instant) {
+        if self.rule_tick_at.is_some_and(|t| now >= t) {
+            self.control(Work::Tick(now));
+            self.rule_tick_at = self.rules.next_tick(now);
+        }
+    }
+
+    /// Shutdown: every stage closes its open windows, so their (partial) summaries go out
+    /// before the connection ends.
+    pub(super) fn flush_rules(&mut self) {
+        if !self.rules.stateless() || self.devices.iter().any(|&d| d > 0) {
+            self.control(Work::Flush);
+        }
+    }
+
+    /// A twin patch applied: the new rules in force from this arrival point. The stages see
+    /// them at once (a tick batch), so turning summaries off closes windows now; the timer
+    /// also covers windows opened under the old rules.
+    pub(super) fn set_rules(&mut self, threshold: f64, now: Instant) {
+        let old = self.rules.clone();
+        self.rules = old.changed(threshold, self.twin.rules().clone());
+        if old.settings != self.rules.settings {
+            self.control(Work::Tick(now));
+            self.rule_tick_at = match (self.rules.next_tick(now), old.next_tick(now)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+
+    /// Hands every shard a batch without jobs, after the jobs collected so far (which go out
+    /// first, with the rules they arrived under).
+    pub(super) fn control(&mut self, work: Work) {
+        self.dispatch(true);
+        for s in 0..self.shards.len() {
+            let shard = &mut self.shards[s];
+            // On the loop's thread when the worker is idle (order holds), else behind the
+            // worker's batches.
+            let inline = !self.cfg.pooled || shard.with_worker == 0;
+            if !inline {
+                shard.with_worker += 1;
+            }
+            let mut batch = Batch::control(s, self.rules.clone(), work);
+            batch.pooled = !inline;
+            self.controls_out += 1;
+            self.ready.push_back(batch);
+        }
+    }
+}
