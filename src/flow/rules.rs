@@ -13,6 +13,7 @@ use std::time::Instant;
 use super::outbound::{Kind, PendingAlert};
 use super::{Flow, PubKind};
 use crate::flow::dialect::InputProps;
+use crate::pipeline::rules::device::RuleStats;
 use crate::pipeline::stage::{Batch, Out, OutKind, Work};
 
 /// The counter kind of `n` publishes of `kind`.
@@ -30,7 +31,9 @@ impl Flow {
         if batch.work != Work::Jobs {
             self.controls_out = self.controls_out.saturating_sub(1);
         }
-        self.metrics.rule_stats(&batch.stats);
+        if batch.stats != RuleStats::default() {
+            self.metrics.rule_stats(&batch.stats);
+        }
         if let Some(d) = self.devices.get_mut(batch.shard) {
             if *d != batch.devices as usize {
                 *d = batch.devices as usize;
