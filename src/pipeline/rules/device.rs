@@ -289,15 +289,18 @@ fn place(
         };
     }
     if let Some(closing) = st.open.take() {
-        // `t` is past the open window: it closes, or waits for late readings.
+        // `t` is past the open window: it closes, or waits for late readings as the
+        // previous window (at most two windows per device: an older one closes first).
         st.floor = closing.end;
-        if lateness > 0 && st.max_time.saturating_sub(lateness) < closing.end {
+        let watermark = st.max_time.saturating_sub(lateness);
+        close_due(st, key, watermark, out);
+        if closing.end <= watermark {
+            publish(key, &closing, false, out);
+        } else {
             if let Some(prev) = st.prev.take() {
                 publish(key, &prev, false, out);
             }
             st.prev = Some(Box::new(closing));
-        } else {
-            publish(key, &closing, false, out);
         }
     }
     let aligned = t.div_euclid(w) * w;
