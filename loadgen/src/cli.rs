@@ -1,6 +1,8 @@
 //! Tooling: loadgen's command line (clap), validated in a second stage into a ready-to-use
 //! [`Config`] — every bad value becomes one clear error before anything connects.
 
+pub mod rules;
+
 use crate::message::{device_name, TempSource};
 use crate::schedule::Schedule;
 use crate::target::{AzureModule, PropertyCheck, Target};
@@ -187,6 +189,9 @@ pub struct Args {
     /// Prefix of the MQTT client ids (default loadgen-<pid>).
     #[arg(long, value_name = "ID")]
     pub client_id: Option<String>,
+
+    #[command(flatten)]
+    pub rules: rules::RuleArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -214,6 +219,8 @@ pub enum ConfigError {
         what: &'static str,
         value: String,
     },
+    #[error("{0}")]
+    Rules(&'static str),
 }
 
 /// Everything a run needs, validated.
@@ -251,6 +258,8 @@ pub struct Config {
     pub batch: usize,
     pub tick: Duration,
     pub client_id: String,
+    /// The filter's rules and where their outputs arrive.
+    pub rules: rules::RuleSetup,
 }
 
 fn invalid(flag: &'static str, what: &'static str, value: impl ToString) -> ConfigError {
@@ -410,6 +419,15 @@ impl Args {
             (None, None) if self.rate > 0.0 => Some(Duration::from_secs(10)),
             (_, d) => d,
         };
+        let version = if self.mqtt_version == "5" {
+            MqttVersion::V5
+        } else {
+            MqttVersion::V311
+        };
+        let alert_filter = self
+            .alert_filter
+            .unwrap_or_else(|| target.default_alert_filter());
+        let rules = self.rules.validate(version, &target, &alert_filter)?;
         let schedule = Schedule::new(
             self.rate,
             self.count,
@@ -435,16 +453,10 @@ impl Args {
                 .twin_topic
                 .unwrap_or_else(|| "edgefilter/twin".to_string()),
             twin_timeout: self.twin_timeout,
-            alert_filter: self
-                .alert_filter
-                .unwrap_or_else(|| target.default_alert_filter()),
+            alert_filter,
             property_check: target.property_check().filter(|_| !self.no_property_check),
             target,
-            version: if self.mqtt_version == "5" {
-                MqttVersion::V5
-            } else {
-                MqttVersion::V311
-            },
+            version,
             summary: self.summary,
             hgrm: self.hgrm,
             report: self.report,
@@ -458,6 +470,7 @@ impl Args {
             client_id: self
                 .client_id
                 .unwrap_or_else(|| format!("loadgen-{}", std::process::id())),
+            rules,
         })
     }
 }

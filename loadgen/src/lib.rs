@@ -17,7 +17,9 @@
 //! - [`message`]: sensor bodies, expected verdicts, PUBLISH encoding in place.
 //! - [`publisher`]: one connection's writer and PUBACK/PINGRESP reader threads.
 //! - [`inflight`]: QoS 1 packet ids in flight.
-//! - [`sink`]: the alert subscriber; [`account`]: its pure accounting.
+//! - [`sink`]: the alert subscriber; [`account`]: its pure accounting; [`summaries`]: the
+//!   kinds of what arrives (alerts, clearing messages, window summaries) and the summaries'
+//!   accounting, against [`rules`]: loadgen's own model of the filter's alert rules.
 //! - [`twin`]: retained twin documents, probes, the desired patch of `--twin-step`.
 //! - [`wire`]: connections on rumqttc's packet codec; [`clock`]: time and CPU.
 //! - [`report`]: table, summary JSON, `.hgrm`; [`timeline`] and [`plot`]: the per-second
@@ -31,9 +33,11 @@ pub mod message;
 pub mod plot;
 pub mod publisher;
 pub mod report;
+pub mod rules;
 pub mod run;
 pub mod schedule;
 pub mod sink;
+pub mod summaries;
 pub mod target;
 pub mod timeline;
 pub mod twin;

@@ -8,6 +8,7 @@
 //! threshold in force. Either way loadgen knows the exact verdict: the body carries the f64's
 //! shortest round-trip text, so the filter parses back exactly the value compared here.
 
+use crate::rules::DeviceModel;
 use crate::target::TopicTemplate;
 use edgefilter_sensor::{write_body, Reading, Sensor, Tracking};
 use std::time::{Duration, UNIX_EPOCH};
@@ -65,6 +66,8 @@ pub struct Device {
     /// `sequenceNumber`.
     pub topic: TopicTemplate,
     pub sensor: Sensor,
+    /// What the filter's rules do with this device's readings ([`crate::rules`]).
+    pub model: DeviceModel,
 }
 
 impl Device {
@@ -74,6 +77,7 @@ impl Device {
             name: device_name(index),
             topic,
             sensor: Sensor::new(splitmix64(seed ^ (u64::from(index) << 32))),
+            model: DeviceModel::default(),
         }
     }
 

@@ -10,6 +10,7 @@ use crate::inflight::{IdCursor, IdWindow};
 use crate::message::{
     encode_publish_with, is_malformed, write_message_body, Device, PublishFormat, TempSource,
 };
+use crate::rules::{Reading, RuleSpec};
 use crate::schedule::{ConnSeqs, Schedule};
 use crate::wire::{
     decode_control, frame, parse_puback, Conn, Inbound, WireError, DISCONNECT, PINGREQ,
@@ -96,6 +97,8 @@ pub struct PubConfig {
     pub threshold: f64,
     /// The threshold after the twin step, if any.
     pub twin_threshold: Option<f64>,
+    /// The filter's rules: what each reading publishes.
+    pub rules: RuleSpec,
     /// Shortest sleep of a paced writer: when messages are due closer together, it sleeps a
     /// tick and writes all that became due in one batch.
     pub tick: Duration,
@@ -126,8 +129,14 @@ pub struct PubResult {
     pub sent: u64,
     /// Of `sent`, messages with a malformed body (never expected as alerts).
     pub malformed: u64,
-    /// Sequence numbers whose expected verdict is "alert".
+    /// Sequence numbers whose expected verdict is "alert" (after the rules).
     pub expected: BitSet,
+    /// Sequence numbers whose clearing message is expected.
+    pub clears: BitSet,
+    /// Readings above the threshold: the alerts the seed would publish.
+    pub seed_alerts: u64,
+    /// With summaries: each device's input topic and readings in order.
+    pub readings: Vec<(String, Vec<Reading>)>,
     /// QoS 1 publishes the broker answered with an error reason code (MQTT 5).
     pub refused: u64,
     /// PUBACKs for ids that were not in flight.
@@ -206,10 +215,20 @@ pub fn spawn(
                     conn: index,
                     at_us: done_us,
                 });
+                let readings = w
+                    .cfg
+                    .devices
+                    .iter_mut()
+                    .filter(|_| w.cfg.rules.summaries())
+                    .map(|d| (d.topic.topic(None), std::mem::take(&mut d.model.readings)))
+                    .collect();
                 Some(PubResult {
                     sent: w.sent,
                     malformed: w.malformed,
                     expected: std::mem::take(&mut w.expected),
+                    clears: std::mem::take(&mut w.clears),
+                    seed_alerts: w.seed_alerts,
+                    readings,
                     refused: w.acks.refused.load(Ordering::Acquire),
                     bogus_acks: w.acks.bogus.load(Ordering::Acquire),
                     cpu: thread_cpu()
@@ -235,6 +254,8 @@ struct Writer {
     ids: IdCursor,
     buf: Vec<u8>,
     expected: BitSet,
+    clears: BitSet,
+    seed_alerts: u64,
     sent: u64,
     malformed: u64,
     pings: u64,
@@ -265,6 +286,8 @@ impl Writer {
             ids: IdCursor::default(),
             buf,
             expected: BitSet::new(),
+            clears: BitSet::new(),
+            seed_alerts: 0,
             sent: 0,
             malformed: 0,
             pings: 0,
@@ -440,9 +463,17 @@ impl Writer {
                 let broken = is_malformed(self.cfg.seed, seq, self.cfg.malformed);
                 if broken {
                     self.malformed += 1;
-                } else if r.machine_temperature > threshold {
-                    self.expected.insert(seq);
-                    new_expected += 1;
+                } else {
+                    let t = r.machine_temperature;
+                    self.seed_alerts += u64::from(t > threshold);
+                    let p = dev.model.reading(&self.cfg.rules, t, threshold, intended);
+                    if p.alert {
+                        self.expected.insert(seq);
+                        new_expected += 1;
+                    }
+                    if p.clear {
+                        self.clears.insert(seq);
+                    }
                 }
                 let pkid = if qos1 {
                     self.ids.next(&self.acks.ids)

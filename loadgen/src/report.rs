@@ -2,6 +2,7 @@
 //! human table (stdout), the `--summary` JSON and the `--hgrm` percentile distribution
 //! (HdrHistogram's `outputPercentileDistribution` text format). Pure formatting.
 
+use crate::summaries::KindCounts;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::fmt::Write;
@@ -97,12 +98,33 @@ pub struct Summary {
     pub first_unexpected: Vec<u64>,
     /// Ctrl-C ended the sending early.
     pub interrupted: bool,
+    /// The filter's rules as loadgen was told them (`every`: the seed's).
+    pub rules: String,
+    /// Clearing messages (edge mode, `--clear-messages`): expected, received, lost, …
+    pub clears: KindCounts,
+    /// Window summaries (`--summary-window`), see `summaries` for how they are counted.
+    pub summaries: KindCounts,
+    /// The first summary that did not fit, or the first device with readings in none.
+    pub first_summary_problem: Option<String>,
+    /// Readings above the threshold: what the seed would have published as alerts.
+    pub seed_alerts: u64,
+    /// Everything that reached the alert consumer: alerts, clears and summaries received.
+    pub cloud_messages: u64,
+    /// `seed_alerts / cloud_messages`: how many times fewer cloud-bound messages than the
+    /// seed's every-reading alerts.
+    pub reduction: f64,
 }
 
 impl Summary {
     /// Exit status 0 only for a clean run.
     pub fn passed(&self) -> bool {
-        self.lost == 0 && self.unexpected == 0 && self.bad_properties == 0
+        self.lost == 0
+            && self.unexpected == 0
+            && self.bad_properties == 0
+            && self.clears.lost == 0
+            && self.clears.unexpected == 0
+            && self.summaries.lost == 0
+            && self.summaries.unexpected == 0
     }
 
     pub fn to_json(&self) -> String {
@@ -242,6 +264,41 @@ impl Summary {
                 thousands(self.latency_samples)
             ),
         );
+        if self.rules != "every" && !self.rules.is_empty() {
+            row(&mut s, "rules", self.rules.clone());
+            for (name, k) in [("clears", &self.clears), ("summaries", &self.summaries)] {
+                if k.expected + k.received == 0 {
+                    continue;
+                }
+                row(
+                    &mut s,
+                    name,
+                    format!(
+                        "{:>12}   expected {}, lost {}{}, duplicates {}, unexpected {}{}",
+                        thousands(k.received),
+                        thousands(k.expected),
+                        thousands(k.lost),
+                        mark(k.lost),
+                        thousands(k.duplicates),
+                        thousands(k.unexpected),
+                        mark(k.unexpected)
+                    ),
+                );
+            }
+            if let Some(p) = &self.first_summary_problem {
+                row(&mut s, "first summary issue", p.clone());
+            }
+            row(
+                &mut s,
+                "cloud messages",
+                format!(
+                    "{:>12}   alerts + clears + summaries; the seed's every-reading alerts: {} ({}x fewer)",
+                    thousands(self.cloud_messages),
+                    thousands(self.seed_alerts),
+                    self.reduction
+                ),
+            );
+        }
         if self.rate > 0.0 {
             let g = &self.send_lag_us;
             row(

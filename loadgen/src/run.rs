@@ -11,6 +11,7 @@ use crate::publisher::{self, PubConfig, PubEvent, PubResult, Shared};
 use crate::report::{Latency, Summary};
 use crate::schedule::devices_of;
 use crate::sink::{self, Drain, SinkProgress};
+use crate::summaries::KindCounts;
 use crate::target::Target;
 use crate::timeline::Interval;
 use crate::twin::{reported_threshold, version_of, Twin, TwinError};
@@ -102,12 +103,16 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
 
     // The alert subscription.
     let mut sink_conn = Conn::open(&addr, &format!("{id}-sink"), v, CONNECT_TIMEOUT, 1 << 20)?;
-    sink::subscribe(
-        &mut sink_conn,
-        &cfg.alert_filter,
-        cfg.sink_qos,
-        CONNECT_TIMEOUT,
-    )?;
+    for filter in [
+        Some(&cfg.alert_filter),
+        cfg.rules.clear_filter.as_ref(),
+        cfg.rules.summary_filter.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        sink::subscribe(&mut sink_conn, filter, cfg.sink_qos, CONNECT_TIMEOUT)?;
+    }
     let issued = Arc::new(AtomicU64::new(0));
     let run_start = Arc::new(AtomicU64::new(u64::MAX));
     let progress = Arc::new(SinkProgress::default());
@@ -119,6 +124,8 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
             clock,
             tick: cfg.tick,
             check: cfg.property_check.clone(),
+            clear_filter: cfg.rules.clear_filter.clone(),
+            summary_filter: cfg.rules.summary_filter.clone(),
         },
         progress.clone(),
         issued.clone(),
@@ -204,6 +211,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
             seed: cfg.seed,
             threshold: cfg.threshold,
             twin_threshold: cfg.twin_step,
+            rules: cfg.rules.spec,
             tick: cfg.tick,
         };
         handles.push(publisher::spawn(conn, pc, shared.clone(), ev_tx.clone())?);
@@ -278,7 +286,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
             rate_now.round()
         ));
     }
-    let results: Vec<PubResult> = handles
+    let mut results: Vec<PubResult> = handles
         .into_iter()
         .filter_map(|h| h.join().ok().flatten())
         .collect();
@@ -291,19 +299,31 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
         return Err(sink_failure(sink));
     }
     let mut expected = BitSet::new();
+    let mut expected_clears = BitSet::new();
+    let mut readings = std::collections::BTreeMap::new();
     let mut send_lag = new_latency_histogram();
-    for r in &results {
+    for r in &mut results {
         expected.union_with(&r.expected);
+        expected_clears.union_with(&r.clears);
+        readings.extend(std::mem::take(&mut r.readings));
         let _ = send_lag.add(&r.send_lag);
     }
     let sent: u64 = results.iter().map(|r| r.sent).sum();
     let send_end_us = results.iter().map(|r| r.done_us).max().unwrap_or(t0);
     let expected_count = expected.count();
 
-    // Drain.
+    // Drain. A silent device's last window closes on the filter's timer, at its end.
+    let window = Duration::from_micros(cfg.rules.spec.window_us);
     let _ = drain_tx.send(Drain {
         expected: expected.clone(),
-        timeout: cfg.drain_timeout,
+        expected_clears: expected_clears.clone(),
+        summarised: readings
+            .iter()
+            .map(|(d, r): (&String, &Vec<_>)| (d.clone(), r.len() as u64))
+            .collect(),
+        timeout: cfg
+            .drain_timeout
+            .max(window + window / 2 + Duration::from_secs(2)),
     });
     while !sink.is_finished() {
         pb.set_message(format!(
@@ -344,6 +364,10 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
     let timeline = timeline.finish(end_us, t0);
     let acct = &sink_result.acct;
     let counts = acct.finish(&expected);
+    let clear_counts = sink_result.clears.finish(&expected_clears);
+    let summary_counts = sink_result.summaries.finish(&cfg.rules.spec, &readings);
+    let seed_alerts: u64 = results.iter().map(|r| r.seed_alerts).sum();
+    let cloud = counts.received_alerts + clear_counts.received_alerts + summary_counts.received;
     // Active time: the twin pause does not count towards rates.
     let (fp, ru) = (
         first_pause_us.unwrap_or(u64::MAX),
@@ -415,6 +439,23 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
         first_lost: counts.first_lost,
         first_unexpected: counts.first_unexpected,
         interrupted: INTERRUPTED.load(Ordering::Relaxed),
+        rules: cfg.rules.spec.describe(),
+        clears: KindCounts {
+            expected: clear_counts.expected_alerts,
+            received: clear_counts.received_alerts,
+            lost: clear_counts.lost,
+            duplicates: clear_counts.duplicates,
+            unexpected: clear_counts.unexpected,
+        },
+        summaries: summary_counts,
+        first_summary_problem: sink_result.summaries.first_problem.clone(),
+        seed_alerts,
+        cloud_messages: cloud,
+        reduction: if cloud > 0 {
+            (seed_alerts as f64 / cloud as f64 * 10.0).round() / 10.0
+        } else {
+            0.0
+        },
     };
     Ok(Outcome {
         summary,

@@ -1,13 +1,17 @@
 //! Tooling, the output side of loadgen: the alert subscriber (MQTT out, from the filter's
-//! point of view). One connection subscribed to `--alert-filter`; each read is framed in
-//! place, each PUBLISH's payload goes to [`Accounting::on_alert`] stamped with the read's
-//! time. After the publishers finish, the controller hands over the expected set and the sink
-//! drains: it stops when every expected alert has arrived or none came for the drain timeout.
-//! With `--target azure` it also checks each alert's topic properties ([`PropertyCheck`]).
+//! point of view). One connection subscribed to `--alert-filter` (and, with the filter's
+//! rules, to where clearing messages and summaries arrive); each read is framed in place, each
+//! PUBLISH is classified ([`classify`]) and its payload goes to [`Accounting::on_alert`]
+//! (alerts, clears) or [`Summaries::on_summary`], stamped with the read's time. After the
+//! publishers finish, the controller hands over the expected sets and the sink drains: it
+//! stops when everything expected has arrived or nothing came for the drain timeout. With
+//! `--target azure` it also checks each alert's topic properties ([`PropertyCheck`]).
 
 use crate::account::{Accounting, AlertKind, BitSet};
 use crate::clock::{thread_cpu, Clock};
+use crate::message::PROBE_DEVICE;
 use crate::publisher::IDLE_PING;
+use crate::summaries::{classify, Kind, Summaries};
 use crate::target::PropertyCheck;
 use crate::wire::{
     decode_control, frame, parse_publish, puback_packet, subscribe_packet, Conn, Inbound,
@@ -30,11 +34,38 @@ pub struct SinkProgress {
 /// Start draining: everything sent is acknowledged by the broker.
 pub struct Drain {
     pub expected: BitSet,
+    /// Sequence numbers whose clearing message is expected.
+    pub expected_clears: BitSet,
+    /// Per device (input topic): how many readings its summaries must cover.
+    pub summarised: Vec<(String, u64)>,
     pub timeout: Duration,
+}
+
+/// What the sink still waits for.
+struct Waiting {
+    drain: Drain,
+    missing: u64,
+    missing_clears: u64,
+    start_us: u64,
+}
+
+impl Waiting {
+    fn done(&self, summaries: &Summaries) -> bool {
+        self.missing == 0
+            && self.missing_clears == 0
+            && self
+                .drain
+                .summarised
+                .iter()
+                .all(|(device, n)| summaries.covered(device) >= *n)
+    }
 }
 
 pub struct SinkResult {
     pub acct: Accounting,
+    /// Clearing messages, counted like alerts.
+    pub clears: Accounting,
+    pub summaries: Summaries,
     /// The drain ended on the idle timeout (some expected alerts never came).
     pub timed_out: bool,
     /// Alerts of this run's messages (first copies and duplicates) whose topic failed the
@@ -103,6 +134,11 @@ pub struct SinkOptions {
     pub tick: Duration,
     /// What each alert's topic must show (`--target azure`).
     pub check: Option<PropertyCheck>,
+    /// Clearing messages arrive on this subscription (else on the alert one, marked by the
+    /// MQTT 5 `MessageType` property).
+    pub clear_filter: Option<String>,
+    /// Summaries arrive on this subscription.
+    pub summary_filter: Option<String>,
 }
 
 /// Runs the sink on an already subscribed connection.
@@ -122,15 +158,18 @@ pub fn spawn(
                 clock,
                 tick,
                 check,
+                clear_filter,
+                summary_filter,
             } = opts;
+            let mut clears = Accounting::new();
+            let mut summaries = Summaries::default();
             let (mut bad_properties, mut first_bad_topic) = (0u64, None);
             conn.stream
                 .set_read_timeout(Some(Duration::from_millis(20)))?;
             let mut acct = Accounting::new();
             let mut acks = Vec::new();
             let mut last_write = Instant::now();
-            // (expected set, alerts still missing, drain start µs, idle timeout µs)
-            let mut drain: Option<(BitSet, u64, u64, u64)> = None;
+            let mut drain: Option<Waiting> = None;
             let v5 = conn.version.is_v5();
             let tick_us = tick.as_micros() as u64;
             // Alert rate over the last 10 ms window decides whether reads are coalesced.
@@ -152,6 +191,36 @@ pub fn spawn(
                     match f.kind() {
                         3 => {
                             let p = parse_publish(&conn.buf, &f, v5)?;
+                            if qos > 0 && p.qos > 0 {
+                                acks.extend_from_slice(&puback_packet(p.pkid));
+                            }
+                            match classify(
+                                p.topic,
+                                p.properties,
+                                clear_filter.as_deref(),
+                                summary_filter.as_deref(),
+                            ) {
+                                Kind::Alert => {}
+                                Kind::Clear => {
+                                    let (kind, seq) =
+                                        clears.on_alert(p.payload, now, issued, run_start);
+                                    if let Some(w) = &mut drain {
+                                        if kind == AlertKind::First
+                                            && w.drain.expected_clears.contains(seq)
+                                        {
+                                            w.missing_clears -= 1;
+                                        }
+                                    }
+                                    conn.buf.advance(f.len);
+                                    continue;
+                                }
+                                Kind::Summary => {
+                                    summaries
+                                        .on_summary(p.payload, now, |d| d.ends_with(PROBE_DEVICE));
+                                    conn.buf.advance(f.len);
+                                    continue;
+                                }
+                            }
                             let (kind, seq) = acct.on_alert(p.payload, now, issued, run_start);
                             if let Some(check) = &check {
                                 if matches!(kind, AlertKind::First | AlertKind::Duplicate)
@@ -163,13 +232,10 @@ pub fn spawn(
                                     });
                                 }
                             }
-                            if qos > 0 && p.qos > 0 {
-                                acks.extend_from_slice(&puback_packet(p.pkid));
-                            }
                             if kind == AlertKind::First {
-                                if let Some((expected, missing, ..)) = &mut drain {
-                                    if expected.contains(seq) {
-                                        *missing -= 1;
+                                if let Some(w) = &mut drain {
+                                    if w.drain.expected.contains(seq) {
+                                        w.missing -= 1;
                                     }
                                 }
                             }
@@ -208,15 +274,27 @@ pub fn spawn(
                 if drain.is_none() {
                     if let Ok(d) = drain_rx.try_recv() {
                         let missing = d.expected.count() - d.expected.count_and(&acct.seen);
-                        drain = Some((d.expected, missing, now, d.timeout.as_micros() as u64));
+                        let missing_clears =
+                            d.expected_clears.count() - d.expected_clears.count_and(&clears.seen);
+                        drain = Some(Waiting {
+                            drain: d,
+                            missing,
+                            missing_clears,
+                            start_us: now,
+                        });
                     }
                 }
-                if let Some((_, missing, start, timeout)) = &drain {
-                    if *missing == 0 {
+                if let Some(w) = &drain {
+                    if w.done(&summaries) {
                         break false;
                     }
-                    let quiet_since = acct.last_alert_us.unwrap_or(0).max(*start);
-                    if now.saturating_sub(quiet_since) >= *timeout {
+                    let last = [acct.last_alert_us, clears.last_alert_us, summaries.last_us]
+                        .into_iter()
+                        .flatten()
+                        .max()
+                        .unwrap_or(0);
+                    let quiet_since = last.max(w.start_us);
+                    if now.saturating_sub(quiet_since) >= w.drain.timeout.as_micros() as u64 {
                         break true;
                     }
                 }
@@ -227,6 +305,8 @@ pub fn spawn(
             let _ = conn.send(&DISCONNECT);
             Ok(SinkResult {
                 acct,
+                clears,
+                summaries,
                 timed_out,
                 bad_properties,
                 first_bad_topic,

@@ -111,6 +111,8 @@ pub struct PublishView<'a> {
     pub pkid: u16,
     pub topic: &'a [u8],
     pub payload: &'a [u8],
+    /// MQTT 5: the raw properties (empty with 3.1.1).
+    pub properties: &'a [u8],
 }
 
 /// Reads the PUBLISH framed by `f` at the start of `buf`.
@@ -134,8 +136,9 @@ pub fn parse_publish<'a>(buf: &'a [u8], f: &Frame, v5: bool) -> Result<PublishVi
         pkid = u16::from_be_bytes([b[0], b[1]]);
         at += 2;
     }
+    let mut props = 0..0;
     if v5 {
-        // Property length (variable byte integer), then the properties: skipped.
+        // Property length (variable byte integer), then the properties.
         let mut plen = 0usize;
         let mut shift = 0;
         loop {
@@ -150,15 +153,18 @@ pub fn parse_publish<'a>(buf: &'a [u8], f: &Frame, v5: bool) -> Result<PublishVi
                 return Err(bad());
             }
         }
+        props = at..at + plen;
         at += plen;
     }
     let payload = p.get(at..).ok_or_else(bad)?;
+    let properties = p.get(props).ok_or_else(bad)?;
     Ok(PublishView {
         qos,
         retain: f.byte1 & 1 != 0,
         pkid,
         topic,
         payload,
+        properties,
     })
 }
 
@@ -432,10 +438,12 @@ mod tests {
                     pkid,
                     topic: b"alerts/telemetry/dev-1",
                     payload: b"{\"seq\":1}",
+                    properties: b"",
                 }
             );
         }
-        // A v5 PUBLISH with properties (user property MessageType=Alert) skips them.
+        // A v5 PUBLISH with properties (user property MessageType=Alert): the payload after them,
+        // the properties apart.
         let mut p = mq5::Publish::new("a", mqb5::QoS::AtLeastOnce, &b"body"[..], None);
         p.pkid = 3;
         p.properties = Some(mq5::PublishProperties {
@@ -448,6 +456,10 @@ mod tests {
         let f = frame(&out).unwrap().unwrap();
         let v = parse_publish(&out, &f, true).unwrap();
         assert_eq!((v.topic, v.payload, v.pkid), (&b"a"[..], &b"body"[..], 3));
+        assert_eq!(
+            crate::summaries::message_type(v.properties),
+            Some(&b"Alert"[..])
+        );
     }
 
     #[test]

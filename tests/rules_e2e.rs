@@ -1,0 +1,188 @@
+//! The alert rules end to end: loadgen → a real mosquitto (ephemeral port) → edgefilter with
+//! a rule → mosquitto → loadgen, which computes the exact alerts, clearing messages and
+//! summaries with its own model of the rules and counts lost, duplicated and unexpected
+//! outputs of each kind. Every rule on its own, then all together; MQTT 5 (clears marked by
+//! their `MessageType` property) and 3.1.1 (clears on their own topic).
+
+mod common;
+
+use common::*;
+use loadgen::report::Summary;
+
+/// One loadgen run (`args` split on spaces) against the broker; the summary must pass.
+async fn loadgen_run(broker: &Mosquitto, args: &str) -> Summary {
+    use clap::Parser;
+    let url = broker.url();
+    let mut argv = vec![
+        "loadgen",
+        "--broker",
+        &url,
+        "--no-progress",
+        "--drain-timeout",
+        "20s",
+    ];
+    argv.extend(args.split_whitespace());
+    let cfg = loadgen::cli::Args::try_parse_from(argv)
+        .unwrap()
+        .validate()
+        .unwrap();
+    let outcome = tokio::task::spawn_blocking(move || loadgen::run::run(&cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    let s = outcome.summary;
+    assert!(s.passed(), "{}", s.table());
+    assert_eq!(
+        (s.lost, s.unexpected, s.clears.lost, s.clears.unexpected),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(
+        (s.summaries.lost, s.summaries.unexpected),
+        (0, 0),
+        "{}",
+        s.table()
+    );
+    s
+}
+
+async fn filter(broker: &Mosquitto, id: &str, flags: &str) -> InProcess {
+    let url = broker.url();
+    let mut argv = vec!["--broker", &url, "--client-id", id];
+    argv.extend(flags.split_whitespace());
+    InProcess::start(&argv).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_mode_with_hysteresis_and_clears_over_mqtt5() {
+    let broker = Mosquitto::start();
+    let f = filter(
+        &broker,
+        "ef-edge5",
+        "--alert-mode edge --hysteresis 2 --clear-messages",
+    )
+    .await;
+    let s = loadgen_run(
+        &broker,
+        "--mqtt-version 5 --rate 2000 --duration 3s --devices 10 --connections 2 --alert-ratio 0.5 \
+         --alert-mode edge --hysteresis 2 --clear-messages",
+    )
+    .await;
+    assert!(
+        s.expected_alerts > 100 && s.clears.expected > 100,
+        "{}",
+        s.table()
+    );
+    assert!(
+        s.expected_alerts < s.seed_alerts / 2,
+        "edges are fewer than readings above"
+    );
+    let m = f.shared.metrics.snapshot();
+    f.stop().await;
+    assert_eq!(m.clears, s.clears.received);
+    assert!(m.suppressed > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_mode_clears_on_their_own_topic_over_mqtt311() {
+    let broker = Mosquitto::start();
+    let f = filter(
+        &broker,
+        "ef-edge3",
+        "--mqtt-version 3 --alert-mode edge --clear-messages --workers 2 --inline-batch 0",
+    )
+    .await;
+    let s = loadgen_run(
+        &broker,
+        "--rate 2000 --duration 3s --devices 8 --connections 2 --alert-ratio 0.3 \
+         --alert-mode edge --clear-messages",
+    )
+    .await;
+    assert!(s.clears.received > 100, "{}", s.table());
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_on_event_time() {
+    let broker = Mosquitto::start();
+    let f = filter(
+        &broker,
+        "ef-rate",
+        "--alert-min-interval 200ms --event-time-field timeCreated",
+    )
+    .await;
+    let s = loadgen_run(
+        &broker,
+        "--rate 2000 --duration 3s --devices 10 --connections 2 --alert-ratio 0.5 \
+         --alert-min-interval 200ms --event-time",
+    )
+    .await;
+    // 10 devices, 3 s, at most one alert per 200 ms each: about 150 of ~3000 alert-worthy.
+    assert!(
+        s.expected_alerts > 100 && s.expected_alerts < 200,
+        "{}",
+        s.table()
+    );
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summaries_on_arrival_time() {
+    let broker = Mosquitto::start();
+    let f = filter(&broker, "ef-sum", "--summary-window 1s").await;
+    let s = loadgen_run(
+        &broker,
+        "--rate 1000 --duration 3s --devices 5 --summary-window 1s",
+    )
+    .await;
+    // Each device's readings are cut into 3 or 4 windows (3 s, not aligned on seconds).
+    assert!(s.summaries.received >= 15, "{}", s.table());
+    assert_eq!(
+        s.expected_alerts, s.seed_alerts,
+        "every mode: the seed's alerts"
+    );
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summaries_on_event_time() {
+    let broker = Mosquitto::start();
+    let f = filter(
+        &broker,
+        "ef-sumev",
+        "--summary-window 1s --event-time-field timeCreated --allowed-lateness 200ms",
+    )
+    .await;
+    let s = loadgen_run(
+        &broker,
+        "--rate 1000 --duration 3s --devices 5 --connections 5 --summary-window 1s --event-time",
+    )
+    .await;
+    assert!(s.summaries.expected >= 15 && s.summaries.received == s.summaries.expected);
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rule_at_once_on_the_sensor_profile() {
+    let broker = Mosquitto::start();
+    let f = filter(
+        &broker,
+        "ef-all",
+        "--alert-mode edge --hysteresis 1 --clear-messages --alert-min-interval 500ms \
+         --summary-window 1s --event-time-field timeCreated",
+    )
+    .await;
+    let s = loadgen_run(
+        &broker,
+        "--mqtt-version 5 --rate 2000 --duration 4s --devices 20 --connections 2 \
+         --alert-mode edge --hysteresis 1 --clear-messages --alert-min-interval 500ms \
+         --summary-window 1s --event-time",
+    )
+    .await;
+    assert!(
+        s.summaries.received > 0 && s.expected_alerts > 0,
+        "{}",
+        s.table()
+    );
+    assert!(s.reduction > 1.0, "{}", s.table());
+    f.stop().await;
+}
