@@ -17,7 +17,9 @@ use crate::mqtt::topic;
 use crate::pipeline::verdict::{FieldPath, FieldPathError};
 
 mod broker;
+mod delivery;
 pub use broker::{BrokerOptions, Cluster};
+pub use delivery::{AckPolicyArg, Delivery, OutboxDurability};
 
 /// edgefilter: forwards the telemetry whose `machine.temperature` exceeds a threshold.
 #[derive(Debug, Parser)]
@@ -99,6 +101,10 @@ pub mod defaults {
     pub const KEEP_ALIVE: &str = "30s";
     pub const BROKER_QUEUE: usize = 10_000;
     pub const BROKER_INFLIGHT: u16 = 1024;
+    /// The IoT Edge deployment mounts a volume at /var/lib/edgefilter (deployment/); the
+    /// systemd unit has it as its StateDirectory.
+    pub const OUTBOX_DIR: &str = "/var/lib/edgefilter/outbox";
+    pub const TWIN_TIMEOUT: &str = "10s";
 }
 
 /// Flags of `edgefilter run`. Every flag can also come from an `EDGEFILTER_*` variable.
@@ -349,6 +355,35 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub rules: rules::RuleArgs,
+    /// What an input's acknowledgement waits for when it caused an alert: `alert` = the
+    /// alert's PUBACK; `outbox` = the alert written to the local outbox (resent after a
+    /// restart until acknowledged); `auto` = `outbox` under IoT Edge, `alert` elsewhere.
+    #[arg(
+        long,
+        env = "EDGEFILTER_ACK_POLICY",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub ack_policy: AckPolicyArg,
+
+    /// Directory of the outbox (created if missing; one edgefilter per directory).
+    #[arg(long, env = "EDGEFILTER_OUTBOX_DIR", default_value = defaults::OUTBOX_DIR)]
+    pub outbox_dir: PathBuf,
+
+    /// `written`: alerts in the outbox survive the process dying (kill -9, crash), not a
+    /// power cut; `fsync`: they survive a power cut too (one fdatasync per commit).
+    #[arg(
+        long,
+        env = "EDGEFILTER_OUTBOX_DURABILITY",
+        value_enum,
+        default_value = "written"
+    )]
+    pub outbox_durability: OutboxDurability,
+
+    /// IoT Edge: how long the twin GET may go unanswered before it is sent again (then twice
+    /// as long each time, up to 8 times this).
+    #[arg(long, env = "EDGEFILTER_TWIN_TIMEOUT", default_value = defaults::TWIN_TIMEOUT, value_parser = parse_duration)]
+    pub twin_timeout: Duration,
 }
 
 /// `--broker` as given, before validation: its `Debug` form hides user info a user may have
@@ -473,6 +508,12 @@ pub enum ConfigError {
     /// An alert-rule flag (the message names it).
     #[error("{0}")]
     Rule(String),
+    #[error("--ack-policy outbox needs --qos 1 (at QoS 0 nothing is acknowledged)")]
+    OutboxAtQos0,
+    #[error("--outbox-dir must not be empty")]
+    OutboxDir,
+    #[error("--twin-timeout must be at least 100ms")]
+    TwinTimeout,
 }
 
 /// Where the filter's MQTT connection goes.
@@ -524,6 +565,7 @@ pub struct Settings {
     pub keep_alive: Duration,
     pub broker: BrokerOptions,
     pub rules: rules::RuleConfig,
+    pub delivery: Delivery,
 }
 
 impl std::fmt::Debug for Settings {
@@ -561,6 +603,7 @@ impl std::fmt::Debug for Settings {
             .field("max_inflight", &self.max_inflight)
             .field("keep_alive", &self.keep_alive)
             .field("rules", &self.rules)
+            .field("delivery", &self.delivery)
             .finish()
     }
 }
@@ -698,8 +741,10 @@ impl RunArgs {
             }
         };
         let broker = self.broker_options(&target)?;
+        let delivery = self.delivery()?;
         Ok(Settings {
             broker,
+            delivery,
             target,
             input_topics,
             alert_topic,
@@ -784,6 +829,12 @@ impl Settings {
                 cluster: None,
             },
             rules: rules::RuleConfig::off(),
+            delivery: Delivery {
+                ack_policy: AckPolicyArg::Auto,
+                outbox_dir: PathBuf::from(defaults::OUTBOX_DIR),
+                outbox_durability: OutboxDurability::Written,
+                twin_timeout: duration(defaults::TWIN_TIMEOUT),
+            },
         }
     }
 

@@ -34,8 +34,9 @@
 //! - [`twin`]: desired-property patches, their validation, the reported document.
 //! - [`metrics`]: counters and histograms as named events, rendered as Prometheus text;
 //!   [`process_metrics`]: the standard `process_*` figures read from `/proc` at each scrape.
-//! - [`outbox`]: a durable append-only file of alerts, replayed after a crash (for an
-//!   acknowledgement policy that PUBACKs an input before its alert's PUBACK; not wired yet).
+//! - [`outbox`]: a durable append-only file of alerts, replayed after a crash: the
+//!   `--ack-policy outbox` acknowledges an input once its alert is committed there
+//!   ([`flow`] says what to append, [`io::outbox`] writes it once per loop turn).
 //! - [`sensor`] (workspace crate `edgefilter-sensor`): the SimulatedTemperatureSensor profile
 //!   (demo, loadgen, benches).
 

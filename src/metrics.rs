@@ -19,6 +19,9 @@ use crate::pipeline::rules::device::RuleStats;
 use crate::pipeline::verdict::RejectReason;
 use crate::process_metrics::ProcessCollector;
 
+mod delivery;
+pub use delivery::DeliveryMetrics;
+
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 pub enum Reason {
@@ -126,6 +129,8 @@ pub struct Metrics {
     /// Per broker drop reason: when it was last logged, and how many since.
     broker_drop_log: Mutex<[(Option<Instant>, u64); 5]>,
     rules: RuleMetrics,
+    /// The outbox and the twin requests.
+    pub delivery: DeliveryMetrics,
 }
 
 /// A copy of the counters, for the stats line and summaries.
@@ -304,6 +309,7 @@ impl Metrics {
         for reason in BrokerDrop::ALL {
             let _ = broker_dropped.get_or_create(&BrokerDropLabels { reason });
         }
+        let delivery = DeliveryMetrics::register(&mut registry);
         for reason in RejectReason::ALL {
             let _ = rejected.get_or_create(&ReasonLabels {
                 reason: reason.into(),
@@ -334,6 +340,7 @@ impl Metrics {
             broker_paused,
             broker_drop_log: Mutex::new([(None, 0); 5]),
             rules,
+            delivery,
         }
     }
 

@@ -60,6 +60,10 @@ pub enum OutboxError {
     TopicTooLong(usize),
     #[error("outbox: done for alert {seq}, but the oldest pending is {oldest:?}")]
     NotPending { seq: u64, oldest: Option<u64> },
+    #[error("outbox: alert {flow} was to be appended, but the file's next is {file}")]
+    OutOfStep { flow: u64, file: u64 },
+    #[error("outbox {path}: another process uses it (one edgefilter per outbox directory)")]
+    Locked { path: String },
 }
 
 /// An alert recorded in the outbox and not yet acknowledged.
@@ -120,6 +124,12 @@ impl Outbox {
             .truncate(false)
             .open(&path)
             .map_err(io("open"))?;
+        lock(&file).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => OutboxError::Locked {
+                path: path.display().to_string(),
+            },
+            _ => io("lock")(e),
+        })?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io("read"))?;
         let (pending, valid, next_seq) = replay(&bytes);
@@ -223,6 +233,11 @@ impl Outbox {
         Ok(())
     }
 
+    /// The sequence number the next [`Self::append`] returns.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// Alerts recorded and not yet acknowledged.
     pub fn pending(&self) -> usize {
         self.pending.len()
@@ -260,6 +275,7 @@ impl Outbox {
             compact_at: u64::MAX,
             syncs: 0,
         };
+        lock(&fresh.file).map_err(self.io("lock the compacted file"))?;
         for p in self.pending.iter().take(committed) {
             fresh.next_seq = p.seq;
             fresh.append(&p.topic, &p.payload)?;
@@ -274,6 +290,19 @@ impl Outbox {
         self.file = fresh.file;
         self.len = fresh.len;
         Ok(())
+    }
+}
+
+/// An exclusive advisory lock on the outbox file for as long as it is open (released by the
+/// kernel when the process dies): two processes on one outbox would replay each other's
+/// alerts and cut each other's records.
+fn lock(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor this `File` owns; no memory is shared.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -199,3 +199,26 @@ fn outbox_survives_kill_9() {
         assert_eq!(r.truncated_bytes, 0);
     }
 }
+
+#[test]
+fn one_process_per_outbox_even_after_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut o, _) = Outbox::open(dir.path(), Durability::Written, 64).unwrap();
+    let second = Outbox::open(dir.path(), Durability::Written, 64).unwrap_err();
+    assert!(matches!(second, OutboxError::Locked { .. }), "{second}");
+    assert!(second.to_string().contains("another process"), "{second}");
+    // Compaction replaces the file: the lock moves with it.
+    for i in 0..8u8 {
+        o.append(b"t", &[i; 16]).unwrap();
+        o.commit().unwrap();
+    }
+    o.done(0).unwrap();
+    assert!(o.file_len() < 8 * 40, "compacted");
+    assert!(matches!(
+        Outbox::open(dir.path(), Durability::Written, 64),
+        Err(OutboxError::Locked { .. })
+    ));
+    drop(o);
+    let (_, r) = Outbox::open(dir.path(), Durability::Written, 64).unwrap();
+    assert_eq!(seqs(&r), [1, 2, 3, 4, 5, 6, 7]);
+}

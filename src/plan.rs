@@ -5,17 +5,19 @@
 //! settings. No sockets, no files: `run` does the I/O the plan asks for, and every decision
 //! here is unit-tested.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::rules::default_v4_clear_template;
-use crate::config::{AzureEdge, BatchFormat, MqttVersion, Settings, Target};
+use crate::config::{AzureEdge, BatchFormat, MqttVersion, OutboxDurability, Settings, Target};
 use crate::flow::dialect::{Azure, Dialect, Generic};
-use crate::flow::FlowConfig;
+use crate::flow::{AckPolicy, FlowConfig};
 use crate::io::azure::{AzureError, AzureIdentity, EDGEHUB_MQTT_PORT};
 use crate::io::embedded::{loopback_of, EmbeddedBroker};
 use crate::io::tls::TlsFiles;
 use crate::mqtt::codec::{ConnectOptions, Version};
 use crate::mqtt::tcp::QuickAck;
+use crate::outbox::Durability;
 use crate::pipeline::batch::Format;
 use crate::pipeline::verdict::FieldPath;
 
@@ -57,6 +59,15 @@ pub struct Plan {
     pub flow: FlowConfig,
     pub field: FieldPath,
     pub max_payload: usize,
+    /// The outbox acknowledgement policy's file (`--ack-policy`; `auto`: under IoT Edge).
+    pub outbox: Option<OutboxPlan>,
+}
+
+/// Where and how durably the outbox keeps alerts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxPlan {
+    pub dir: PathBuf,
+    pub durability: Durability,
 }
 
 /// The IoT Edge identity `--azure-edge` asks for, read through `var` (the environment).
@@ -144,6 +155,13 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
         }
     };
     let keep_alive_secs = settings.keep_alive.as_secs().clamp(1, 65535) as u16;
+    let outbox = settings.delivery.uses_outbox(in_azure).then(|| OutboxPlan {
+        dir: settings.delivery.outbox_dir.clone(),
+        durability: match settings.delivery.outbox_durability {
+            OutboxDurability::Written => Durability::Written,
+            OutboxDurability::Fsync => Durability::Fsync,
+        },
+    });
     Plan {
         embedded,
         addr,
@@ -188,7 +206,13 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
             keep_alive_secs,
             rules: settings.rules.settings.clone(),
             event_time: settings.rules.event_time.clone(),
+            ack_policy: if outbox.is_some() {
+                AckPolicy::Outbox
+            } else {
+                AckPolicy::Alert
+            },
         },
+        outbox,
         field: settings.field.clone(),
         max_payload: settings.max_payload,
     }
@@ -301,6 +325,14 @@ mod tests {
         assert!(matches!(plan.dialect, Dialect::Azure(_)));
         assert_eq!(plan.quick_ack, QuickAck::Never);
         assert!(plan.retry_first_connect);
+        assert_eq!(plan.flow.ack_policy, AckPolicy::Outbox, "auto: the outbox");
+        assert_eq!(
+            plan.outbox,
+            Some(OutboxPlan {
+                dir: PathBuf::from("/var/lib/edgefilter/outbox"),
+                durability: Durability::Written
+            })
+        );
         let plan = resolve(
             &settings(&["--broker", "mqtt://127.0.0.1:9"]),
             Some(identity()),
@@ -333,5 +365,33 @@ mod tests {
         assert!(plan.flow.pooled);
         assert_eq!(plan.flow.shards, 3);
         assert!(!plan.connect.clean, "a persistent session");
+    }
+
+    #[test]
+    fn the_ack_policy_is_the_alert_outside_iot_edge_unless_asked() {
+        let plan = resolve(&settings(&[]), None);
+        assert_eq!(plan.flow.ack_policy, AckPolicy::Alert);
+        assert!(plan.outbox.is_none());
+        let plan = resolve(
+            &settings(&[
+                "--ack-policy",
+                "outbox",
+                "--outbox-dir",
+                "ob",
+                "--outbox-durability",
+                "fsync",
+            ]),
+            None,
+        );
+        assert_eq!(plan.flow.ack_policy, AckPolicy::Outbox);
+        assert_eq!(
+            plan.outbox,
+            Some(OutboxPlan {
+                dir: PathBuf::from("ob"),
+                durability: Durability::Fsync
+            })
+        );
+        let plan = resolve(&settings(&["--ack-policy", "alert"]), Some(identity()));
+        assert_eq!(plan.flow.ack_policy, AckPolicy::Alert);
     }
 }

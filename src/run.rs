@@ -14,9 +14,11 @@ use crate::io::azure::AzureError;
 use crate::io::connection::{self, AzureLink, ConnectionError, Link, Stages};
 use crate::io::embedded::EmbeddedError;
 use crate::io::http;
+use crate::io::outbox::OutboxIo;
 use crate::io::tls::{self, TlsError};
 use crate::io::transport::Endpoint;
 use crate::metrics::Metrics;
+use crate::outbox::OutboxError;
 use crate::plan::{self, TlsPlan};
 use crate::shutdown::Shutdown;
 use crate::twin::Threshold;
@@ -37,6 +39,12 @@ pub enum RunError {
     Connection(#[from] ConnectionError),
     #[error(transparent)]
     Azure(#[from] AzureError),
+    #[error("--outbox-dir {dir} (or --ack-policy alert)")]
+    Outbox {
+        dir: String,
+        #[source]
+        source: OutboxError,
+    },
 }
 
 /// What the filter shares with whoever runs it (counters, the threshold in force).
@@ -65,6 +73,25 @@ pub async fn run(
     let shutdown = shutdown.into();
     let identity = plan::azure_identity(&settings, |k| std::env::var(k).ok())?;
     let mut plan = plan::resolve(&settings, identity);
+    // The outbox first: a directory that cannot be written is a configuration mistake.
+    let outbox = match &plan.outbox {
+        Some(o) => {
+            let opened =
+                OutboxIo::open(&o.dir, o.durability, shared.metrics.clone()).map_err(|source| {
+                    RunError::Outbox {
+                        dir: o.dir.display().to_string(),
+                        source,
+                    }
+                })?;
+            tracing::info!(
+                "acknowledging inputs once their alerts are in the outbox {} ({:?})",
+                o.dir.display(),
+                o.durability
+            );
+            Some(opened)
+        }
+        None => None,
+    };
     if let Some(broker) = &plan.embedded {
         // The filter logs in to its own broker with the secret the broker was started with.
         let login = broker.start(shared.metrics.clone())?;
@@ -112,12 +139,16 @@ pub async fn run(
         settings.workers,
         settings.alert_topic.render("{topic}"),
     );
-    let flow = Flow::new(
+    let mut flow = Flow::new(
         plan.flow,
         plan.dialect,
         shared.metrics.clone(),
         shared.threshold.clone(),
     );
+    let outbox = outbox.map(|(io, pending)| {
+        io.start(&mut flow, pending);
+        io
+    });
     let link = Link {
         version: plan.version,
         endpoint,
@@ -133,7 +164,7 @@ pub async fn run(
         field: plan.field,
         max_payload: plan.max_payload,
     };
-    let result = connection::run(link, flow, stages, shutdown).await;
+    let result = connection::run(link, flow, stages, outbox, shutdown).await;
     stop.fire();
     let s = shared.metrics.snapshot();
     tracing::info!(

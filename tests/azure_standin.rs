@@ -481,7 +481,8 @@ struct Module {
     process: FilterProcess,
 }
 
-fn spawn_edgefilter(edge: &Edge, daemon: Option<StandIn>) -> Module {
+/// Starts edgefilter as that module with `extra` flags.
+fn spawn_edgefilter(edge: &Edge, daemon: Option<StandIn>, extra: &[&str]) -> Module {
     let daemon = daemon.unwrap_or_else(|| {
         start_stand_in(Behaviour::daemon(KEY, edge.module, "gen1", &edge.ca.pem))
     });
@@ -493,15 +494,10 @@ fn spawn_edgefilter(edge: &Edge, daemon: Option<StandIn>) -> Module {
         "gen1",
         &daemon.socket,
     );
-    let process = FilterProcess::spawn_clean_env(
-        &env,
-        &[
-            "--broker",
-            &format!("mqtts://127.0.0.1:{}", edge.hub.tls_addr.port()),
-            "--metrics-addr",
-            "off",
-        ],
-    );
+    let broker = format!("mqtts://127.0.0.1:{}", edge.hub.tls_addr.port());
+    let mut args = vec!["--broker", &broker, "--metrics-addr", "off"];
+    args.extend_from_slice(extra);
+    let process = FilterProcess::spawn_clean_env(&env, &args);
     Module { daemon, process }
 }
 
@@ -517,7 +513,7 @@ async fn edgefilter_with_a_raw_id_device_gets_its_inputs_and_names_itself_right(
     let sink = Client4::connect(edge.hub.side_addr.port(), "iothub").await;
     sink.subscribe("devices/+/modules/+/messages/events/#")
         .await;
-    let mut module = spawn_edgefilter(&edge, None);
+    let mut module = spawn_edgefilter(&edge, None, &[]);
     // The twin: GET answered with threshold 25, reported back.
     edge.hub
         .wait_until(WAIT, |_, ev| {
@@ -596,8 +592,9 @@ async fn edgefilter_with_a_raw_id_device_gets_its_inputs_and_names_itself_right(
     drop(module.daemon);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edgefilter_killed_mid_stream_loses_nothing_edgehub_held() {
+/// 600 inputs, every other one an alert, with a `kill -9` of the module mid-stream and a
+/// restart (as edgeAgent restarts it) with the same flags: every alert reaches upstream.
+async fn killed_mid_stream_loses_nothing(extra: &[&str]) {
     let edge = Edge::start("gw:01@plant", "filtermodule", |c| {
         c.store_delay = Duration::from_millis(1)
     })
@@ -605,7 +602,7 @@ async fn edgefilter_killed_mid_stream_loses_nothing_edgehub_held() {
     let sink = Client4::connect(edge.hub.side_addr.port(), "iothub").await;
     sink.subscribe("devices/+/modules/+/messages/events/#")
         .await;
-    let mut module = spawn_edgefilter(&edge, None);
+    let mut module = spawn_edgefilter(&edge, None, extra);
     let seqs = |m: &[Received]| -> BTreeSet<u64> {
         m.iter()
             .filter_map(|r| common::seq_of(&r.payload))
@@ -624,7 +621,7 @@ async fn edgefilter_killed_mid_stream_loses_nothing_edgehub_held() {
     module.process.signal("KILL");
     module.process.wait_exit(WAIT).await;
     let inbox = Arc::clone(&sink.inbox);
-    let restarted = spawn_edgefilter(&edge, Some(module.daemon));
+    let restarted = spawn_edgefilter(&edge, Some(module.daemon), extra);
     inbox
         .wait_until(WAIT, "every alert after the restart", |m| {
             seqs(m).is_superset(&expected)
@@ -638,4 +635,72 @@ async fn edgefilter_killed_mid_stream_loses_nothing_edgehub_held() {
     let s = edge.stats();
     assert_eq!(s.connections, 2, "{s:?}");
     drop(restarted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_stream_acking_after_the_alert_loses_nothing_edgehub_held() {
+    killed_mid_stream_loses_nothing(&["--ack-policy", "alert"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_stream_with_the_outbox_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    // The default under IoT Edge; the directory outlives the process (a volume).
+    killed_mid_stream_loses_nothing(&["--outbox-dir", outbox.to_str().unwrap()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_sends_the_outbox_alerts_edgehub_had_not_acknowledged() {
+    // edgeHub takes 1.5 s to store each of the module's publishes: the inputs are all
+    // acknowledged (their alerts committed to the outbox) long before their alerts are.
+    let edge = Edge::start("dev1", "filtermodule", |c| {
+        c.store_delay = Duration::from_millis(1500)
+    })
+    .await;
+    let sink = Client4::connect(edge.hub.side_addr.port(), "iothub").await;
+    sink.subscribe("devices/+/modules/+/messages/events/#")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    let flags = ["--outbox-dir", outbox.to_str().unwrap()];
+    let mut module = spawn_edgefilter(&edge, None, &flags);
+    for seq in 0..4u64 {
+        edge.hub.route_to_input(
+            &edge.input_topic("input1", seq),
+            Bytes::from(sensor_body(seq, "40")),
+        );
+    }
+    edge.wait("every input acknowledged", |h| {
+        h.stats("dev1/filtermodule").unwrap().delivery.completed == 4
+    })
+    .await;
+    assert!(
+        edge.stats().upstream < 4,
+        "edgeHub has not stored them all yet: {:?}",
+        edge.stats()
+    );
+    module.process.signal("KILL");
+    module.process.wait_exit(WAIT).await;
+    let mut restarted = spawn_edgefilter(&edge, Some(module.daemon), &flags);
+    let inbox = Arc::clone(&sink.inbox);
+    inbox
+        .wait_until(Duration::from_secs(30), "the four alerts upstream", |m| {
+            let got: BTreeSet<u64> = m
+                .iter()
+                .filter_map(|r| common::seq_of(&r.payload))
+                .collect();
+            got == (0..4).collect()
+        })
+        .await;
+    restarted
+        .process
+        .wait_log("outbox: sending again", WAIT)
+        .await;
+    let s = edge.stats();
+    assert_eq!(
+        (s.delivery.redelivered, s.delivery.completed),
+        (0, 4),
+        "the inputs were not delivered again: the alerts came from the outbox ({s:?})"
+    );
 }

@@ -131,3 +131,29 @@ fn credentials_in_the_broker_url_are_refused_and_never_echoed() {
         assert!(!all.contains("s3cret"), "{args:?}: {all}");
     }
 }
+
+#[test]
+fn an_outbox_that_cannot_be_written_is_one_line() {
+    // A directory below a regular file cannot be created, even as root.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let dir = file.path().join("outbox");
+    let line = one_line_error(
+        &[
+            "run",
+            "--broker",
+            "mqtt://127.0.0.1:9",
+            "--ack-policy",
+            "outbox",
+            "--outbox-dir",
+            dir.to_str().unwrap(),
+        ],
+        1,
+        "--outbox-dir",
+    );
+    assert!(line.contains("create directory"), "{line}");
+    one_line_error(
+        &["run", "--ack-policy", "outbox", "--qos", "0"],
+        1,
+        "--ack-policy outbox needs --qos 1",
+    );
+}

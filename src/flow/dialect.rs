@@ -160,6 +160,22 @@ impl Dialect {
         }
     }
 
+    /// An alert of an earlier run, from the outbox (its topic and body as they were
+    /// published), at QoS 1. IoT Edge topics carry every property; an MQTT 5 alert comes
+    /// back with `MessageType=Alert` but without the input's other user properties.
+    pub fn replayed_alert(&self, topic: &Bytes, payload: Bytes) -> OutPublish {
+        match self {
+            Dialect::Generic(g) => {
+                let properties = match g.version {
+                    Version::V4 => None,
+                    Version::V5 => Some(alert_properties(InputProps::None)),
+                };
+                OutPublish::new(g.version, topic, payload, 1, false, properties)
+            }
+            Dialect::Azure(_) => OutPublish::new(Version::V4, topic, payload, 1, false, None),
+        }
+    }
+
     /// Publishes to send right after each CONNACK (IoT Edge: the full-twin GET).
     pub fn on_connected(&mut self) -> Vec<OutPublish> {
         match self {

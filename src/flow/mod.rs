@@ -25,6 +25,7 @@ mod dead_letter;
 pub mod dialect;
 mod inbound;
 mod outbound;
+mod outbox;
 mod rules;
 #[cfg(test)]
 mod tests;
@@ -50,6 +51,8 @@ use crate::twin::{Threshold, Twin};
 pub use dead_letter::{dead_letter_envelope, DEAD_LETTER_KEEP};
 use dialect::{Dialect, InputProps, Output as PubKind};
 use outbound::{write_publish, Covers, Kind, PendingAlert, Sent};
+use outbox::OutboxSide;
+pub use outbox::{AckPolicy, OutboxAppend};
 
 /// What ends a connection from the protocol's side.
 #[derive(Debug, Error)]
@@ -100,6 +103,8 @@ pub struct FlowConfig {
     pub rules: RuleSettings,
     /// The event-time clock of the rules: the path of each payload's time (None: arrival).
     pub event_time: Option<FieldPath>,
+    /// What an alerting input's PUBACK waits for.
+    pub ack_policy: AckPolicy,
 }
 
 /// Per-input metadata travelling with a job through a stage and back.
@@ -184,6 +189,8 @@ pub struct Flow {
     subscribed_once: bool,
     draining: Option<(Instant, Drain)>,
     renew_at: Option<Instant>,
+    /// The outbox policy's bookkeeping (inert under the alert policy).
+    outbox: OutboxSide,
 }
 
 impl Flow {
@@ -220,6 +227,7 @@ impl Flow {
             subscribed_once: false,
             draining: None,
             renew_at: None,
+            outbox: OutboxSide::new(cfg.ack_policy),
             twin,
             dialect,
             metrics,
@@ -551,6 +559,7 @@ impl Flow {
             && self.batcher.is_empty()
             && self.out.is_idle()
             && self.acks.is_empty()
+            && self.outbox.idle()
     }
 
     // ----- inside -------------------------------------------------------------------------

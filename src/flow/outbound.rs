@@ -55,6 +55,8 @@ pub(super) enum Kind {
 pub(super) struct Sent {
     pub(super) covers: Covers,
     pub(super) kind: Kind,
+    /// The alert's outbox sequence number (outbox policy).
+    pub(super) outbox: Option<u64>,
 }
 
 /// An alert (or a clearing message, or a summary) waiting in the batcher.
@@ -225,12 +227,25 @@ impl Flow {
             });
             return;
         }
-        let sent = Sent { covers, kind };
         if packet.qos() > 0 {
+            let mut sent = Sent {
+                covers,
+                kind,
+                outbox: None,
+            };
+            if matches!(kind, Kind::Alert(_)) && self.outbox.active() {
+                // The outbox policy: the inputs wait for the commit, not for this PUBACK.
+                let covers = std::mem::replace(&mut sent.covers, Covers::Nothing);
+                sent.outbox = Some(self.outbox.record(packet.topic(), packet.payload(), covers));
+            }
             self.out.enqueue(packet, sent);
         } else {
             write_publish(&packet, &mut self.wbuf);
-            self.finished(sent);
+            self.finished(Sent {
+                covers,
+                kind,
+                outbox: None,
+            });
         }
     }
 
@@ -247,6 +262,13 @@ impl Flow {
         sent.covers.for_each(|seq| {
             acks.done(seq);
         });
+        if let Some(seq) = sent.outbox {
+            if let Some(held) = self.outbox.acked(seq) {
+                held.for_each(|seq| {
+                    acks.done(seq);
+                });
+            }
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use dialect::Generic;
 use rumqttc::mqttbytes::v4;
 use rumqttc::v5::mqttbytes::v5;
 
+mod outbox;
 mod rules;
 
 /// What the flow wrote, decoded (both versions mapped to one shape).
@@ -59,6 +60,7 @@ fn config(version: Version) -> FlowConfig {
         keep_alive_secs: 30,
         rules: RuleSettings::default(),
         event_time: None,
+        ack_policy: AckPolicy::Alert,
     }
 }
 

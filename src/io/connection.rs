@@ -7,6 +7,7 @@
 //!   worker results ───────────────▶ Flow::on_verdicts                         └─▶ pool (workers)
 //!   timer ────────────────────────▶ Flow::tick             Flow::poll ─▶ read?, wake-up, exit
 //!   shutdown ─────────────────────▶ Flow::start_drain      Flow::output ─▶ one write per turn
+//!   outbox committed ─────────────▶ Flow::outbox_committed Flow::outbox_appends ─▶ OutboxIo
 //! ```
 //!
 //! All outgoing packets of one loop turn are written with one `write_all`: rumqttc's own event
@@ -24,6 +25,7 @@ use tokio::sync::mpsc;
 
 use super::azure::{AzureError, AzureIdentity};
 use super::handshake;
+use super::outbox::OutboxIo;
 use super::reconnect::Backoff;
 use super::transport::{Endpoint, Transport, TransportError};
 use crate::flow::{Drain, Flow, FlowError, Meta};
@@ -100,11 +102,13 @@ pub struct Stages {
     pub max_payload: usize,
 }
 
-/// Runs the filter's connection until the shutdown fired and the flow drained.
+/// Runs the filter's connection until the shutdown fired and the flow drained (`outbox`: the
+/// outbox policy's file, already replayed into `flow`).
 pub async fn run(
     link: Link,
     flow: Flow,
     stages: Stages,
+    outbox: Option<OutboxIo>,
     shutdown: Shutdown,
 ) -> Result<(), ConnectionError> {
     let cfg = flow.config().clone();
@@ -128,6 +132,7 @@ pub async fn run(
         stages,
         pool,
         results,
+        outbox,
     };
     let result = conn.run(shutdown).await;
     if let Some(pool) = conn.pool.take() {
@@ -142,6 +147,7 @@ struct Connection {
     stages: Vec<SharedStage>,
     pool: Option<Pool<Meta>>,
     results: mpsc::UnboundedReceiver<Batch<Meta>>,
+    outbox: Option<OutboxIo>,
 }
 
 /// A connected socket with what was read but not yet decoded.
@@ -280,7 +286,14 @@ impl Connection {
         loop {
             let now = Instant::now();
             self.run_dispatches(now)?;
-            let poll = self.flow.poll(now);
+            let mut poll = self.flow.poll(now);
+            // The outbox policy: what this turn recorded is committed in one write before
+            // anything goes out, then the inputs it held are acknowledged in the same write.
+            if let Some(outbox) = &mut self.outbox {
+                if outbox.turn(&mut self.flow) {
+                    poll = self.flow.poll(now);
+                }
+            }
             if !self.flow.output().is_empty() {
                 conn.transport.write_all(self.flow.output()).await?;
                 self.flow.written(Instant::now());

@@ -179,6 +179,13 @@ impl FilterProcess {
         if let Some(env) = env {
             cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
         }
+        // Under IoT Edge the default policy keeps an outbox; one per process (a test that
+        // restarts a module passes its own --outbox-dir, which wins over the variable).
+        if std::env::var_os("EDGEFILTER_OUTBOX_DIR").is_none()
+            && !env.is_some_and(|e| e.iter().any(|(k, _)| *k == "EDGEFILTER_OUTBOX_DIR"))
+        {
+            cmd.env("EDGEFILTER_OUTBOX_DIR", dir.path().join("outbox"));
+        }
         let child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
