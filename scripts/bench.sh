@@ -9,9 +9,10 @@
 # The IoT Edge path (issue 9): edgefilter and the seed's own module on the real Python SDK
 # behind the edgeHub stand-in with edgeHub's one-at-a-time delivery (scripts/edge_path.py;
 # needs root for its network namespace; installs the SDK venv via scripts/peers/setup.sh):
-#   scripts/bench.sh edge                 # store delays 0.2, 1, 5 ms (~15 min)
-#   scripts/bench.sh edge --modules edgefilter,seed,outbox-fsync,outbox-written
-#                                         # with the outbox policy's prototype (~30 min)
+#   scripts/bench.sh edge                 # store delays 0.2, 1, 5 ms: edgefilter's default
+#                                         # (outbox), --ack-policy alert, the seed (~15 min)
+#   scripts/bench.sh edge --modules edgefilter,edgefilter-alert,edgefilter-fsync,seed
+#                                         # and fsync durability (~20 min)
 #   scripts/bench.sh edge --help
 set -euo pipefail
 cd "$(dirname "$0")/.."

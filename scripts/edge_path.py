@@ -19,11 +19,14 @@ The SDK connects to edgeHub's port 8883, fixed in its transport, so everything r
 private network namespace (`unshare -n`, root; the script re-executes itself there) where
 the stand-in listens on 127.0.0.1:8883 as edgeHub; the workload API is a unix socket.
 
-Modules: edgefilter (today: an input is PUBACKed after its alert's PUBACK), seed (the SDK
-peer: paho PUBACKs on receipt), outbox-fsync / outbox-written (examples/outbox_module.rs, the
-outbox policy's prototype: an input is PUBACKed once its alert is in the durable outbox).
+Modules: edgefilter (its default under IoT Edge, --ack-policy auto = outbox with `written`
+durability: an alerting input is PUBACKed once its alert is committed to the outbox),
+edgefilter-alert (--ack-policy alert: an input is PUBACKed after its alert's PUBACK),
+edgefilter-fsync (--outbox-durability fsync), seed (the SDK peer: paho PUBACKs on receipt),
+outbox-fsync / outbox-written (examples/outbox_module.rs, the outbox policy's earlier
+prototype).
 
-usage: scripts/edge_path.py [--delays 200us,1ms,5ms] [--modules edgefilter,seed] ...
+usage: scripts/edge_path.py [--delays 200us,1ms,5ms] [--modules edgefilter,edgefilter-alert,seed] ...
        scripts/edge_path.py --from bench-results/edge-<stamp>.jsonl   (the table again)
 Needs: cargo build --release -p edgefilter -p loadgen -p edgehub-standin --bins --examples,
 and the SDK venv (scripts/peers/setup.sh); scripts/bench.sh edge does both.
@@ -48,6 +51,12 @@ STANDIN = os.path.join(REL, "edgehub-standin")
 OUTBOX_MODULE = os.path.join(REL, "examples/outbox_module")
 SEED = os.path.join(ROOT, "scripts/peers/seed_module.py")
 LAG_LIMIT_S = 0.5
+# edgefilter's acknowledgement policies: `edgefilter` is the default (under IoT Edge: the
+# outbox, written); the others name a flag.
+EDGEFILTER_VARIANTS = {
+    "edgefilter-alert": ["--ack-policy", "alert"],
+    "edgefilter-fsync": ["--outbox-durability", "fsync"],
+}
 
 
 def log(*a):
@@ -85,8 +94,12 @@ class Path:
 
     def spawn_module(self):
         env = dict(self.env, PATH=os.environ.get("PATH", ""), RUST_LOG="warn")
-        if self.module == "edgefilter":
-            cmd = [EDGEFILTER, "run", "--metrics-addr", "off", "--stats-interval", "0"]
+        if self.module == "edgefilter" or self.module.startswith("edgefilter-"):
+            # The default under IoT Edge is the outbox policy; its outbox survives the kill -9
+            # in this run's directory (as on the deployment's volume).
+            cmd = [EDGEFILTER, "run", "--metrics-addr", "off", "--stats-interval", "0",
+                   "--outbox-dir", os.path.join(self.tmp, "outbox")]
+            cmd += EDGEFILTER_VARIANTS.get(self.module, [])
         elif self.module.startswith("outbox-"):
             # The outbox policy's prototype (examples/outbox_module.rs); its outbox survives
             # the kill -9 in this run's directory.
@@ -249,7 +262,7 @@ def summarize(records, title):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--delays", default="200us,1ms,5ms", help="store delays (humantime)")
-    ap.add_argument("--modules", default="edgefilter,seed")
+    ap.add_argument("--modules", default="edgefilter,edgefilter-alert,seed")
     ap.add_argument("--burst", type=int, default=5000, help="messages of the capacity burst")
     ap.add_argument("--duration", type=int, default=10, help="seconds per paced run")
     ap.add_argument("--fractions", default="0.5,0.7,0.85,1.0", help="paced rates, of the capacity")
