@@ -231,6 +231,10 @@ impl Devices {
             }
             true
         });
+        // Evicted devices give their memory back (the table keeps its peak size otherwise).
+        if self.map.capacity() > 1024 && self.map.len() < self.map.capacity() / 4 {
+            self.map.shrink_to(self.map.len() * 2);
+        }
     }
 
     /// Closes every open window as partial (shutdown, summaries turned off).
@@ -245,7 +249,7 @@ impl Devices {
         if new.stateless() {
             // Every rule off: publish what the windows hold and forget the devices.
             self.flush(out);
-            self.map.clear();
+            self.map = HashMap::new();
             return;
         }
         if new.window_us() == 0 && old.window_us() > 0 {
