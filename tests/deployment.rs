@@ -493,22 +493,39 @@ fn check_dockerfile(file: &str, package: &str, bin: &str) -> DockerfileFacts {
 
     // Runtime: the binary cargo built, a non-root user, the entrypoint.
     let copies: Vec<(Vec<&str>, Vec<&str>, &str)> = last.all("COPY").map(copy_parts).collect();
-    let from_builder: Vec<_> = copies
+    let installed = format!("/usr/local/bin/{bin}");
+    let (binaries, others): (Vec<_>, Vec<_>) = copies
         .iter()
         .filter(|(f, _, _)| f.contains(&"--from=builder"))
-        .collect();
+        .partition(|(_, _, dst)| *dst == installed);
     assert_eq!(
-        from_builder.len(),
+        binaries.len(),
         1,
-        "{file}: one COPY --from=builder in the runtime stage"
+        "{file}: one COPY --from=builder of the binary to {installed} in the runtime stage"
     );
-    let (_, srcs, dst) = from_builder[0];
+    // Anything else taken from the builder (the outbox's directory, owned by the module's
+    // user) must be something the builder made: a path a RUN there creates.
+    let user = last.all("USER").last().unwrap_or("");
+    for (flags, srcs, _) in &others {
+        for src in srcs {
+            assert!(
+                builder.all("RUN").any(|r| r.contains(src)),
+                "{file}: COPY --from=builder {src}: no RUN in the builder makes it"
+            );
+        }
+        let chown = flags.iter().find_map(|f| f.strip_prefix("--chown="));
+        assert_eq!(
+            chown,
+            Some(user),
+            "{file}: a directory from the builder is owned by the runtime USER"
+        );
+    }
+    let (_, srcs, dst) = binaries[0];
     assert_eq!(
         srcs,
         &vec![cargo_out.as_str()],
         "{file}: the binary copied out of the builder is not the one `{build}` writes"
     );
-    let installed = format!("/usr/local/bin/{bin}");
     assert_eq!(*dst, installed, "{file}: binary destination");
     let user = last
         .all("USER")
