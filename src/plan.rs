@@ -206,6 +206,7 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
             keep_alive_secs,
             rules: settings.rules.settings.clone(),
             event_time: settings.rules.event_time.clone(),
+            twin_timeout: settings.delivery.twin_timeout,
             ack_policy: if outbox.is_some() {
                 AckPolicy::Outbox
             } else {

@@ -704,3 +704,64 @@ async fn a_restart_sends_the_outbox_alerts_edgehub_had_not_acknowledged() {
         "the inputs were not delivered again: the alerts came from the outbox ({s:?})"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_twin_get_is_asked_again_and_the_module_ends_on_the_twins_threshold() {
+    let edge = Edge::start("dev1", "filtermodule", |c| {
+        c.desired = serde_json::json!({ "TemperatureThreshold": 30 });
+        c.lose_twin_gets = 1;
+    })
+    .await;
+    let sink = Client4::connect(edge.hub.side_addr.port(), "iothub").await;
+    sink.subscribe("devices/+/modules/+/messages/events/#")
+        .await;
+    // The command line says 25; the twin says 30.
+    let mut module = spawn_edgefilter(&edge, None, &["--twin-timeout", "300ms"]);
+    let twin = |what: &'static str| {
+        move |_: &[edgehub_standin::SeenConnect], ev: &[Event]| {
+            ev.iter()
+                .any(|e| matches!(e, Event::Twin { what: w, .. } if w == what))
+        }
+    };
+    edge.hub
+        .wait_until(WAIT, twin("GET lost"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", module.process.log()));
+    // Until the twin answers, the report says the threshold is not the twin's.
+    edge.wait("a report before the answer", |h| {
+        h.reported("dev1/filtermodule").unwrap()["source"] == "pending"
+    })
+    .await;
+    edge.hub
+        .wait_until(WAIT, twin("GET"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", module.process.log()));
+    edge.wait("the twin's threshold reported", |h| {
+        let r = h.reported("dev1/filtermodule").unwrap();
+        r["TemperatureThreshold"] == 30.0 && r["source"] == "desired"
+    })
+    .await;
+    module
+        .process
+        .wait_log("no answer to the twin GET", WAIT)
+        .await;
+    // 28 is an alert at 25, not at 30.
+    for (seq, t) in [(0u64, "28"), (1, "31")] {
+        edge.hub.route_to_input(
+            &edge.input_topic("input1", seq),
+            Bytes::from(sensor_body(seq, t)),
+        );
+    }
+    sink.inbox.wait_count("devices/", 1, WAIT).await;
+    edge.wait("both inputs acknowledged", |h| {
+        h.stats("dev1/filtermodule").unwrap().delivery.completed == 2
+    })
+    .await;
+    let seqs: Vec<u64> = sink
+        .inbox
+        .snapshot()
+        .iter()
+        .filter_map(|r| common::seq_of(&r.payload))
+        .collect();
+    assert_eq!(seqs, vec![1], "judged with the twin's threshold");
+}

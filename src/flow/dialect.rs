@@ -176,11 +176,12 @@ impl Dialect {
         }
     }
 
-    /// Publishes to send right after each CONNACK (IoT Edge: the full-twin GET).
-    pub fn on_connected(&mut self) -> Vec<OutPublish> {
+    /// IoT Edge: the full-twin GET (a new request id each time); generic MQTT has none (the
+    /// broker sends the retained desired document on subscribe).
+    pub fn twin_get(&mut self) -> Option<OutPublish> {
         match self {
-            Dialect::Generic(_) => Vec::new(),
-            Dialect::Azure(a) => vec![a.twin_get()],
+            Dialect::Generic(_) => None,
+            Dialect::Azure(a) => Some(a.twin_get()),
         }
     }
 
@@ -359,28 +360,26 @@ impl Azure {
         self.events(output, &props, payload)
     }
 
-    /// `$iothub/twin/GET/?$rid=N`, at QoS 0 and never retried — unlike the Python SDK, which
-    /// publishes twin requests at QoS 1 and retries one that got no answer (issue 9: QoS 1
-    /// with a timeout and retry is still to do).
+    /// `$iothub/twin/GET/?$rid=N` at QoS 1, as the Python SDK sends twin requests (paho's
+    /// publish defaults to QoS 1; the SDK asks again after a reconnect). A new GET replaces
+    /// the one awaited: only its answer counts. (`Flow` asks again when none comes.)
     pub fn twin_get(&mut self) -> OutPublish {
         let rid = self.rid();
         let topic = Bytes::from(az_topics::twin_get_topic(&rid));
         self.pending_get = Some(rid);
-        OutPublish::new(Version::V4, &topic, Bytes::new(), 0, false, None)
+        OutPublish::new(Version::V4, &topic, Bytes::new(), 1, false, None)
     }
 
-    /// The reported patch (`desiredVersion`: edgeHub refuses `$` in reported names), at QoS 0
-    /// and never retried (the SDK: QoS 1, retried; issue 9).
+    /// The reported patch (`desiredVersion`: edgeHub refuses `$` in reported names), at QoS 1
+    /// as the SDK sends it (resent after a reconnect until acknowledged).
     pub fn reported(&mut self, twin: &Twin) -> OutPublish {
         let rid = self.rid();
         let topic = Bytes::from(az_topics::twin_reported_topic(&rid));
-        let doc = twin_doc::reported_patch_with(
-            twin.threshold(),
-            twin.version(),
-            twin.status(),
-            &twin.reported_rules(),
-        );
-        OutPublish::new(Version::V4, &topic, Bytes::from(doc), 0, false, None)
+        let mut extra = twin.reported_rules();
+        extra.insert("source".into(), twin.source().as_str().into());
+        let doc =
+            twin_doc::reported_patch_with(twin.threshold(), twin.version(), twin.status(), &extra);
+        OutPublish::new(Version::V4, &topic, Bytes::from(doc), 1, false, None)
     }
 
     /// Rejected input to the dead-letter output, with the reason as properties.

@@ -72,6 +72,7 @@ impl Flow {
                 self.acks.done(seq);
             }
             Route::TwinFull => {
+                self.twin_answered();
                 self.dispatch(true);
                 let seq = self.acks.push(pkid, now);
                 match twin_doc::parse_full_twin(&p.payload) {

@@ -29,6 +29,7 @@ mod outbox;
 mod rules;
 #[cfg(test)]
 mod tests;
+mod twin_get;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -46,7 +47,7 @@ use crate::pipeline::batch::{Batcher, Format};
 use crate::pipeline::rules::{Anchor, RuleSettings, Rules};
 use crate::pipeline::stage::{Batch, Job, Out, OutKind};
 use crate::pipeline::verdict::{FieldPath, Verdict};
-use crate::twin::{Threshold, Twin};
+use crate::twin::{Source, Threshold, Twin};
 
 pub use dead_letter::{dead_letter_envelope, DEAD_LETTER_KEEP};
 use dialect::{Dialect, InputProps, Output as PubKind};
@@ -105,6 +106,8 @@ pub struct FlowConfig {
     pub event_time: Option<FieldPath>,
     /// What an alerting input's PUBACK waits for.
     pub ack_policy: AckPolicy,
+    /// IoT Edge: how long the twin GET may go unanswered before it is asked again.
+    pub twin_timeout: Duration,
 }
 
 /// Per-input metadata travelling with a job through a stage and back.
@@ -191,6 +194,8 @@ pub struct Flow {
     renew_at: Option<Instant>,
     /// The outbox policy's bookkeeping (inert under the alert policy).
     outbox: OutboxSide,
+    /// IoT Edge: the twin GET awaiting its answer.
+    twin_wait: Option<twin_get::TwinWait>,
 }
 
 impl Flow {
@@ -228,6 +233,7 @@ impl Flow {
             draining: None,
             renew_at: None,
             outbox: OutboxSide::new(cfg.ack_policy),
+            twin_wait: None,
             twin,
             dialect,
             metrics,
@@ -281,11 +287,14 @@ impl Flow {
             subscribing,
             max_packet: info.maximum_packet_size,
         });
+        if matches!(self.dialect, Dialect::Azure(_)) && self.twin.source() == Source::Default {
+            // IoT Edge: the GET below answers; until then the report says so.
+            self.twin.await_twin();
+            self.metrics.delivery.twin_waiting(true);
+        }
         let reported = self.dialect.reported(&self.twin);
         self.publish(reported, Covers::Nothing, Kind::Control);
-        for p in self.dialect.on_connected() {
-            self.publish(p, Covers::Nothing, Kind::Control);
-        }
+        self.ask_twin(now, 1);
         Ok(())
     }
 
@@ -400,6 +409,7 @@ impl Flow {
     /// and idle devices.
     pub fn tick(&mut self, now: Instant) -> Result<(), FlowError> {
         self.rule_timer(now);
+        self.twin_timer(now);
         if self.renew_at.is_some_and(|t| now >= t) {
             self.renew_at = None;
             self.start_drain(Drain::Renew, now);
@@ -446,6 +456,8 @@ impl Flow {
     /// Returns how many inputs were forgotten.
     pub fn connection_lost(&mut self) -> usize {
         self.link = None;
+        // The next CONNACK asks for the twin again.
+        self.twin_wait = None;
         self.out.release_reserved();
         self.metrics.connected(false, false);
         if matches!(self.draining, Some((_, Drain::Renew))) {
@@ -503,6 +515,7 @@ impl Flow {
             self.draining.map(|(d, _)| d),
             self.renew_at,
             self.rule_tick_at,
+            self.twin_deadline(),
         ]
         .into_iter()
         .flatten()

@@ -16,6 +16,7 @@ use rumqttc::v5::mqttbytes::v5;
 
 mod outbox;
 mod rules;
+mod twin_get;
 
 /// What the flow wrote, decoded (both versions mapped to one shape).
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +62,7 @@ fn config(version: Version) -> FlowConfig {
         rules: RuleSettings::default(),
         event_time: None,
         ack_policy: AckPolicy::Alert,
+        twin_timeout: Duration::from_secs(10),
     }
 }
 
@@ -87,6 +89,11 @@ impl Harness {
             Template::parse("alerts/{topic}").unwrap(),
             Some("edgefilter/deadletter".into()),
         ));
+        Harness::with_dialect(version, cfg, dialect)
+    }
+
+    /// A harness around `dialect` (threshold 25).
+    fn with_dialect(version: Version, cfg: FlowConfig, dialect: Dialect) -> Harness {
         let metrics = Arc::new(Metrics::new());
         let flow = Flow::new(
             cfg,

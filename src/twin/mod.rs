@@ -137,6 +137,31 @@ pub fn patch_from_map(map: &Map<String, Value>) -> Result<Patch, Refusal> {
     })
 }
 
+/// Where the settings in force came from (reported as `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The command line (or configuration file): no twin document applied yet.
+    Default,
+    /// The command line's, while the twin was asked for and has not answered yet (IoT Edge).
+    Pending,
+    /// A desired document (patch) applied by this run.
+    Desired,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Default => "default",
+            Source::Pending => "pending",
+            Source::Desired => "desired",
+        }
+    }
+}
+
+/// The status reported while the twin has not answered.
+pub const PENDING_STATUS: &str =
+    "waiting for the twin: the threshold in force is the command line's";
+
 /// The twin's state: what is in force and how the last patch went.
 #[derive(Debug, Clone)]
 pub struct Twin {
@@ -145,6 +170,7 @@ pub struct Twin {
     version: Option<u64>,
     status: String,
     applied: u64,
+    source: Source,
 }
 
 impl Twin {
@@ -155,7 +181,22 @@ impl Twin {
             version: None,
             status: "ok".into(),
             applied: 0,
+            source: Source::Default,
         }
+    }
+
+    /// The twin was asked for (IoT Edge's GET): until a desired document is applied, the
+    /// report says the settings are not the twin's yet.
+    pub fn await_twin(&mut self) {
+        if self.source == Source::Default {
+            self.source = Source::Pending;
+            self.status = PENDING_STATUS.into();
+        }
+    }
+
+    /// Where the settings in force came from.
+    pub fn source(&self) -> Source {
+        self.source
     }
 
     pub fn threshold(&self) -> f64 {
@@ -212,6 +253,7 @@ impl Twin {
         }
         self.status = "ok".into();
         self.applied += 1;
+        self.source = Source::Desired;
         Outcome::Applied {
             threshold: self.threshold,
             changed: before.to_bits() != self.threshold.to_bits(),
@@ -224,7 +266,8 @@ impl Twin {
         Outcome::Refused(refusal)
     }
 
-    /// The reported properties: `{"TemperatureThreshold":…,"$version":…,"status":…}` and
+    /// The reported properties: `{"TemperatureThreshold":…,"$version":…,"status":…,
+    /// "source":"default"|"pending"|"desired"}` and
     /// the rules in force (`"AlertMode":"every",…`, see [`rules`]). (`$version` is null until
     /// a versioned desired document was applied.)
     pub fn reported(&self) -> Value {
@@ -232,6 +275,7 @@ impl Twin {
         doc.insert(THRESHOLD_KEY.into(), Value::from(self.threshold));
         doc.insert("$version".into(), Value::from(self.version));
         doc.insert("status".into(), Value::from(self.status.clone()));
+        doc.insert("source".into(), Value::from(self.source.as_str()));
         rules::report(&self.rules, &mut doc);
         Value::Object(doc)
     }
@@ -343,6 +387,26 @@ mod tests {
         );
         assert_eq!(tw.status(), "ok");
         assert_eq!(tw.version(), Some(7));
+    }
+
+    #[test]
+    fn the_source_is_pending_until_the_twin_answers() {
+        let mut tw = Twin::new(25.0, RuleSettings::default());
+        assert_eq!(tw.reported()["source"], "default");
+        tw.await_twin();
+        assert_eq!(tw.source(), Source::Pending);
+        assert_eq!(tw.reported()["status"], PENDING_STATUS);
+        // A refused document leaves the command line's threshold: still not the twin's.
+        tw.handle(br#"{"TemperatureThreshold": "hot"}"#);
+        assert_eq!(tw.source(), Source::Pending);
+        tw.handle(br#"{"TemperatureThreshold": 30, "$version": 2}"#);
+        assert_eq!((tw.source(), tw.status()), (Source::Desired, "ok"));
+        tw.await_twin();
+        assert_eq!(
+            tw.source(),
+            Source::Desired,
+            "asking again keeps what the twin said"
+        );
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub struct Config {
     pub max_packet: usize,
     /// Every module twin's initial desired properties.
     pub desired: Value,
+    /// This many of each module's first twin GETs are lost: acknowledged (PUBACK) but never
+    /// answered, as when edgeHub drops a request it could not serve (tests of the retry).
+    pub lose_twin_gets: u32,
 }
 
 impl Config {
@@ -55,6 +58,7 @@ impl Config {
             store_delay: Duration::ZERO,
             max_packet: MAX_PACKET_BYTES,
             desired: serde_json::json!({ "TemperatureThreshold": 25 }),
+            lose_twin_gets: 0,
         }
     }
 }
@@ -97,7 +101,7 @@ pub enum Event {
     Dropped { client_id: String, topic: String },
     /// A module message was routed upstream (to the sinks).
     Upstream { client_id: String, topic: String },
-    /// A twin operation: `GET`, `reported 204`, `reported 400`, `desired`.
+    /// A twin operation: `GET`, `GET lost`, `reported 204`, `reported 400`, `desired`.
     Twin { client_id: String, what: String },
     /// A TLS handshake failed.
     TlsFailure(String),
@@ -125,6 +129,8 @@ pub(crate) struct ModuleState {
     pub twin: Twin,
     pub conn: Option<Conn>,
     pub had_session: bool,
+    /// Twin GETs still to lose (`Config::lose_twin_gets`).
+    pub lose_gets: u32,
     pub upstream: u64,
     pub dropped: u64,
     pub connections: u64,
@@ -283,6 +289,7 @@ impl EdgeHub {
                         twin: Twin::new(config.desired.clone()),
                         conn: None,
                         had_session: false,
+                        lose_gets: config.lose_twin_gets,
                         upstream: 0,
                         dropped: 0,
                         connections: 0,

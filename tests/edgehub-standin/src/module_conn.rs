@@ -253,6 +253,18 @@ async fn process_publishes(
             }
             FromModule::TwinGet { rid } => {
                 let mut st = slot.state.lock().unwrap();
+                if st.lose_gets > 0 {
+                    st.lose_gets -= 1;
+                    drop(st);
+                    shared.record(Event::Twin {
+                        client_id: client_id.clone(),
+                        what: "GET lost".into(),
+                    });
+                    if p.qos == QoS::AtLeastOnce {
+                        let _ = tx.send(encode(&Packet::PubAck(PubAck::new(p.pkid))));
+                    }
+                    continue;
+                }
                 let body = Bytes::from(st.twin.full());
                 send_other(&mut st, &format!("$iothub/twin/res/200/?$rid={rid}"), body);
                 drop(st);

@@ -1,0 +1,80 @@
+//! `Flow`'s IoT Edge twin GET (beside the data flow): the full twin is asked for at every
+//! connect and, when no answer comes within `--twin-timeout`, asked for again — the wait
+//! doubling up to 8× — with a log line and a metric each time, until edgeHub answers. The GET
+//! and the reported patches go at QoS 1 (as the Python SDK sends them), so a lost connection
+//! resends them too; a GET edgeHub acknowledged but never answered is what the timer is for.
+//! Until the first answer the reported state says `"source":"pending"` (the threshold is the
+//! command line's, not the twin's). Pure: time is an argument.
+
+use std::time::{Duration, Instant};
+
+use super::outbound::{Covers, Kind};
+use super::Flow;
+
+/// The GET awaiting its answer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TwinWait {
+    deadline: Instant,
+    attempt: u32,
+}
+
+/// The wait before the `attempt`-th GET is asked again.
+fn wait_for(timeout: Duration, attempt: u32) -> Duration {
+    timeout * (1u32 << attempt.saturating_sub(1).min(3))
+}
+
+impl Flow {
+    /// Sends the full-twin GET (IoT Edge only) and starts its timer.
+    pub(super) fn ask_twin(&mut self, now: Instant, attempt: u32) {
+        let Some(get) = self.dialect.twin_get() else {
+            return;
+        };
+        self.publish(get, Covers::Nothing, Kind::Control);
+        self.twin_wait = Some(TwinWait {
+            deadline: now + wait_for(self.cfg.twin_timeout, attempt),
+            attempt,
+        });
+    }
+
+    /// The full twin came.
+    pub(super) fn twin_answered(&mut self) {
+        self.twin_wait = None;
+        self.metrics.delivery.twin_waiting(false);
+    }
+
+    /// Timer: a GET without an answer is asked again.
+    pub(super) fn twin_timer(&mut self, now: Instant) {
+        let Some(wait) = self.twin_wait else {
+            return;
+        };
+        if now < wait.deadline || self.link.is_none() {
+            return;
+        }
+        let waited = wait_for(self.cfg.twin_timeout, wait.attempt);
+        tracing::warn!(
+            "twin: no answer to the twin GET within {} s (attempt {}); asking again — the threshold stays {} until the twin answers",
+            waited.as_secs_f64(),
+            wait.attempt,
+            self.twin.threshold()
+        );
+        self.metrics.delivery.twin_unanswered();
+        self.ask_twin(now, wait.attempt + 1);
+    }
+
+    /// When the twin timer fires.
+    pub(super) fn twin_deadline(&self) -> Option<Instant> {
+        self.twin_wait.map(|w| w.deadline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_doubles_up_to_eight_times() {
+        let t = Duration::from_secs(10);
+        let waits: Vec<u64> = (1..=6).map(|a| wait_for(t, a).as_secs()).collect();
+        assert_eq!(waits, vec![10, 20, 40, 80, 80, 80]);
+    }
+}
