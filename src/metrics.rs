@@ -79,6 +79,9 @@ pub enum BrokerDrop {
     /// A subscriber's queue (`--broker-queue`) was full: its oldest QoS 1 / newest QoS 0
     /// message went.
     queue_full,
+    /// A subscriber's session did not keep up (its client stopped reading): `--broker-queue`
+    /// messages already waited in its inbox, before its queue.
+    inbox_full,
     /// Waited in a queue longer than the message expiry.
     expired,
     /// A publish the broker refused (wildcard topic name, twin without authorisation).
@@ -89,8 +92,9 @@ pub enum BrokerDrop {
 }
 
 impl BrokerDrop {
-    pub const ALL: [BrokerDrop; 5] = [
+    pub const ALL: [BrokerDrop; 6] = [
         BrokerDrop::queue_full,
+        BrokerDrop::inbox_full,
         BrokerDrop::expired,
         BrokerDrop::refused,
         BrokerDrop::session_ended,
@@ -127,7 +131,7 @@ pub struct Metrics {
     broker_dropped: Family<BrokerDropLabels, Counter>,
     broker_paused: Counter,
     /// Per broker drop reason: when it was last logged, and how many since.
-    broker_drop_log: Mutex<[(Option<Instant>, u64); 5]>,
+    broker_drop_log: Mutex<[(Option<Instant>, u64); 6]>,
     rules: RuleMetrics,
     /// The outbox and the twin requests.
     pub delivery: DeliveryMetrics,
@@ -297,7 +301,7 @@ impl Metrics {
         let broker_dropped = Family::<BrokerDropLabels, Counter>::default();
         registry.register(
             "edgefilter_broker_dropped",
-            "Messages the embedded broker dropped, by reason (queue_full: a subscriber's queue overflowed)",
+            "Messages the embedded broker dropped, by reason (queue_full: a subscriber's queue overflowed; inbox_full: a subscriber stopped reading)",
             broker_dropped.clone(),
         );
         let broker_paused = Counter::default();
@@ -338,7 +342,7 @@ impl Metrics {
             reject_log: Mutex::new([(None, 0); 5]),
             broker_dropped,
             broker_paused,
-            broker_drop_log: Mutex::new([(None, 0); 5]),
+            broker_drop_log: Mutex::new([(None, 0); 6]),
             rules,
             delivery,
         }
@@ -629,7 +633,7 @@ fn shorten(topic: &str) -> String {
 
 /// Rate limit of a log line per reason: `Some(events not logged since the last line)` when
 /// this event is to be logged, `None` (and counted) when it is not.
-fn due(log: &Mutex<[(Option<Instant>, u64); 5]>, idx: usize) -> Option<u64> {
+fn due<const N: usize>(log: &Mutex<[(Option<Instant>, u64); N]>, idx: usize) -> Option<u64> {
     let now = Instant::now();
     let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
     let (last, since) = &mut log[idx];

@@ -504,3 +504,126 @@ async fn tls_listener_serves_mosquitto_clients() {
     sub.inbox.wait_count("alerts/telemetry/tls", 1, WAIT).await;
     filter.stop().await;
 }
+
+/// Peak resident memory of this process since the last reset, in bytes (Linux).
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Reads MQTT packets from `s` until the connection ends, counting the PUBLISHes in `count`.
+async fn count_publishes(mut s: TcpStream, count: std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::Ordering;
+    let mut buf = Vec::with_capacity(1 << 20);
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        // Parse whole packets out of the buffer.
+        let mut at = 0;
+        loop {
+            let rest = &buf[at..];
+            let (mut len, mut mult, mut i) = (0usize, 1usize, 1usize);
+            let complete = loop {
+                let Some(b) = rest.get(i) else { break false };
+                len += (*b as usize & 0x7f) * mult;
+                mult *= 128;
+                i += 1;
+                if b & 0x80 == 0 {
+                    break true;
+                }
+            };
+            if !complete || rest.len() < i + len {
+                break;
+            }
+            if rest[0] & 0xf0 == 0x30 {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            at += i + len;
+        }
+        buf.drain(..at);
+        match s.read(&mut chunk).await {
+            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return,
+        }
+    }
+}
+
+/// A subscriber that stops reading must not make the broker's memory grow with the traffic:
+/// rmqtt routes each message into the subscriber session's inbox (an unbounded channel), which
+/// its task moves into the bounded queue — but while the task is stuck writing to a full
+/// socket, the inbox took everything (issue 10). Now at most --broker-queue messages wait
+/// there; the rest is shed and counted, so what the subscriber finally reads plus the drops is
+/// exactly what was published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_holds_bounded_memory_and_every_drop_is_counted() {
+    let (listen, port) = local();
+    let filter = InProcess::start(&[
+        "--listen",
+        &listen,
+        "--client-id",
+        "ef-stuck",
+        "--broker-queue",
+        "1000",
+    ])
+    .await;
+    let metrics = filter.shared.metrics.clone();
+    let (mut stuck, code) = raw_connect(port, "stops-reading", None).await;
+    assert_eq!(code, 0);
+    raw_subscribe(&mut stuck, "load/#", 0).await;
+    let (mut publisher, code) = raw_connect(port, "loader", None).await;
+    assert_eq!(code, 0);
+    // 50,000 messages of 4 KiB (200 MiB) at QoS 0, as fast as the broker takes them.
+    let n = 50_000u64;
+    let payload = vec![b'x'; 4096];
+    let mut batch = Vec::new();
+    for _ in 0..100 {
+        let mut body = Vec::new();
+        string(&mut body, b"load/a");
+        body.extend_from_slice(&payload);
+        batch.extend_from_slice(&packet(0x30, &body));
+    }
+    // Reset the peak RSS (VmHWM) of this process, then measure the peak during the load.
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    let before = peak_rss();
+    for _ in 0..n / 100 {
+        publisher.write_all(&batch).await.unwrap();
+    }
+    // PINGRESP: the broker has routed every publish before it.
+    publisher.write_all(&[0xc0, 0]).await.unwrap();
+    let mut pong = [0u8; 2];
+    tokio::time::timeout(WAIT * 3, publisher.read_exact(&mut pong))
+        .await
+        .expect("PINGRESP")
+        .unwrap();
+    assert_eq!(pong, [0xd0, 0]);
+    let grew = peak_rss().saturating_sub(before);
+    // Now read: every message is either delivered or counted as dropped.
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = tokio::spawn(count_publishes(stuck, received.clone()));
+    let got = || received.load(std::sync::atomic::Ordering::Relaxed);
+    wait_for("every message delivered or counted as dropped", || {
+        got() + metrics.snapshot().broker_dropped >= n
+    })
+    .await;
+    let (received, dropped) = (got(), metrics.snapshot().broker_dropped);
+    let shed = counter(
+        &metrics,
+        "edgefilter_broker_dropped_total{reason=\"inbox_full\"}",
+    );
+    reader.abort();
+    filter.stop().await;
+    // 2 × 1,000 messages of 4 KiB may wait for the subscriber (its inbox and its queue), plus
+    // what the broker's buffers hold; without the bound its inbox took the whole 200 MiB.
+    assert!(grew < 64 << 20, "peak RSS grew by {} MiB", grew >> 20);
+    assert_eq!(
+        received + dropped,
+        n,
+        "read {received}, counted {dropped} drops of {n}"
+    );
+    assert!(shed > 0, "nothing was shed from the inbox");
+}

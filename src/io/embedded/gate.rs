@@ -12,6 +12,7 @@ use std::time::Duration;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
 use rmqtt::session::Session;
 
+use super::inbox::Inboxes;
 use crate::metrics::Metrics;
 use crate::mqtt::topic;
 
@@ -24,6 +25,8 @@ pub struct Gate {
     pub metrics: Arc<Metrics>,
     /// The filter's session, once it connected.
     pub filter: RwLock<Option<Session>>,
+    /// What waits in the filter's inbox, before its queue.
+    pub inboxes: Arc<Inboxes>,
 }
 
 /// How often a waiting publisher looks at the queue again.
@@ -41,13 +44,20 @@ impl Gate {
         self.inputs.iter().any(|f| topic::matches(topic, f))
     }
 
-    /// Waits until the filter's queue is below the mark (or the filter is gone).
+    /// What waits for the filter: in its queue, and (at most) in its inbox — which grows
+    /// instead of the queue while the filter's session task waits on its socket.
+    fn backlog(&self, filter: &Session) -> usize {
+        let inbox = self.inboxes.waiting(&self.filter_client_id) as usize;
+        filter.deliver_queue().len() + inbox
+    }
+
+    /// Waits until the filter's backlog is below the mark (or the filter is gone).
     async fn wait(&self) {
         let Some(filter) = self.filter_session() else {
             return;
         };
         let mut paused = false;
-        while filter.deliver_queue().len() >= self.high_water {
+        while self.backlog(&filter) >= self.high_water {
             if !filter.connected().await.unwrap_or(false) {
                 break;
             }

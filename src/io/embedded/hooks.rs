@@ -11,6 +11,7 @@ use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::types::{AuthResult, PublishAclResult, Reason};
 
 use super::gate::GateHook;
+use super::inbox::Inboxes;
 use super::passwd::Passwords;
 use crate::metrics::{BrokerDrop, Metrics};
 
@@ -180,6 +181,26 @@ impl Handler for DropHandler {
     }
 }
 
+/// Keeps [`Inboxes`] in step with the sessions that are connected.
+struct InboxHook(Arc<Inboxes>);
+
+#[async_trait::async_trait]
+impl Handler for InboxHook {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        match param {
+            Parameter::ClientConnected(session) => {
+                let entry = session.scx.extends.shared().await.entry(session.id.clone());
+                if let Some(tx) = entry.tx() {
+                    self.0.connected(session.id.clone(), tx);
+                }
+            }
+            Parameter::ClientDisconnected(session, _) => self.0.disconnected(&session.id),
+            _ => {}
+        }
+        (true, acc)
+    }
+}
+
 /// The counter label and the log text of a drop.
 fn classify(reason: &Reason, queue_len: usize) -> (BrokerDrop, String) {
     match reason {
@@ -209,6 +230,7 @@ pub async fn register(
     metrics: Arc<Metrics>,
     queue_len: usize,
     gate: Arc<super::gate::Gate>,
+    inboxes: Arc<Inboxes>,
 ) {
     let access = Arc::new(access);
     let register = scx.extends.hook_mgr().register();
@@ -226,6 +248,12 @@ pub async fn register(
             Type::MessageDropped,
             Box::new(DropHandler { metrics, queue_len }),
         )
+        .await;
+    register
+        .add(Type::ClientConnected, Box::new(InboxHook(inboxes.clone())))
+        .await;
+    register
+        .add(Type::ClientDisconnected, Box::new(InboxHook(inboxes)))
         .await;
     register
         .add(Type::ClientConnected, Box::new(GateHook(gate.clone())))

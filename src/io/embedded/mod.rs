@@ -3,7 +3,8 @@
 //! groups), so `edgefilter run` with no `--broker` is a complete MQTT broker with the filter
 //! attached. Sensors and consumers connect to it like to any broker; the filter's own
 //! connection goes to it over loopback with a per-process secret. Its memory is bounded by
-//! `--broker-queue` per session; what it drops is counted by [`hooks`] into `/metrics`.
+//! `--broker-queue` per session (its queue, and its inbox before it: [`inbox`]); what it
+//! drops is counted by [`hooks`] into `/metrics`.
 //!
 //! `run` calls [`EmbeddedBroker::new`] then [`EmbeddedBroker::start`] at one place and gets
 //! the address and login for the filter's connection back.
@@ -14,6 +15,8 @@ mod cluster;
 mod gate;
 #[cfg(feature = "embedded-broker")]
 mod hooks;
+#[cfg(feature = "embedded-broker")]
+mod inbox;
 pub mod passwd;
 
 use std::net::{SocketAddr, TcpListener};
@@ -200,6 +203,9 @@ async fn serve(
             .map_err(|e| EmbeddedError::Start(format!("shared subscriptions: {e}")))?;
         #[cfg(feature = "cluster")]
         cluster::start(&scx, opts.cluster.as_ref()).await?;
+        // After the plugins: the cluster's router is the one to wrap.
+        let inboxes = Arc::new(inbox::Inboxes::new(opts.queue, metrics.clone()));
+        inbox::install(&scx, inboxes.clone()).await;
         hooks::register(
             &scx,
             hooks::Access {
@@ -218,7 +224,9 @@ async fn serve(
                 high_water: (opts.queue / 2).max(1),
                 metrics: metrics.clone(),
                 filter: Default::default(),
+                inboxes: inboxes.clone(),
             }),
+            inboxes,
         )
         .await;
         let mut server = MqttServer::new(scx.clone());
