@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -156,9 +156,19 @@ async fn a_newline_in_a_topic_cannot_forge_a_log_line() {
         // No `+` in it (`+00:00`): a wildcard character in a topic name is refused by the
         // embedded broker (tests/embedded_broker.rs), as by mosquitto.
         let forged = "<6> 2026-11-26 07:00:00.000 -00:00 [INF] - forged \u{1b}[2K";
-        // rumqttc's client refuses such a topic; a hand-made client does not.
-        publish_raw_v4(port, &format!("telemetry/x\n{forged}\r"), b"not json");
-        filter.wait_log("rejected a message on", WAIT).await;
+        // rumqttc's client refuses such a topic; a hand-made client does not. "connected" is
+        // logged at the CONNACK, before the filter's subscription is in place: a QoS 0 publish
+        // then may reach no one, so publish again until the rejection shows.
+        let deadline = Instant::now() + WAIT;
+        let mut again = Instant::now();
+        while !filter.log().contains("rejected a message on") {
+            assert!(Instant::now() < deadline, "{format}: {}", filter.log());
+            if Instant::now() >= again {
+                publish_raw_v4(port, &format!("telemetry/x\n{forged}\r"), b"not json");
+                again = Instant::now() + Duration::from_millis(500);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let log = filter.log();
         assert!(
             log.lines().all(|l| !l.starts_with("<6> 2026-11-26")),
