@@ -213,6 +213,14 @@ where
     }
 }
 
+/// A topic for a log line: at most 200 characters, with the length when cut.
+pub fn shorten(topic: &str) -> String {
+    match topic.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &topic[..cut], topic.len()),
+        None => topic.to_string(),
+    }
+}
+
 /// An error and its causes on one line (`what: why: root cause`), for log lines.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut line = e.to_string();

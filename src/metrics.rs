@@ -107,6 +107,11 @@ pub struct BrokerDropLabels {
     pub reason: BrokerDrop,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: &'static str,
+}
+
 /// All counters, and the registry that renders them.
 pub struct Metrics {
     registry: Registry,
@@ -124,6 +129,7 @@ pub struct Metrics {
     connected: AtomicBool,
     pipeline: PipelineGauges,
     unpublishable: Family<KindLabels, Counter>,
+    overload: Family<ActionLabels, Counter>,
     /// When an unpublishable message was last logged, and how many since.
     unpublishable_log: Mutex<(Option<Instant>, u64)>,
     /// Per reject reason: when it was last logged, and how many since.
@@ -203,6 +209,15 @@ impl Metrics {
         let reconnects = Counter::default();
         let connected_gauge = Gauge::default();
         let unpublishable = Family::<KindLabels, Counter>::default();
+        let overload = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "edgefilter_overload_inputs",
+            "Inputs past --max-pending (the broker sent more than the filter's Receive Maximum): QoS 1 ones deferred (left with the broker, delivered again after a reconnect), QoS 0 ones dropped",
+            overload.clone(),
+        );
+        for action in ["deferred", "dropped_qos0"] {
+            let _ = overload.get_or_create(&ActionLabels { action });
+        }
         registry.register(
             "edgefilter_unpublishable",
             "Publishes that could not go on the wire (topic too long to encode, packet larger than the broker accepts), by kind; an alert is dead-lettered instead",
@@ -338,6 +353,7 @@ impl Metrics {
             connected: AtomicBool::new(false),
             pipeline,
             unpublishable,
+            overload,
             unpublishable_log: Mutex::new((None, 0)),
             reject_log: Mutex::new([(None, 0); 5]),
             broker_dropped,
@@ -422,11 +438,20 @@ impl Metrics {
         if last.is_none_or(|t| now.duration_since(t) >= REJECT_LOG_EVERY) {
             let others = std::mem::take(since);
             *last = Some(now);
-            let topic = shorten(topic);
+            let topic = crate::logging::shorten(topic);
             tracing::warn!("{kind} for {topic}: {detail} ({others} more since the last report)");
         } else {
             *since += 1;
         }
+    }
+
+    /// An input past `--max-pending` (`action`: deferred, dropped_qos0).
+    pub fn overload(&self, action: &'static str) {
+        self.overload.get_or_create(&ActionLabels { action }).inc();
+    }
+
+    pub fn overload_count(&self, action: &'static str) -> u64 {
+        self.overload.get_or_create(&ActionLabels { action }).get()
     }
 
     pub fn unpublishable_count(&self, kind: &'static str) -> u64 {
@@ -620,14 +645,6 @@ impl RuleMetrics {
 
     fn suppressed(&self, rule: &'static str) -> Counter {
         self.suppressed.get_or_create(&RuleLabels { rule }).clone()
-    }
-}
-
-/// A topic for a log line: at most 200 characters, with the length when cut.
-fn shorten(topic: &str) -> String {
-    match topic.char_indices().nth(200) {
-        Some((cut, _)) => format!("{}… ({} bytes)", &topic[..cut], topic.len()),
-        None => topic.to_string(),
     }
 }
 

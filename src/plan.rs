@@ -50,6 +50,10 @@ pub struct Plan {
     pub version: Version,
     pub connect: ConnectOptions,
     pub quick_ack: QuickAck,
+    /// The largest packet read whole (`codec::Reader`): an input within `--max-payload`
+    /// fits with room for its topic and properties; anything larger is dead-lettered as
+    /// `too_large` from its first KiB, the rest skipped unread.
+    pub read_limit: usize,
     /// IoT Edge: the module's identity (credentials and trust at every connect).
     pub azure: Option<AzureIdentity>,
     pub token_ttl: Duration,
@@ -68,6 +72,15 @@ pub struct Plan {
 pub struct OutboxPlan {
     pub dir: PathBuf,
     pub durability: Durability,
+}
+
+/// The largest packet MQTT can carry (a 4-byte remaining length plus the fixed header).
+pub const MAX_PACKET: u32 = 268_435_455 + 5;
+
+/// The largest input packet read whole: the payload limit plus room for the longest topic
+/// and 64 KiB of properties.
+pub fn read_limit(max_payload: usize) -> usize {
+    max_payload.saturating_add(2 * 65_536 + 16)
 }
 
 /// The IoT Edge identity `--azure-edge` asks for, read through `var` (the environment).
@@ -173,11 +186,13 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
             clean: false,
             session_expiry_secs: SESSION_EXPIRY_SECS,
             receive_maximum: settings.max_pending.clamp(1, 65535) as u16,
-            maximum_packet_size: (settings.max_payload.saturating_mul(4).max(1 << 20) + 65536)
-                as u32,
+            // Any size (MQTT's largest packet): a broker would drop what exceeds our limit
+            // without a trace, while the reader dead-letters it, counted (issue 8 item 9).
+            maximum_packet_size: MAX_PACKET,
             username: settings.username.clone(),
             password: settings.password.clone(),
         },
+        read_limit: read_limit(settings.max_payload),
         quick_ack: if !in_azure && on_embedded {
             QuickAck::Always
         } else if !in_azure && settings.qos == 0 {

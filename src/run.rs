@@ -154,6 +154,7 @@ pub async fn run(
         endpoint,
         connect: plan.connect,
         quick_ack: plan.quick_ack,
+        read_limit: plan.read_limit,
         azure: plan.azure.map(|identity| AzureLink {
             identity,
             token_ttl: plan.token_ttl,

@@ -22,7 +22,9 @@ struct Slot {
     pkid: Option<u16>,
     /// Parts of the work not finished yet (0 = done).
     outstanding: u32,
-    received: Instant,
+    /// When the input arrived (None for packets that are not inputs: twin documents, other
+    /// topics — they are acknowledged in order but not timed).
+    received: Option<Instant>,
 }
 
 /// One input whose acknowledgement may go out now.
@@ -30,7 +32,7 @@ struct Slot {
 pub struct Released {
     pub seq: u64,
     pub pkid: Option<u16>,
-    pub received: Instant,
+    pub received: Option<Instant>,
 }
 
 /// Inputs of the current connection, in arrival order.
@@ -61,6 +63,16 @@ impl AckOrder {
     /// Registers an arriving input with one outstanding part (its verdict); returns its
     /// sequence number.
     pub fn push(&mut self, pkid: Option<u16>, received: Instant) -> u64 {
+        self.push_slot(pkid, Some(received))
+    }
+
+    /// Registers an arriving packet that is not an input (a twin document, another topic):
+    /// acknowledged in its turn, not timed.
+    pub fn push_untimed(&mut self, pkid: Option<u16>) -> u64 {
+        self.push_slot(pkid, None)
+    }
+
+    fn push_slot(&mut self, pkid: Option<u16>, received: Option<Instant>) -> u64 {
         let seq = self.next_seq();
         self.slots.push_back(Slot {
             pkid,

@@ -21,6 +21,9 @@ pub enum Route {
     Input(InputProps),
     /// A desired-properties document (or patch) for the twin.
     TwinDesired,
+    /// The retained reported document of an earlier run (generic MQTT): the state to restore
+    /// when the desired document is missing or invalid.
+    TwinReported,
     /// IoT Edge: the full twin, answer to our GET (its `desired` section is applied).
     TwinFull,
     /// IoT Edge: another answer to a twin request (status code).
@@ -375,10 +378,13 @@ impl Azure {
     pub fn reported(&mut self, twin: &Twin) -> OutPublish {
         let rid = self.rid();
         let topic = Bytes::from(az_topics::twin_reported_topic(&rid));
-        let mut extra = twin.reported_rules();
-        extra.insert("source".into(), twin.source().as_str().into());
-        let doc =
-            twin_doc::reported_patch_with(twin.threshold(), twin.version(), twin.status(), &extra);
+        let doc = twin_doc::reported_patch_with(
+            twin.threshold(),
+            twin.version(),
+            twin.status(),
+            twin.source().as_str(),
+            &twin.reported_rules(),
+        );
         OutPublish::new(Version::V4, &topic, Bytes::from(doc), 1, false, None)
     }
 
@@ -494,13 +500,29 @@ impl Generic {
     pub fn subscriptions(&self) -> Vec<(Vec<String>, u8, bool)> {
         vec![
             (self.input_filters.clone(), self.input_qos, true),
-            (vec![self.twin_desired.clone()], 1, false),
+            // The reported document first: brokers send retained messages in the order of the
+            // filters, so an earlier run's state is known before the desired one is judged.
+            // No-local (MQTT 5): our own reports do not come back to us.
+            (
+                vec![self.twin_reported.clone(), self.twin_desired.clone()],
+                1,
+                true,
+            ),
         ]
     }
 
     pub fn route(&self, p: &mut InPublish) -> Route {
         if p.topic.as_ref() == self.twin_desired.as_bytes() {
             return Route::TwinDesired;
+        }
+        if p.topic.as_ref() == self.twin_reported.as_bytes() {
+            // Only the retained copy (sent because we subscribed); our own live reports come
+            // back with the flag clear.
+            return if p.retain {
+                Route::TwinReported
+            } else {
+                Route::Ignore
+            };
         }
         let topic = std::str::from_utf8(&p.topic).unwrap_or("");
         // A broker delivers only what matches a subscription; anything else (a retained

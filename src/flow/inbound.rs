@@ -13,6 +13,7 @@ use crate::mqtt::azure::twin_doc;
 use crate::mqtt::codec::InPublish;
 use crate::pipeline::pool::shard_of;
 use crate::pipeline::stage::{Batch, Job};
+use crate::pipeline::verdict::{RejectReason, Rejection};
 use crate::twin::Outcome;
 
 impl Flow {
@@ -45,6 +46,17 @@ impl Flow {
                     // Not ours any more: unacknowledged, the broker redelivers it next session.
                     return;
                 }
+                if p.retain && self.session_present() {
+                    // A retained message sent again because we subscribed again on a resumed
+                    // session: it was judged when it first arrived.
+                    let seq = self.acks.push_untimed(pkid);
+                    self.metrics.ignored(1);
+                    self.acks.done(seq);
+                    return;
+                }
+                if !self.admit(p.qos) {
+                    return;
+                }
                 let seq = self.acks.push(pkid, now);
                 self.metrics.received(1);
                 let device = self.dialect.device_key(&p.topic, &props);
@@ -67,32 +79,127 @@ impl Flow {
             Route::TwinDesired => {
                 // What arrived before the patch is judged with the rules before it.
                 self.dispatch(true);
-                let seq = self.acks.push(pkid, now);
+                let seq = self.acks.push_untimed(pkid);
                 self.apply_twin(&p.payload, now);
                 self.acks.done(seq);
             }
             Route::TwinFull => {
                 self.twin_answered();
                 self.dispatch(true);
-                let seq = self.acks.push(pkid, now);
+                let seq = self.acks.push_untimed(pkid);
                 match twin_doc::parse_full_twin(&p.payload) {
-                    Ok(full) => self.apply_twin(&full.desired_json(), now),
+                    Ok(full) => {
+                        self.apply_twin(&full.desired_json(), now);
+                        // Hub keeps the reported properties: what an earlier run applied stays
+                        // in force when the desired section is invalid or not newer.
+                        self.restore_twin(&full.reported, twin_doc::REPORTED_VERSION_KEY, now);
+                    }
                     Err(e) => tracing::warn!("twin: unreadable full twin: {}", chain(&e)),
                 }
                 self.acks.done(seq);
             }
+            Route::TwinReported => {
+                self.dispatch(true);
+                let seq = self.acks.push_untimed(pkid);
+                match serde_json::from_slice::<serde_json::Value>(&p.payload) {
+                    Ok(serde_json::Value::Object(reported)) => {
+                        self.restore_twin(&reported, "$version", now)
+                    }
+                    _ => tracing::debug!("twin: the retained reported document is not an object"),
+                }
+                self.acks.done(seq);
+            }
             Route::TwinAnswer { status, rid } => {
-                let seq = self.acks.push(pkid, now);
+                let seq = self.acks.push_untimed(pkid);
                 if status >= 300 {
                     tracing::warn!("twin: request {rid} was answered with status {status}");
                 }
                 self.acks.done(seq);
             }
             Route::Ignore => {
-                let seq = self.acks.push(pkid, now);
+                let seq = self.acks.push_untimed(pkid);
                 self.metrics.ignored(1);
                 self.acks.done(seq);
             }
+        }
+    }
+
+    /// A PUBLISH too large to read whole (its first bytes only; `codec::Reader`): an input is
+    /// counted, rejected as too large, dead-lettered from its first KiB and acknowledged in
+    /// its turn; anything else is acknowledged and logged.
+    pub(super) fn on_oversize(&mut self, mut p: InPublish, size: usize, now: Instant) {
+        let pkid = (p.qos > 0).then_some(p.pkid);
+        match self.dialect.route(&mut p) {
+            Route::Input(props) => {
+                if self.draining.is_some() || !self.admit(p.qos) {
+                    return;
+                }
+                let seq = self.acks.push(pkid, now);
+                self.metrics.received(1);
+                let rejection = Rejection {
+                    reason: RejectReason::TooLarge,
+                    detail: format!(
+                        "{size} bytes, more than --max-payload; only the first {} were read",
+                        p.payload.len()
+                    ),
+                };
+                self.reject(Some(seq), &p.topic, &p.payload, size, &rejection, props);
+                self.acks.done(seq);
+            }
+            _ => {
+                let seq = self.acks.push_untimed(pkid);
+                tracing::warn!(
+                    "ignored a {size}-byte message on {} (not an input)",
+                    crate::logging::shorten(&String::from_utf8_lossy(&p.topic))
+                );
+                self.metrics.ignored(1);
+                self.acks.done(seq);
+            }
+        }
+    }
+
+    /// Admits an input into the pipeline, within `--max-pending`. A QoS 1 input over the
+    /// limit is left with the broker (not acknowledged: it comes back after a reconnect), and
+    /// so is every later QoS 1 input of this connection, as acknowledgements must keep the
+    /// arrival order; once the admitted ones are done the flow reconnects (`poll`). A QoS 0
+    /// input over the limit is dropped and counted: at-most-once. A broker that honours our
+    /// Receive Maximum (MQTT 5: `--max-pending`) never sends past the limit.
+    fn admit(&mut self, qos: u8) -> bool {
+        let full = self.acks.len() >= self.cfg.max_pending;
+        let Some(link) = self.link.as_mut() else {
+            return false;
+        };
+        if qos > 0 && (full || link.deferred > 0) {
+            if link.deferred == 0 {
+                tracing::warn!(
+                    "the broker sent more than --max-pending ({}) unacknowledged inputs; the rest stay with the broker until a reconnect once these are done",
+                    self.cfg.max_pending
+                );
+            }
+            link.deferred += 1;
+            self.metrics.overload("deferred");
+            return false;
+        }
+        if full {
+            self.metrics.overload("dropped_qos0");
+            return false;
+        }
+        true
+    }
+
+    /// Restores an earlier run's reported state when it is newer than what is in force.
+    fn restore_twin(
+        &mut self,
+        reported: &serde_json::Map<String, serde_json::Value>,
+        key: &str,
+        now: Instant,
+    ) {
+        if let Some(outcome) = self.twin.restore(reported, key) {
+            tracing::info!(
+                "twin: restored the state an earlier run reported ($version {})",
+                self.twin.version().map_or("none".into(), |v| v.to_string())
+            );
+            self.twin_outcome(outcome, self.twin.threshold(), now);
         }
     }
 
@@ -100,6 +207,12 @@ impl Flow {
     pub(super) fn apply_twin(&mut self, doc: &[u8], now: Instant) {
         let before = self.twin.threshold();
         let outcome = self.twin.handle(doc);
+        self.twin_outcome(outcome, before, now);
+    }
+
+    /// Puts a twin outcome into force (new rules snapshot, the shared threshold), counts it
+    /// and reports the state.
+    fn twin_outcome(&mut self, outcome: Outcome, before: f64, now: Instant) {
         let result = match &outcome {
             Outcome::Applied { threshold, changed } => {
                 self.set_rules(*threshold, now);

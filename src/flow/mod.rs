@@ -126,6 +126,9 @@ pub enum Drain {
     Shutdown,
     /// The IoT Edge SAS token expires soon: then disconnect and reconnect with a fresh one.
     Renew,
+    /// QoS 1 inputs were left with the broker (`--max-pending` reached): once the admitted
+    /// ones are done, reconnect at once so the broker delivers the others again.
+    Overflow,
 }
 
 /// What [`Flow::poll`] tells the I/O loop.
@@ -156,6 +159,10 @@ struct Link {
     subscribing: Vec<(u16, Vec<String>)>,
     /// The broker's Maximum Packet Size (MQTT 5).
     max_packet: Option<u32>,
+    /// QoS 1 inputs left with the broker because `--max-pending` was reached (see `admit`).
+    deferred: u64,
+    /// The DISCONNECT is written: the connection ends for this reason.
+    closing: Option<Drain>,
 }
 
 /// The per-connection protocol logic (see the module documentation).
@@ -286,6 +293,8 @@ impl Flow {
             session_present: info.session_present,
             subscribing,
             max_packet: info.maximum_packet_size,
+            deferred: 0,
+            closing: None,
         });
         if matches!(self.dialect, Dialect::Azure(_)) && self.twin.source() == Source::Default {
             // IoT Edge: the GET below answers; until then the report says so.
@@ -318,6 +327,7 @@ impl Flow {
                 }
             }
             Inbound::ConnAck(_) => return Err(FlowError::Unexpected("CONNACK")),
+            Inbound::OversizePublish { publish, size } => self.on_oversize(publish, size, now),
             Inbound::Disconnect { reason } => return Err(FlowError::Disconnected(reason)),
             Inbound::Other(name) => tracing::debug!("ignoring {name} from the broker"),
         }
@@ -357,7 +367,8 @@ impl Flow {
             match job.verdict {
                 Verdict::Rejected(rejection) => {
                     let props = props.take().unwrap_or_default();
-                    self.reject(seq, &topic, &job.payload, &rejection, props);
+                    let size = job.payload.len();
+                    self.reject(seq, &topic, &job.payload, size, &rejection, props);
                 }
                 Verdict::Unmatched => unmatched += 1,
                 Verdict::Alert => {}
@@ -427,8 +438,8 @@ impl Flow {
     /// Stops taking input and waits (up to `--drain-timeout`) for what is in flight.
     pub fn start_drain(&mut self, why: Drain, now: Instant) {
         match (why, self.draining) {
-            (_, Some((_, Drain::Shutdown))) | (Drain::Renew, Some(_)) => {}
-            (Drain::Shutdown, Some((deadline, Drain::Renew))) => {
+            (_, Some((_, Drain::Shutdown))) | (Drain::Renew | Drain::Overflow, Some(_)) => {}
+            (Drain::Shutdown, Some((deadline, Drain::Renew | Drain::Overflow))) => {
                 // Already waiting for a renewal drain: keep its deadline, end afterwards.
                 tracing::info!("shutdown: draining");
                 self.draining = Some((deadline, Drain::Shutdown));
@@ -481,8 +492,10 @@ impl Flow {
     /// acknowledgements in arrival order), finishes a drain, and says what the loop does next.
     pub fn poll(&mut self, now: Instant) -> Poll {
         self.pump(now);
-        let mut exit = None;
-        if let Some((deadline, why)) = self.draining {
+        let mut exit = self.link.as_ref().and_then(|l| l.closing);
+        if exit.is_some() {
+            // Already said goodbye; nothing more goes out.
+        } else if let Some((deadline, why)) = self.draining {
             let drained = self.drained();
             if drained || now >= deadline {
                 if !drained {
@@ -496,15 +509,27 @@ impl Flow {
                     exit = Some(why);
                 }
             }
+        } else if self.link.as_ref().is_some_and(|l| l.deferred > 0) && self.acks.is_empty() {
+            tracing::info!(
+                "reconnecting: the inputs left with the broker come again on the resumed session"
+            );
+            if Encoder::disconnect(self.cfg.version, &mut self.wbuf).is_ok() {
+                exit = Some(Drain::Overflow);
+            }
         }
         // Input credit: stop reading when too much is in the pipeline, unless PUBACKs we are
-        // waiting for can only come through that same socket. (The tracker holds every input
-        // of this connection not yet acknowledged; jobs of a lost connection may still be in
-        // the stages.)
-        let over = self.acks.len().max(self.in_stages) >= self.cfg.max_pending;
+        // waiting for can only come through that same socket — then inputs past the limit are
+        // not admitted (`admit`), so memory stays bounded whatever the broker sends. (The
+        // tracker holds every input of this connection not yet acknowledged; jobs of a lost
+        // connection may still be in the stages.)
+        if let (Some(why), Some(link)) = (exit, self.link.as_mut()) {
+            link.closing = Some(why);
+        }
+        let pending = self.acks.len().max(self.in_stages);
+        let over = pending >= self.cfg.max_pending;
         let read = exit.is_none() && (!over || self.out.inflight() > 0);
         self.metrics.pipeline(PipelineState {
-            pending: self.acks.len(),
+            pending,
             inflight: self.out.inflight(),
             queued: self.out.queued(),
             paused: !read,

@@ -79,15 +79,26 @@ impl Flow {
         seq: Option<u64>,
         topic: &Bytes,
         payload: &Bytes,
+        size: usize,
         r: &Rejection,
         props: InputProps,
     ) {
         let topic_str = String::from_utf8_lossy(topic);
         self.metrics.rejected(r.reason, &r.detail, &topic_str);
-        self.dead_letter(seq, r.reason.as_str(), &r.detail, topic, payload, props);
+        self.dead_letter(
+            seq,
+            r.reason.as_str(),
+            &r.detail,
+            topic,
+            payload,
+            size,
+            props,
+        );
     }
 
-    /// Publishes the dead letter of an input (when dead-lettering is on).
+    /// Publishes the dead letter of an input (when dead-lettering is on); `payload` is what
+    /// was read of its `size` bytes.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn dead_letter(
         &mut self,
         seq: Option<u64>,
@@ -95,10 +106,11 @@ impl Flow {
         detail: &str,
         topic: &Bytes,
         payload: &Bytes,
+        size: usize,
         props: InputProps,
     ) {
-        let envelope =
-            dead_letter_envelope(reason, detail, &String::from_utf8_lossy(topic), payload);
+        let topic_str = String::from_utf8_lossy(topic);
+        let envelope = dead_letter_envelope(reason, detail, &topic_str, payload, size);
         if let Some(packet) = self.dialect.dead_letter(envelope, reason, topic, props) {
             if let Some(seq) = seq {
                 self.acks.hold(seq, 1);
@@ -120,7 +132,9 @@ impl Flow {
         let metrics = &self.metrics;
         let wbuf = &mut self.wbuf;
         self.acks.release(|r| {
-            metrics.processed(now.saturating_duration_since(r.received));
+            if let Some(received) = r.received {
+                metrics.processed(now.saturating_duration_since(received));
+            }
             if let Some(pkid) = r.pkid {
                 let _ = Encoder::puback(version, wbuf, pkid);
             }
@@ -199,6 +213,7 @@ impl Flow {
             &detail,
             topic,
             payload,
+            payload.len(),
             InputProps::None,
         );
         if let Some(seq) = seq {

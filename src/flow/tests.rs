@@ -130,12 +130,16 @@ impl Harness {
     }
 
     fn input(&mut self, topic: &str, body: &'static [u8], pkid: u16) {
+        self.publish(topic, body, 1, pkid, false);
+    }
+
+    fn publish(&mut self, topic: &str, body: &'static [u8], qos: u8, pkid: u16, retain: bool) {
         self.packet(Inbound::Publish(InPublish {
             topic: Bytes::from(topic.to_string()),
             payload: Bytes::from_static(body),
-            qos: 1,
+            qos,
             pkid,
-            retain: false,
+            retain,
             dup: false,
             properties: None,
         }));
@@ -176,6 +180,12 @@ impl Harness {
         while !buf.is_empty() {
             wire.push(match self.version {
                 Version::V4 => from_v4(v4::Packet::read(&mut buf, 1 << 20).unwrap()),
+                // rumqttc's v5 reader wants a reason code in a DISCONNECT; ours has none (0x00,
+                // normal disconnection, may be omitted).
+                Version::V5 if buf.starts_with(&[0xE0, 0x00]) => {
+                    let _ = buf.split_to(2);
+                    Wire::Disconnect
+                }
                 Version::V5 => from_v5(v5::Packet::read(&mut buf, None).unwrap()),
             });
         }
@@ -268,7 +278,10 @@ fn a_connection_subscribes_and_reports_the_twin() {
         subs,
         vec![
             &vec!["telemetry/#".to_string()],
-            &vec!["edgefilter/twin/desired".to_string()]
+            &vec![
+                "edgefilter/twin/reported".to_string(),
+                "edgefilter/twin/desired".to_string()
+            ]
         ]
     );
     assert!(wire.iter().any(|w| matches!(w,
@@ -734,4 +747,176 @@ fn an_input_published_to_a_wildcard_topic_gets_no_alert_on_a_wildcard_topic() {
         .collect();
     assert_eq!(topics, vec!["edgefilter/deadletter"]);
     assert_eq!(h.metrics.unpublishable_count("alert"), 1);
+}
+
+#[test]
+fn retained_telemetry_is_not_judged_again_on_a_resumed_session() {
+    // Issue 8 item 7: every reconnect resubscribes, and the broker sends the retained
+    // telemetry again (retain flag set); it was alerted when it first arrived.
+    let mut h = connected(Version::V4, |_| {});
+    h.publish("telemetry/a", ALERT, 1, 1, true);
+    h.decide_all();
+    let wire = h.out();
+    assert_eq!(alert_ids(&wire).len(), 1, "first time: judged");
+    h.puback(alert_ids(&wire)[0]);
+    let _ = h.out();
+    h.flow.connection_lost();
+    h.connect(connack(true));
+    h.publish("telemetry/a", ALERT, 1, 2, true);
+    h.decide_all();
+    let wire = h.out();
+    assert!(alert_ids(&wire).is_empty(), "{wire:?}");
+    assert_eq!(pubacks(&wire), vec![2], "acknowledged all the same");
+    // A live message (retain flag clear) on the resumed session is judged as usual.
+    h.input("telemetry/a", ALERT, 3);
+    h.decide_all();
+    assert_eq!(alert_ids(&h.out()).len(), 1);
+}
+
+#[test]
+fn the_last_applied_threshold_survives_a_restart_with_an_invalid_desired_document() {
+    // Issue 8 item 6: the retained reported document of the earlier run is read first; the
+    // retained desired document is invalid.
+    let mut h = connected(Version::V4, |_| {});
+    h.publish(
+        "edgefilter/twin/reported",
+        br#"{"TemperatureThreshold":40.0,"$version":3,"status":"ok","source":"desired"}"#,
+        1,
+        1,
+        true,
+    );
+    h.publish(
+        "edgefilter/twin/desired",
+        br#"{"TemperatureThreshold":"hot","$version":4}"#,
+        1,
+        2,
+        true,
+    );
+    h.input("telemetry/a", ALERT, 3); // 30: an alert at 25, not at 40
+    h.decide_all();
+    let wire = h.out();
+    assert!(alert_ids(&wire).is_empty(), "{wire:?}");
+    assert_eq!(h.flow.threshold.get(), 40.0);
+    let reported: Vec<serde_json::Value> = wire
+        .iter()
+        .filter_map(|w| match w {
+            Wire::Publish { topic, payload, .. } if topic == "edgefilter/twin/reported" => {
+                Some(serde_json::from_slice(payload).unwrap())
+            }
+            _ => None,
+        })
+        .collect();
+    let last = reported.last().unwrap();
+    assert_eq!(last["TemperatureThreshold"], 40.0);
+    assert_eq!(last["$version"], 3);
+    assert_eq!(last["source"], "restored");
+    assert!(last["status"]
+        .as_str()
+        .unwrap()
+        .contains("TemperatureThreshold"));
+    // Our own live report coming back (retain clear) is not a restore.
+    h.publish(
+        "edgefilter/twin/reported",
+        br#"{"TemperatureThreshold":1.0,"$version":9}"#,
+        0,
+        0,
+        false,
+    );
+    assert_eq!(h.flow.threshold.get(), 40.0);
+}
+
+#[test]
+fn inputs_past_max_pending_stay_with_the_broker_and_memory_stays_bounded() {
+    // Issue 8 item 2: a broker that sends past our Receive Maximum while alerts are in flight.
+    let mut h = connected(Version::V5, |c| c.max_pending = 2);
+    h.input("telemetry/a", ALERT, 1);
+    h.input("telemetry/a", ALERT, 2);
+    h.decide_all();
+    let alerts = alert_ids(&h.out());
+    assert!(
+        h.flow.poll(h.now).read,
+        "PUBACKs can only come through the socket"
+    );
+    for pkid in 3..1000 {
+        h.input("telemetry/a", ALERT, pkid);
+    }
+    assert_eq!(h.flow.unacknowledged(), 2, "nothing past the limit is held");
+    assert_eq!(h.metrics.overload_count("deferred"), 997);
+    assert!(h.dispatched().is_empty());
+    // Even when room frees up, later inputs are not admitted: acks must keep arrival order.
+    h.puback(alerts[0]);
+    h.input("telemetry/a", ALERT, 1000);
+    assert_eq!(h.metrics.overload_count("deferred"), 998);
+    h.puback(alerts[1]);
+    let poll = h.flow.poll(h.now);
+    assert_eq!(
+        poll.exit,
+        Some(Drain::Overflow),
+        "reconnect to get the others again"
+    );
+    let wire = h.out();
+    assert_eq!(pubacks(&wire), vec![1, 2]);
+    assert_eq!(wire.last(), Some(&Wire::Disconnect));
+}
+
+#[test]
+fn qos0_inputs_past_max_pending_are_dropped_and_counted() {
+    let mut h = connected(Version::V4, |c| c.max_pending = 1);
+    h.input("telemetry/a", ALERT, 1);
+    h.decide_all();
+    let _ = h.out();
+    h.publish("telemetry/b", ALERT, 0, 0, false);
+    assert_eq!(h.metrics.overload_count("dropped_qos0"), 1);
+    assert_eq!(h.flow.unacknowledged(), 1);
+}
+
+#[test]
+fn an_input_too_large_to_read_is_dead_lettered_from_its_first_bytes_and_acknowledged() {
+    // Issue 8 item 9: what the reader did not take whole arrives as its head and size.
+    let mut h = connected(Version::V5, |_| {});
+    h.input("telemetry/a", ALERT, 1);
+    h.packet(Inbound::OversizePublish {
+        publish: InPublish {
+            topic: Bytes::from_static(b"telemetry/a"),
+            payload: Bytes::from_static(br#"{"machine":{"temperature":99},"pad":"xxxx"#),
+            qos: 1,
+            pkid: 2,
+            retain: false,
+            dup: false,
+            properties: None,
+        },
+        size: 2_000_000,
+    });
+    h.input("telemetry/a", COOL, 3);
+    h.decide_all();
+    let wire = h.out();
+    let mut ids = Vec::new();
+    let mut dead = None;
+    for w in &wire {
+        if let Wire::Publish {
+            topic,
+            pkid,
+            payload,
+            ..
+        } = w
+        {
+            ids.push(*pkid);
+            if topic == "edgefilter/deadletter" {
+                dead = Some(serde_json::from_slice::<serde_json::Value>(payload).unwrap());
+            }
+        }
+    }
+    let dead = dead.expect("a dead letter");
+    assert_eq!(dead["reason"], "too_large");
+    assert_eq!(
+        (dead["size"].as_u64(), dead["truncated"].as_bool()),
+        (Some(2_000_000), Some(true))
+    );
+    assert!(pubacks(&wire).is_empty());
+    for id in ids {
+        h.puback(id);
+    }
+    assert_eq!(pubacks(&h.out()), vec![1, 2, 3], "in arrival order");
+    let s = h.metrics.snapshot();
+    assert_eq!((s.received, s.rejected, s.dead_letters), (3, 1, 1));
 }

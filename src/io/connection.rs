@@ -30,15 +30,15 @@ use super::reconnect::Backoff;
 use super::transport::{Endpoint, Transport, TransportError};
 use crate::flow::{Drain, Flow, FlowError, Meta};
 use crate::logging::chain;
-use crate::mqtt::codec::{self, CodecError, ConnectOptions, Version};
+use crate::mqtt::codec::{CodecError, ConnectOptions, Reader, Version};
 use crate::mqtt::tcp::{quick_ack, AckPolicy, QuickAck};
 use crate::pipeline::pool::{run_stage, Pool, SharedStage};
 use crate::pipeline::stage::{Batch, Stage};
 use crate::pipeline::verdict::FieldPath;
 use crate::shutdown::Shutdown;
 
-/// Largest packet we buffer (the MQTT maximum); MQTT 5 brokers are told a smaller limit.
-pub const MAX_INCOMING: usize = 268_435_455;
+/// Bytes of an oversize input's payload kept for its dead letter.
+const OVERSIZE_KEEP: usize = crate::flow::DEAD_LETTER_KEEP;
 
 #[derive(Debug, Error)]
 pub enum ConnectionError {
@@ -83,6 +83,9 @@ pub struct Link {
     pub connect: ConnectOptions,
     /// When to send TCP ACKs at once (`mqtt::tcp`).
     pub quick_ack: QuickAck,
+    /// The largest packet read whole; a larger PUBLISH is acknowledged and dead-lettered
+    /// from its first bytes, the rest skipped unread (`codec::Reader`).
+    pub read_limit: usize,
     /// IoT Edge: fresh credentials and trust before every CONNECT.
     pub azure: Option<AzureLink>,
     /// Keep retrying the first connection instead of failing (IoT Edge modules may start
@@ -154,6 +157,7 @@ struct Connection {
 struct Conn {
     transport: Transport,
     rbuf: BytesMut,
+    reader: Reader,
     acks: AckPolicy,
 }
 
@@ -204,6 +208,7 @@ impl Connection {
             match result {
                 Ok(Drain::Shutdown) => return Ok(()),
                 Ok(Drain::Renew) => tracing::info!("reconnecting with a fresh SAS token"),
+                Ok(Drain::Overflow) => {}
                 Err(e) => {
                     if e.is_fatal_at_startup() && !self.flow.subscribed_once() {
                         return Err(e);
@@ -271,6 +276,7 @@ impl Connection {
         Ok(Conn {
             transport,
             rbuf,
+            reader: Reader::new(version, self.link.read_limit, OVERSIZE_KEEP),
             acks: AckPolicy::new(self.link.quick_ack, now),
         })
     }
@@ -341,8 +347,7 @@ impl Connection {
 
     /// Every complete packet in the read buffer, into the flow.
     fn decode(&mut self, conn: &mut Conn, now: Instant) -> Result<(), ConnectionError> {
-        let version = self.link.version;
-        while let Some(p) = codec::decode(version, &mut conn.rbuf, MAX_INCOMING)? {
+        while let Some(p) = conn.reader.next(&mut conn.rbuf)? {
             conn.acks.packets(1);
             self.flow.on_packet(p, now)?;
         }

@@ -7,12 +7,15 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::connection::{ConnectionError, MAX_INCOMING};
+use super::connection::ConnectionError;
 use super::transport::Transport;
 use crate::mqtt::codec::{self, ConnAckInfo, ConnectOptions, Encoder, Inbound, Version};
 
 /// How long the broker has to answer our CONNECT.
 pub const CONNACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest CONNACK we read (its properties included).
+const MAX_CONNACK: usize = 64 * 1024;
 
 /// Sends CONNECT and returns the accepted CONNACK.
 pub async fn connect(
@@ -27,7 +30,7 @@ pub async fn connect(
     transport.write_all(&buf).await?;
     let answer = tokio::time::timeout(CONNACK_TIMEOUT, async {
         loop {
-            if let Some(p) = codec::decode(version, rbuf, MAX_INCOMING)? {
+            if let Some(p) = codec::decode(version, rbuf, MAX_CONNACK)? {
                 return Ok(p);
             }
             if transport.read_buf(rbuf).await? == 0 {

@@ -146,6 +146,9 @@ pub enum Source {
     Pending,
     /// A desired document (patch) applied by this run.
     Desired,
+    /// The reported state of an earlier run (its desired document is missing, invalid, or
+    /// not newer).
+    Restored,
 }
 
 impl Source {
@@ -154,6 +157,7 @@ impl Source {
             Source::Default => "default",
             Source::Pending => "pending",
             Source::Desired => "desired",
+            Source::Restored => "restored",
         }
     }
 }
@@ -260,6 +264,28 @@ impl Twin {
         }
     }
 
+    /// Restores the state an earlier run reported (the retained reported document, or the
+    /// reported section of IoT Edge's full twin; its desired version under `version_key`),
+    /// when it is newer than what is in force: a restart whose desired document is missing or
+    /// invalid goes on with the last applied settings, not the command line's. A reported
+    /// document that does not validate is ignored (`None`), as is an older one.
+    pub fn restore(&mut self, reported: &Map<String, Value>, version_key: &str) -> Option<Outcome> {
+        let version = reported.get(version_key).and_then(Value::as_u64)?;
+        if self.version.is_some_and(|current| version <= current) {
+            return None;
+        }
+        let mut settings = reported.clone();
+        for key in ["$version", "$metadata", version_key, "status", "source"] {
+            settings.remove(key);
+        }
+        let mut patch = patch_from_map(&settings).ok()?;
+        patch.threshold?;
+        patch.version = Some(version);
+        let outcome = self.apply(patch);
+        self.source = Source::Restored;
+        Some(outcome)
+    }
+
     /// Records a refusal: the threshold stays, the status says why.
     pub fn refuse(&mut self, refusal: Refusal) -> Outcome {
         self.status = refusal.to_string();
@@ -267,9 +293,11 @@ impl Twin {
     }
 
     /// The reported properties: `{"TemperatureThreshold":…,"$version":…,"status":…,
-    /// "source":"default"|"pending"|"desired"}` and
-    /// the rules in force (`"AlertMode":"every",…`, see [`rules`]). (`$version` is null until
-    /// a versioned desired document was applied.)
+    /// "source":"default"|"pending"|"desired"|"restored"}` and the rules in force
+    /// (`"AlertMode":"every",…`, see [`rules`]). (`$version` is null until a versioned desired
+    /// document was applied; `source` says whether the settings come from the command line,
+    /// the command line while the twin has not answered, a desired document, or an earlier
+    /// run's report.)
     pub fn reported(&self) -> Value {
         let mut doc = Map::new();
         doc.insert(THRESHOLD_KEY.into(), Value::from(self.threshold));
@@ -295,6 +323,78 @@ impl Twin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn map(doc: &str) -> Map<String, Value> {
+        serde_json::from_str(doc).unwrap()
+    }
+
+    #[test]
+    fn an_earlier_runs_report_is_restored_when_newer() {
+        let mut t = Twin::new(25.0, RuleSettings::default());
+        // The desired document is invalid: the threshold stays the command line's...
+        t.handle(br#"{"TemperatureThreshold":"hot","$version":7}"#);
+        assert_eq!((t.threshold(), t.source()), (25.0, Source::Default));
+        // ...until the retained report of the run that applied version 6 is read.
+        let restored = t.restore(
+            &map(r#"{"TemperatureThreshold":40,"$version":6,"status":"ok","source":"desired"}"#),
+            "$version",
+        );
+        assert!(matches!(restored, Some(Outcome::Applied { threshold, .. }) if threshold == 40.0));
+        assert_eq!((t.version(), t.source()), (Some(6), Source::Restored));
+        assert_eq!(t.reported()["source"], "restored");
+        // An older or equal report changes nothing; a newer desired document applies.
+        assert!(t
+            .restore(
+                &map(r#"{"TemperatureThreshold":1,"$version":6}"#),
+                "$version"
+            )
+            .is_none());
+        t.handle(br#"{"TemperatureThreshold":45,"$version":8}"#);
+        assert_eq!((t.threshold(), t.source()), (45.0, Source::Desired));
+        assert!(t
+            .restore(
+                &map(r#"{"TemperatureThreshold":1,"$version":7}"#),
+                "$version"
+            )
+            .is_none());
+    }
+
+    #[test]
+    fn a_restored_report_brings_back_the_rules_too() {
+        // The run before applied edge mode and summaries; its full report, read back after a
+        // restart whose desired document is gone, puts the same settings in force.
+        let mut before = Twin::new(25.0, RuleSettings::default());
+        before.handle(br#"{"TemperatureThreshold":30,"AlertMode":"edge","Hysteresis":2,"SummaryWindow":10,"$version":4}"#);
+        let Value::Object(report) = before.reported() else {
+            panic!("the report is an object")
+        };
+        let mut after = Twin::new(25.0, RuleSettings::default());
+        assert!(after.restore(&report, "$version").is_some());
+        assert_eq!(after.source(), Source::Restored);
+        assert_eq!(after.reported_rules(), before.reported_rules());
+        assert_eq!((after.threshold(), after.version()), (30.0, Some(4)));
+    }
+
+    #[test]
+    fn unusable_reports_are_ignored() {
+        let mut t = Twin::new(25.0, RuleSettings::default());
+        for doc in [
+            r#"{"TemperatureThreshold":40}"#,
+            r#"{"TemperatureThreshold":"x","$version":3}"#,
+            r#"{"$version":3,"status":"ok"}"#,
+        ] {
+            assert!(t.restore(&map(doc), "$version").is_none(), "{doc}");
+        }
+        assert_eq!((t.threshold(), t.source()), (25.0, Source::Default));
+        // IoT Edge reports the version as desiredVersion.
+        assert!(t
+            .restore(
+                &map(r#"{"TemperatureThreshold":30,"desiredVersion":2}"#),
+                "desiredVersion"
+            )
+            .is_some());
+        assert_eq!(t.threshold(), 30.0);
+    }
 
     #[test]
     fn threshold_swaps_whole_values() {

@@ -77,6 +77,7 @@ struct ReportedPatch<'a> {
     #[serde(rename = "desiredVersion")]
     desired_version: Option<u64>,
     status: &'a str,
+    source: &'a str,
     /// More reported properties (the alert rules in force), after these.
     #[serde(flatten)]
     extra: &'a Map<String, Value>,
@@ -84,13 +85,19 @@ struct ReportedPatch<'a> {
 
 /// The reported patch after applying (or refusing) a desired patch:
 /// `{"TemperatureThreshold":<threshold in force>,"desiredVersion":<last applied $version or
-/// null>,"status":"ok" | "<why the last patch was refused>"}`.
+/// null>,"status":"ok" | "<why the last patch was refused>","source":"default" | "pending" |
+/// "desired" | "restored"}`.
 ///
 /// The status is cut to [`MAX_REPORTED_VALUE_BYTES`] (at a character boundary) so edgeHub never
 /// refuses the patch for its length. The threshold in force is always finite (patches are
 /// validated); a non-finite value would be written as `null`.
-pub fn reported_patch(threshold: f64, applied_version: Option<u64>, status: &str) -> Vec<u8> {
-    reported_patch_with(threshold, applied_version, status, &Map::new())
+pub fn reported_patch(
+    threshold: f64,
+    applied_version: Option<u64>,
+    status: &str,
+    source: &str,
+) -> Vec<u8> {
+    reported_patch_with(threshold, applied_version, status, source, &Map::new())
 }
 
 /// [`reported_patch`] with more properties (names edgeHub accepts: no `$`, `#`, `.`).
@@ -98,6 +105,7 @@ pub fn reported_patch_with(
     threshold: f64,
     applied_version: Option<u64>,
     status: &str,
+    source: &str,
     extra: &Map<String, Value>,
 ) -> Vec<u8> {
     let mut end = status.len().min(MAX_REPORTED_VALUE_BYTES);
@@ -108,6 +116,7 @@ pub fn reported_patch_with(
         threshold,
         desired_version: applied_version,
         status: &status[..end],
+        source,
         extra,
     })
     .expect("a struct of numbers and a string serializes")
@@ -163,15 +172,21 @@ mod tests {
     #[test]
     fn reported_patches_use_names_edgehub_accepts() {
         assert_eq!(
-            reported_patch(30.0, Some(3), "ok"),
-            br#"{"TemperatureThreshold":30.0,"desiredVersion":3,"status":"ok"}"#
+            reported_patch(30.0, Some(3), "ok", "desired"),
+            br#"{"TemperatureThreshold":30.0,"desiredVersion":3,"status":"ok","source":"desired"}"#
         );
         assert_eq!(
-            reported_patch(25.5, None, "TemperatureThreshold must be a number, got \"hot\""),
-            br#"{"TemperatureThreshold":25.5,"desiredVersion":null,"status":"TemperatureThreshold must be a number, got \"hot\""}"#
+            reported_patch(
+                25.5,
+                None,
+                "TemperatureThreshold must be a number, got \"hot\"",
+                "default"
+            ),
+            br#"{"TemperatureThreshold":25.5,"desiredVersion":null,"status":"TemperatureThreshold must be a number, got \"hot\"","source":"default"}"#
         );
         // No name with '$', '#', '.', or whitespace (edgeHub's ReportedPropertiesValidator).
-        let v: Value = serde_json::from_slice(&reported_patch(1.0, Some(1), "ok")).unwrap();
+        let v: Value =
+            serde_json::from_slice(&reported_patch(1.0, Some(1), "ok", "desired")).unwrap();
         for k in v.as_object().unwrap().keys() {
             assert!(!k.contains(['$', '#', '.', ' ']), "{k}");
         }
@@ -180,7 +195,8 @@ mod tests {
     #[test]
     fn long_statuses_are_cut_at_a_character_boundary() {
         let status = "é".repeat(3000); // 6000 bytes
-        let v: Value = serde_json::from_slice(&reported_patch(1.0, Some(1), &status)).unwrap();
+        let v: Value =
+            serde_json::from_slice(&reported_patch(1.0, Some(1), &status, "desired")).unwrap();
         let s = v["status"].as_str().unwrap();
         assert_eq!(s.len(), MAX_REPORTED_VALUE_BYTES);
         assert!(s.chars().all(|c| c == 'é'));
