@@ -414,8 +414,9 @@ impl std::fmt::Debug for BrokerArg {
 /// Flags of `edgefilter demo`.
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
-    /// How long the tour runs; the twin step happens halfway.
-    #[arg(long, env = "EDGEFILTER_DEMO_DURATION", default_value = "20s", value_parser = parse_duration)]
+    /// How long the tour runs; the twin turns the alert rules on after a third and raises the
+    /// threshold after two thirds.
+    #[arg(long, env = "EDGEFILTER_DEMO_DURATION", default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Messages per second, over all simulated sensors.
     #[arg(long, env = "EDGEFILTER_DEMO_RATE", default_value = "2000")]

@@ -2,8 +2,12 @@
 //! broker starts on a free port; simulated sensors (the SimulatedTemperatureSensor profile,
 //! restarted at 100 °C like the tutorial's sawtooth) publish to it; the filter runs as
 //! `edgefilter run` would; a monitor subscribes to the alerts, prints a sample of them and a
-//! stats line per second. Halfway the twin raises the threshold above the sensors' range and
-//! the alert stream stops. A summary with latency percentiles ends the tour.
+//! stats line per second. After a third the twin turns on the alert rules — edge mode and 10 s
+//! summaries — and the demo counts the cloud messages they save against the seed's
+//! every-reading alerts; after two thirds it raises the threshold above the sensors' range and
+//! the alert stream stops. At each twin step the sensors hold until the filter has caught up,
+//! so a phase's counts start at the document's exact arrival point. A summary with latency
+//! percentiles ends the tour.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,17 +23,30 @@ use crate::run::Shared;
 use crate::sensor::{unix_micros, write_body, Sensor, Tracking};
 use crate::shutdown::Shutdown;
 
-/// The threshold the twin sets halfway: above the sawtooth's top, so alerts stop.
+/// The threshold the twin sets at two thirds: above the sawtooth's top, so alerts stop.
 const RAISED_THRESHOLD: f64 = 105.0;
+/// The rules the twin turns on at a third (README "Alert rules").
+const RULES_DOC: &str = r#"{"AlertMode": "edge", "SummaryWindow": 10, "$version": 2}"#;
 /// One message in this many is malformed, to show rejection and dead-lettering.
 const MALFORMED_EVERY: u64 = 997;
 /// Most alert lines printed per second (the rest are counted).
 const ALERT_LINES_PER_SEC: u32 = 3;
 
+/// Holds the sensors while the twin changes, so that a phase's counts start and end exactly
+/// at the twin document's arrival point, however far behind a loaded machine runs.
+#[derive(Default)]
+struct Gate {
+    /// Odd: the sensors hold (the tour adds 1 to hold, 1 to release).
+    hold: AtomicU64,
+    /// The hold the sensors have obeyed: nothing more is being published.
+    idle_at: AtomicU64,
+}
+
 /// What the monitor sees.
 #[derive(Default)]
 struct Seen {
     alerts: AtomicU64,
+    summaries: AtomicU64,
     dead_letters: AtomicU64,
     reported_version: AtomicU64,
     /// Threshold in the last reported document (f64 bits).
@@ -62,8 +79,12 @@ pub async fn run(args: DemoArgs, shutdown: impl Into<Shutdown>) -> anyhow::Resul
     );
     println!("  filter            machine.temperature > {threshold} -> alerts/telemetry/dev-N");
     println!(
-        "  twin              at {:.0} s the threshold goes to {RAISED_THRESHOLD} (above the sensors' 100 °C top)",
-        args.duration.as_secs_f64() / 2.0
+        "  twin              at {:.0} s edge mode and 10 s summaries per device (alert rules),",
+        args.duration.as_secs_f64() / 3.0
+    );
+    println!(
+        "                    at {:.0} s the threshold goes to {RAISED_THRESHOLD} (above the sensors' 100 °C top)",
+        args.duration.as_secs_f64() * 2.0 / 3.0
     );
     println!();
 
@@ -90,16 +111,29 @@ pub async fn run(args: DemoArgs, shutdown: impl Into<Shutdown>) -> anyhow::Resul
     });
     let (monitor, monitor_task) = start_monitor(addr, seen.clone()).await?;
     let sent = Arc::new(AtomicU64::new(0));
+    // Readings above the threshold: what the seed would have published as alerts.
+    let above = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(Gate::default());
     let (sensors_stop, sensors_stop_rx) = crate::shutdown::channel();
-    let sensors = tokio::spawn(sensors(addr, args.clone(), sent.clone(), sensors_stop_rx));
+    let sensors = tokio::spawn(sensors(
+        addr,
+        args.clone(),
+        (sent.clone(), above.clone(), threshold),
+        gate.clone(),
+        sensors_stop_rx,
+    ));
 
     let start = Instant::now();
-    let half = args.duration / 2;
-    let mut twin_sent = false;
+    let third = args.duration / 3;
+    let mut step = 0;
+    // The rules phase: (readings above, alerts, summaries) at its start, then at its end.
+    let mut rules_from = None;
+    let mut rules_to = None;
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + Duration::from_secs(1),
         Duration::from_secs(1),
     );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = (0u64, 0u64);
     let mut interrupted = false;
     loop {
@@ -108,9 +142,34 @@ pub async fn run(args: DemoArgs, shutdown: impl Into<Shutdown>) -> anyhow::Resul
             _ = shutdown.wait() => { interrupted = true; break; }
         }
         let elapsed = start.elapsed();
-        if !twin_sent && elapsed >= half {
-            twin_sent = true;
-            let doc = format!(r#"{{"TemperatureThreshold": {RAISED_THRESHOLD}, "$version": 2}}"#);
+        if step < 2 && elapsed >= third * (step + 1) {
+            step += 1;
+            let version = step + 1;
+            let doc = if step == 1 {
+                RULES_DOC.to_string()
+            } else {
+                format!(r#"{{"TemperatureThreshold": {RAISED_THRESHOLD}, "$version": {version}}}"#)
+            };
+            // Hold the sensors, let the filter finish what it has, count, change the twin,
+            // and go on once the filter reports the new version.
+            let held = Instant::now();
+            let hold = gate.hold.fetch_add(1, Ordering::SeqCst) + 1;
+            let by = held + Duration::from_secs(10);
+            let exact = wait_for(by, || {
+                let s = metrics.snapshot();
+                gate.idle_at.load(Ordering::SeqCst) == hold
+                    && s.received >= sent.load(Ordering::SeqCst)
+                    && s.pending == 0
+                    && s.outgoing == 0
+            })
+            .await;
+            let s = metrics.snapshot();
+            let counts = (above.load(Ordering::SeqCst), s.alerts, s.summaries);
+            if step == 1 {
+                rules_from = Some(counts);
+            } else {
+                rules_to = Some(counts);
+            }
             monitor
                 .publish(
                     "edgefilter/twin/desired",
@@ -120,17 +179,28 @@ pub async fn run(args: DemoArgs, shutdown: impl Into<Shutdown>) -> anyhow::Resul
                 )
                 .await?;
             println!("  twin  desired -> {doc} (retained on edgefilter/twin/desired)");
+            let applied = wait_for(by, || {
+                seen.reported_version.load(Ordering::Relaxed) >= u64::from(version)
+            })
+            .await;
+            gate.hold.fetch_add(1, Ordering::SeqCst);
+            if !(exact && applied) {
+                println!(
+                    "  (the filter did not catch up within 10 s: the phases' counts below are approximate)"
+                );
+            }
         }
         let s = metrics.snapshot();
         let alerts = seen.alerts.load(Ordering::Relaxed);
         let now_sent = sent.load(Ordering::Relaxed);
         println!(
-            "[{:>3.0}s] sent {:>6}/s  alerts {:>6}/s  | total in {:>7}  alerts {:>7}  unmatched {:>7}  rejected {:>3}  threshold {}",
+            "[{:>3.0}s] sent {:>6}/s  alerts {:>6}/s  | total in {:>7}  alerts {:>7}  summaries {:>4}  unmatched {:>7}  rejected {:>3}  threshold {}",
             elapsed.as_secs_f64(),
             now_sent - last.0,
             alerts - last.1,
             s.received,
             alerts,
+            seen.summaries.load(Ordering::Relaxed),
             s.unmatched,
             s.rejected,
             f64::from_bits(seen.reported_threshold.load(Ordering::Relaxed)),
@@ -176,6 +246,19 @@ pub async fn run(args: DemoArgs, shutdown: impl Into<Shutdown>) -> anyhow::Resul
         seen.alerts.load(Ordering::Relaxed)
     );
     println!("  unmatched            {}", s.unmatched);
+    if let Some(from) = rules_from {
+        // The rules phase's last windows close after it: every summary to the end of the tour
+        // counts (the last third's too, so the cut printed is a lower bound).
+        let to = rules_to.unwrap_or_else(|| (above.load(Ordering::Relaxed), s.alerts, s.summaries));
+        let seed = to.0 - from.0;
+        let (alerts, summaries) = (to.1 - from.1, s.summaries - from.2);
+        let cloud = alerts + summaries;
+        println!(
+            "  alert rules          edge mode + 10 s summaries: {cloud} cloud messages ({alerts} alerts, {summaries} summaries, {} suppressed) where the seed would have sent {seed} alerts: {:.0}x fewer",
+            s.suppressed,
+            seed as f64 / cloud.max(1) as f64
+        );
+    }
     println!(
         "  rejected             {} ({} dead-lettered)",
         s.rejected,
@@ -200,6 +283,17 @@ pub async fn run(args: DemoArgs, shutdown: impl Into<Shutdown>) -> anyhow::Resul
     Ok(())
 }
 
+/// Polls `done` every 10 ms until it holds (true) or `by` passes (false).
+async fn wait_for(by: Instant, mut done: impl FnMut() -> bool) -> bool {
+    while !done() {
+        if Instant::now() > by {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
 fn options(id: &str, addr: std::net::SocketAddr) -> MqttOptions {
     let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
     o.set_keep_alive(Duration::from_secs(10));
@@ -221,6 +315,7 @@ async fn start_monitor(
     client
         .subscribe("edgefilter/twin/reported", QoS::AtMostOnce)
         .await?;
+    client.subscribe("summaries/#", QoS::AtMostOnce).await?;
     let task = tokio::spawn(async move {
         let mut window = Instant::now();
         let mut printed = 0;
@@ -259,6 +354,10 @@ async fn start_monitor(
                         latency_us as f64 / 1000.0
                     );
                 }
+            } else if p.topic.starts_with("summaries/") {
+                if seen.summaries.fetch_add(1, Ordering::Relaxed) == 0 {
+                    println!("        SUMMARY {}", String::from_utf8_lossy(&p.payload));
+                }
             } else if p.topic == "edgefilter/deadletter" {
                 let n = seen.dead_letters.fetch_add(1, Ordering::Relaxed);
                 if n < 2 {
@@ -289,7 +388,8 @@ async fn start_monitor(
 async fn sensors(
     addr: std::net::SocketAddr,
     args: DemoArgs,
-    sent: Arc<AtomicU64>,
+    (sent, above, threshold): (Arc<AtomicU64>, Arc<AtomicU64>, f64),
+    gate: Arc<Gate>,
     mut stop: Shutdown,
 ) -> anyhow::Result<u64> {
     let (client, mut events) = AsyncClient::new(options("edgefilter-demo-sensors", addr), 10_000);
@@ -305,7 +405,8 @@ async fn sensors(
         .map(|i| Sensor::new(u64::from(i) + 1))
         .collect();
     let period = Duration::from_secs_f64(1.0 / f64::from(args.rate));
-    let start = tokio::time::Instant::now();
+    let mut start = tokio::time::Instant::now();
+    let mut held_since = None;
     let mut seq: u64 = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -314,6 +415,16 @@ async fn sensors(
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait() => break 'outer,
+        }
+        let hold = gate.hold.load(Ordering::SeqCst);
+        if hold % 2 == 1 {
+            held_since.get_or_insert_with(tokio::time::Instant::now);
+            gate.idle_at.store(hold, Ordering::SeqCst);
+            continue;
+        }
+        if let Some(t) = held_since.take() {
+            // Go on where the hold began: no burst of the held time's messages.
+            start += t.elapsed();
         }
         // Open loop: everything whose send time has come.
         let due = (start.elapsed().as_secs_f64() / period.as_secs_f64()) as u64;
@@ -324,6 +435,9 @@ async fn sensors(
                 sensor.reset();
             }
             let reading = sensor.next_reading();
+            if reading.machine_temperature > threshold && (seq + 1) % MALFORMED_EVERY != 0 {
+                above.fetch_add(1, Ordering::Relaxed);
+            }
             let now = SystemTime::now();
             body.clear();
             write_body(

@@ -162,6 +162,10 @@ pub struct Snapshot {
     pub summaries: u64,
     /// Alert candidates the rules held back (edge mode, rate limit).
     pub suppressed: u64,
+    /// The pipeline gauges: inputs not yet acknowledged, outgoing publishes not yet
+    /// acknowledged (in flight or queued). Both 0: everything received is fully done.
+    pub pending: u64,
+    pub outgoing: u64,
 }
 
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -553,6 +557,8 @@ impl Metrics {
                 .iter()
                 .map(|&rule| self.rules.suppressed(rule).get())
                 .sum(),
+            pending: self.pipeline.pending.get().max(0) as u64,
+            outgoing: (self.pipeline.inflight.get() + self.pipeline.queued.get()).max(0) as u64,
         }
     }
 
