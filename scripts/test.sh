@@ -75,6 +75,22 @@ if ! cargo deny --offline check --hide-inclusion-graph bans licenses sources >"$
 fi
 tail -n 1 "$deny_out"; rm -f "$deny_out"   # "bans ok, licenses ok, sources ok" (duplicates: warnings)
 
+# Our rust-version must not promise less than a dependency needs (rmqtt needs 1.94).
+echo "==> rust-version covers every dependency's"
+cargo metadata --locked --offline --all-features --format-version 1 | python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+v = lambda s: tuple((list(map(int, s.split("."))) + [0, 0])[:3])
+f = lambda t: ".".join(map(str, t))
+ours = [p for p in m["packages"] if p["id"] in m["workspace_members"]]
+floor = min(v(p["rust_version"]) for p in ours if p.get("rust_version"))
+need, name = max((v(p["rust_version"]), p["name"]) for p in m["packages"]
+                 if p.get("rust_version") and p not in ours)
+if need > floor:
+    sys.exit(f"Cargo.toml: rust-version {f(floor)} is below what {name} needs ({f(need)})")
+print(f"rust-version {f(floor)}: enough for every dependency (highest: {name}, {f(need)})")
+'
+
 # The Debian package test (tests/debian_package.rs) builds the .deb with cargo-deb from the
 # release binary, built here once, before the tests, so the test itself only packages it
 # (building inside the test would compete with the other tests for the two cores).

@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use crate::config::{DemoArgs, Settings, Target};
-use crate::io::embedded::free_local_addr;
+use crate::io::embedded::{self, free_local_addr};
 use crate::run::Shared;
 use crate::sensor::{unix_micros, write_body, Sensor, Tracking};
 use crate::shutdown::Shutdown;
@@ -71,7 +71,10 @@ pub async fn run(args: DemoArgs, shutdown: impl Into<Shutdown>) -> anyhow::Resul
     let metrics = shared.metrics.clone();
 
     println!("edgefilter demo");
-    println!("  embedded broker   mqtt://{addr} (MQTT 3.1.1)");
+    println!(
+        "  embedded broker   mqtt://{addr} ({})",
+        embedded::PROTOCOLS
+    );
     println!("  metrics           http://{metrics_addr}/metrics");
     println!(
         "  sensors           {} devices, {} msg/s in total, telemetry/dev-N (1 in {MALFORMED_EVERY} malformed)",
@@ -450,7 +453,7 @@ async fn sensors(
                     sent_us: Some(unix_micros(now)),
                 },
             );
-            if (seq + 1) % MALFORMED_EVERY == 0 {
+            if (seq + 1).is_multiple_of(MALFORMED_EVERY) {
                 body.truncate(body.len() / 2);
             }
             let topic = format!("telemetry/{}", devices[d]);

@@ -1,5 +1,5 @@
-//! edgefilter with its embedded broker (rumqttd in-process): sensors and consumers connect to
-//! `--listen` (MQTT 3.1.1) or `--listen-v5` like to any broker; alerts are exact and
+//! edgefilter with its embedded broker (rmqtt in-process): sensors and consumers connect to
+//! `--listen` or `--listen-v5` (MQTT 3.1.1 and 5 on each) like to any broker; alerts are exact and
 //! byte-identical, MQTT 5 consumers see `MessageType=Alert`; the twin and dead letters work
 //! through the embedded broker too.
 

@@ -41,6 +41,10 @@ pub enum EmbeddedError {
     NotBuiltIn,
 }
 
+/// What every listener of the embedded broker serves (each connection's version is detected),
+/// as the log and the demo say it.
+pub const PROTOCOLS: &str = "MQTT 3.1.1 and 5";
+
 /// Settings of the in-process broker.
 #[derive(Debug, Clone)]
 pub struct EmbeddedBroker {
@@ -150,7 +154,7 @@ impl EmbeddedBroker {
             .map_err(|e| EmbeddedError::Start(e.to_string()))?;
         match ready_rx.recv() {
             Ok(Ok(())) => tracing::info!(
-                "embedded broker listening on {} (MQTT 3.1.1 and 5){tls}",
+                "embedded broker listening on {} ({PROTOCOLS}){tls}",
                 addresses.join(", ")
             ),
             Ok(Err(e)) => return Err(e),
