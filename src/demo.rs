@@ -438,7 +438,8 @@ async fn sensors(
                 sensor.reset();
             }
             let reading = sensor.next_reading();
-            if reading.machine_temperature > threshold && (seq + 1) % MALFORMED_EVERY != 0 {
+            if reading.machine_temperature > threshold && !(seq + 1).is_multiple_of(MALFORMED_EVERY)
+            {
                 above.fetch_add(1, Ordering::Relaxed);
             }
             let now = SystemTime::now();
