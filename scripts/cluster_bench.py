@@ -26,6 +26,7 @@ Only the standard library is used. Raw results: bench-results/cluster-<stamp>.js
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -58,7 +59,8 @@ def node_cmds(nodes, qos):
 def measure(nodes, qos, n, timeout, tmp):
     cmds, ports = node_cmds(nodes, qos)
     logs, procs = [], []
-    env = dict(os.environ, RUST_LOG="warn")
+    env = dict(os.environ)
+    env.setdefault("RUST_LOG", "warn")
     result = {"nodes": nodes, "qos": qos}
     try:
         # All at once: a node's filter subscribes through the cluster, which needs its peers.
@@ -128,6 +130,7 @@ def main():
     ap.add_argument("-n", type=int, default=150_000, help="messages per run, over the three loadgens")
     ap.add_argument("--qos", default="1", help="comma-separated QoS levels (default 1)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--nodes", default="1,3", help="comma-separated node counts (default 1,3)")
     ap.add_argument("--timeout", type=int, default=180, help="seconds per run")
     ap.add_argument("--edgefilter", default=EDGEFILTER,
                     help="the edgefilter binary (built with the cluster feature; default target/release)")
@@ -144,11 +147,16 @@ def main():
         for qos in [int(q) for q in a.qos.split(",")]:
             # Repetition outermost, 1 and 3 nodes alternating: the machine's load hits both.
             for rep in range(a.reps):
-                for nodes in (1, 3):
+                for nodes in [int(x) for x in a.nodes.split(",")]:
                     d = os.path.join(tmp, f"{nodes}-{qos}-{rep}")
                     os.makedirs(d)
                     r = measure(nodes, qos, a.n, a.timeout, d)
                     r["rep"] = rep
+                    if "msg_s" not in r or r.get("errors"):
+                        # The nodes' logs of a failed run are kept (RUST_LOG=info for more).
+                        kept = os.path.join(ROOT, "bench-results", f"cluster-{stamp}-{nodes}-{qos}-{rep}")
+                        shutil.copytree(d, kept)
+                        r["logs"] = os.path.relpath(kept, ROOT)
                     out.write(json.dumps(r) + "\n")
                     out.flush()
                     results.append(r)
@@ -160,8 +168,9 @@ def main():
           "nodes' cores busy (sum) | µs CPU/msg (all nodes) | peak RSS MB per node |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for qos in sorted({r["qos"] for r in results}):
-        base = med([r.get("msg_s") for r in results if r["qos"] == qos and r["nodes"] == 1])
-        for nodes in (1, 3):
+        counts = sorted({r["nodes"] for r in results})
+        base = med([r.get("msg_s") for r in results if r["qos"] == qos and r["nodes"] == counts[0]])
+        for nodes in counts:
             rs = [r for r in results if r["qos"] == qos and r["nodes"] == nodes and "msg_s" in r]
             if not rs:
                 print(f"| {nodes} | {qos} | failed | | | | | | | |")
@@ -172,7 +181,7 @@ def main():
             us = med([c * 1e6 / r["sent"] for c, r in zip(cpu, rs)])
             rss = " / ".join(f"{med([r['rss_mb'][i] for r in rs]):.0f}" for i in range(nodes))
             print(f"| {nodes} | {qos} | {rate:,.0f} ({min(r['msg_s'] for r in rs):,.0f}–{max(r['msg_s'] for r in rs):,.0f}) "
-                  f"| {rate / base:.2f}× | {med([r['expected_alerts'] for r in rs]):,.0f} "
+                  f"| {rate / base if base else 0:.2f}× | {med([r['expected_alerts'] for r in rs]):,.0f} "
                   f"| {max(r['lost'] for r in rs)} | {max(r['duplicates'] for r in rs)} "
                   f"| {cores:.2f} | {us:.1f} | {rss} |")
     print(f"\nraw: {os.path.relpath(out_path, ROOT)}")
