@@ -77,6 +77,11 @@ pub struct OutboxPlan {
 /// The largest packet MQTT can carry (a 4-byte remaining length plus the fixed header).
 pub const MAX_PACKET: u32 = 268_435_455 + 5;
 
+/// Inputs held at most (`FlowConfig::max_held`) per `--max-pending`: room for a broker that
+/// sends past our Receive Maximum (mosquitto 2.0.11 does, see `FlowConfig::max_held`) before
+/// the costly way out (inputs left with the broker until a reconnect).
+pub const HELD_PER_PENDING: usize = 8;
+
 /// The largest input packet read whole: the payload limit plus room for the longest topic
 /// and 64 KiB of properties.
 pub fn read_limit(max_payload: usize) -> usize {
@@ -210,6 +215,7 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
             pooled: settings.workers > 0,
             inline_batch: settings.inline_batch,
             max_pending: settings.max_pending,
+            max_held: settings.max_pending.saturating_mul(HELD_PER_PENDING),
             max_inflight: settings.max_inflight,
             batch_max: settings.batch_max,
             batch_linger: settings.batch_linger,

@@ -165,14 +165,15 @@ impl Flow {
     /// input over the limit is dropped and counted: at-most-once. A broker that honours our
     /// Receive Maximum (MQTT 5: `--max-pending`) never sends past the limit.
     fn admit(&mut self, qos: u8) -> bool {
-        let full = self.acks.len() >= self.cfg.max_pending;
+        let full = self.acks.len() >= self.cfg.max_held;
         let Some(link) = self.link.as_mut() else {
             return false;
         };
         if qos > 0 && (full || link.deferred > 0) {
             if link.deferred == 0 {
                 tracing::warn!(
-                    "the broker sent more than --max-pending ({}) unacknowledged inputs; the rest stay with the broker until a reconnect once these are done",
+                    "the broker sent {} unacknowledged inputs (--max-pending {}, Receive Maximum); the rest stay with the broker until a reconnect once these are done",
+                    self.cfg.max_held,
                     self.cfg.max_pending
                 );
             }

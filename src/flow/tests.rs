@@ -53,6 +53,7 @@ fn config(version: Version) -> FlowConfig {
         // Every batch is handed to the "workers" (the test), never decided inline.
         inline_batch: 0,
         max_pending: 100,
+        max_held: 100,
         max_inflight: 100,
         batch_max: 256,
         batch_linger: Duration::ZERO,
@@ -828,7 +829,7 @@ fn the_last_applied_threshold_survives_a_restart_with_an_invalid_desired_documen
 #[test]
 fn inputs_past_max_pending_stay_with_the_broker_and_memory_stays_bounded() {
     // Issue 8 item 2: a broker that sends past our Receive Maximum while alerts are in flight.
-    let mut h = connected(Version::V5, |c| c.max_pending = 2);
+    let mut h = connected(Version::V5, |c| c.max_held = 2);
     h.input("telemetry/a", ALERT, 1);
     h.input("telemetry/a", ALERT, 2);
     h.decide_all();
@@ -861,7 +862,7 @@ fn inputs_past_max_pending_stay_with_the_broker_and_memory_stays_bounded() {
 
 #[test]
 fn qos0_inputs_past_max_pending_are_dropped_and_counted() {
-    let mut h = connected(Version::V4, |c| c.max_pending = 1);
+    let mut h = connected(Version::V4, |c| c.max_held = 1);
     h.input("telemetry/a", ALERT, 1);
     h.decide_all();
     let _ = h.out();
