@@ -120,8 +120,16 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
             };
             (addr, TlsPlan::IotEdge)
         }
-        (None, Target::Embedded { v4, .. }) => {
-            embedded = Some(EmbeddedBroker::new(settings));
+        (None, Target::Embedded { v4, v5 }) => {
+            embedded = Some(EmbeddedBroker {
+                listen: *v4,
+                second: *v5,
+                max_payload: settings.max_payload,
+                options: settings.broker.clone(),
+                filter_client_id: settings.client_id.clone(),
+                twin_topic: settings.twin_topic.clone(),
+                input_topics: settings.input_topics.clone(),
+            });
             // Every MQTT version on one port: the filter speaks --mqtt-version there.
             (loopback_of(*v4).to_string(), TlsPlan::None)
         }

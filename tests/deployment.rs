@@ -899,7 +899,9 @@ fn edgefilter_dockerfiles_cross_build_the_binary_for_their_platform() {
             .unwrap();
         // The image must not start a broker that anyone reaching the container can use (and
         // change the threshold through the twin): loopback only, or logins required.
-        edgefilter::io::embedded::EmbeddedBroker::new(&settings)
+        edgefilter::plan::resolve(&settings, None)
+            .embedded
+            .expect("the image's default is the embedded broker")
             .check_open()
             .unwrap_or_else(|e| panic!("{file}: {e}"));
     }

@@ -2,30 +2,8 @@
 //! into [`BrokerOptions`] as part of [`RunArgs::validate`]; files are read here, before any
 //! socket is opened.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-
 use super::{parse_addr, ConfigError, RunArgs, Target};
-
-/// The embedded broker's settings beyond its addresses.
-#[derive(Debug, Clone)]
-pub struct BrokerOptions {
-    pub queue: usize,
-    pub inflight: u16,
-    pub passwords: Option<crate::io::embedded::passwd::Passwords>,
-    pub anonymous_anywhere: bool,
-    pub twin_writers: Vec<String>,
-    /// TLS listener: address, certificate chain, key.
-    pub tls: Option<(SocketAddr, PathBuf, PathBuf)>,
-    pub cluster: Option<Cluster>,
-}
-
-/// This node and its peers' gRPC addresses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cluster {
-    pub node_id: u64,
-    pub peers: Vec<(u64, SocketAddr)>,
-}
+pub use crate::io::embedded::{BrokerOptions, Cluster};
 
 impl RunArgs {
     /// The embedded broker's flags, checked (files read) even when they will not be used.

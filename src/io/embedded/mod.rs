@@ -6,8 +6,9 @@
 //! `--broker-queue` per session (its queue, and its inbox before it: [`inbox`]); what it
 //! drops is counted by [`hooks`] into `/metrics`.
 //!
-//! `run` calls [`EmbeddedBroker::new`] then [`EmbeddedBroker::start`] at one place and gets
-//! the address and login for the filter's connection back.
+//! `plan::resolve` builds its [`EmbeddedBroker`] settings (this module takes no `config`);
+//! `run` calls [`EmbeddedBroker::start`] at one place and gets the address and login for the
+//! filter's connection back.
 
 #[cfg(feature = "cluster")]
 mod cluster;
@@ -20,11 +21,11 @@ mod inbox;
 pub mod passwd;
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::config::{BrokerOptions, Settings, Target};
 use crate::metrics::Metrics;
 
 #[derive(Debug, Error)]
@@ -45,7 +46,28 @@ pub enum EmbeddedError {
 /// as the log and the demo say it.
 pub const PROTOCOLS: &str = "MQTT 3.1.1 and 5";
 
-/// Settings of the in-process broker.
+/// The embedded broker's settings beyond its addresses (checked from the flags in
+/// `config::broker`).
+#[derive(Debug, Clone)]
+pub struct BrokerOptions {
+    pub queue: usize,
+    pub inflight: u16,
+    pub passwords: Option<passwd::Passwords>,
+    pub anonymous_anywhere: bool,
+    pub twin_writers: Vec<String>,
+    /// TLS listener: address, certificate chain, key.
+    pub tls: Option<(SocketAddr, PathBuf, PathBuf)>,
+    pub cluster: Option<Cluster>,
+}
+
+/// This node and its peers' gRPC addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    pub node_id: u64,
+    pub peers: Vec<(u64, SocketAddr)>,
+}
+
+/// Settings of the in-process broker (built from the run's settings by `plan`).
 #[derive(Debug, Clone)]
 pub struct EmbeddedBroker {
     /// Every MQTT version (detected per connection).
@@ -72,23 +94,6 @@ pub struct EmbeddedHandle {
 }
 
 impl EmbeddedBroker {
-    /// The broker `settings` ask for (`settings.target` is embedded).
-    pub fn new(settings: &Settings) -> EmbeddedBroker {
-        let (listen, second) = match &settings.target {
-            Target::Embedded { v4, v5 } => (*v4, *v5),
-            Target::External(_) => unreachable!("the embedded broker needs an embedded target"),
-        };
-        EmbeddedBroker {
-            listen,
-            second,
-            max_payload: settings.max_payload,
-            options: settings.broker.clone(),
-            filter_client_id: settings.client_id.clone(),
-            twin_topic: settings.twin_topic.clone(),
-            input_topics: settings.input_topics.clone(),
-        }
-    }
-
     /// Every address the broker listens on.
     fn addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         std::iter::once(self.listen)
