@@ -8,109 +8,31 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::pipeline::rules::device::RuleStats;
 use crate::pipeline::verdict::RejectReason;
 use crate::process_metrics::ProcessCollector;
 
 mod delivery;
+mod labels;
+mod pipeline;
+mod rules;
+mod snapshot;
+
 pub use delivery::DeliveryMetrics;
-
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum Reason {
-    too_large,
-    not_utf8,
-    not_json,
-    not_object,
-    not_a_number,
-}
-
-impl From<RejectReason> for Reason {
-    fn from(r: RejectReason) -> Self {
-        match r {
-            RejectReason::TooLarge => Reason::too_large,
-            RejectReason::NotUtf8 => Reason::not_utf8,
-            RejectReason::NotJson => Reason::not_json,
-            RejectReason::NotObject => Reason::not_object,
-            RejectReason::NotANumber => Reason::not_a_number,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: Reason,
-}
-
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum TwinResult {
-    applied,
-    refused,
-    stale,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    pub result: TwinResult,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BuildLabels {
-    version: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
-    pub kind: &'static str,
-}
-
-/// Why the embedded broker dropped a message (`edgefilter_broker_dropped_total{reason}`).
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum BrokerDrop {
-    /// A subscriber's queue (`--broker-queue`) was full: its oldest QoS 1 / newest QoS 0
-    /// message went.
-    queue_full,
-    /// A subscriber's session did not keep up (its client stopped reading): `--broker-queue`
-    /// messages already waited in its inbox, before its queue.
-    inbox_full,
-    /// Waited in a queue longer than the message expiry.
-    expired,
-    /// A publish the broker refused (wildcard topic name, twin without authorisation).
-    refused,
-    /// A session expired with messages still queued.
-    session_ended,
-    other,
-}
-
-impl BrokerDrop {
-    pub const ALL: [BrokerDrop; 6] = [
-        BrokerDrop::queue_full,
-        BrokerDrop::inbox_full,
-        BrokerDrop::expired,
-        BrokerDrop::refused,
-        BrokerDrop::session_ended,
-        BrokerDrop::other,
-    ];
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BrokerDropLabels {
-    pub reason: BrokerDrop,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ActionLabels {
-    pub action: &'static str,
-}
+use labels::BuildLabels;
+pub use labels::{
+    ActionLabels, BrokerDrop, BrokerDropLabels, KindLabels, Reason, ReasonLabels, ResultLabels,
+    TwinResult,
+};
+use pipeline::PipelineGauges;
+pub use pipeline::PipelineState;
+use rules::RuleMetrics;
+pub use snapshot::Snapshot;
 
 /// All counters, and the registry that renders them.
 pub struct Metrics {
@@ -143,54 +65,7 @@ pub struct Metrics {
     pub delivery: DeliveryMetrics,
 }
 
-/// A copy of the counters, for the stats line and summaries.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    pub received: u64,
-    pub alerts: u64,
-    pub unmatched: u64,
-    pub rejected: u64,
-    pub dead_letters: u64,
-    pub ignored: u64,
-    pub twin_applied: u64,
-    pub twin_refused: u64,
-    pub reconnects: u64,
-    /// Messages the embedded broker dropped, all reasons.
-    pub broker_dropped: u64,
-    /// Clearing messages and window summaries published (acknowledged at QoS 1).
-    pub clears: u64,
-    pub summaries: u64,
-    /// Alert candidates the rules held back (edge mode, rate limit).
-    pub suppressed: u64,
-    /// The pipeline gauges: inputs not yet acknowledged, outgoing publishes not yet
-    /// acknowledged (in flight or queued). Both 0: everything received is fully done.
-    pub pending: u64,
-    pub outgoing: u64,
-}
-
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// The state of the pipeline, set by the connection loop once per turn ([`Metrics::pipeline`]).
-#[derive(Default)]
-struct PipelineGauges {
-    pending: Gauge,
-    inflight: Gauge,
-    queued: Gauge,
-    paused: Gauge,
-}
-
-/// One sample of the pipeline's state for [`Metrics::pipeline`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PipelineState {
-    /// Inputs received and not yet acknowledged (the `--max-pending` budget).
-    pub pending: usize,
-    /// Outgoing QoS 1 publishes (alerts, dead letters) sent, not yet acknowledged by the broker.
-    pub inflight: usize,
-    /// Outgoing publishes waiting for a free slot of the `--max-inflight` window.
-    pub queued: usize,
-    /// Reading from the broker is paused because `pending` reached `--max-pending`.
-    pub paused: bool,
-}
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -283,27 +158,7 @@ impl Metrics {
             "1 while connected to the broker",
             connected_gauge.clone(),
         );
-        let pipeline = PipelineGauges::default();
-        registry.register(
-            "edgefilter_pending_messages",
-            "Input messages in the pipeline: received, not yet acknowledged (limit --max-pending)",
-            pipeline.pending.clone(),
-        );
-        registry.register(
-            "edgefilter_inflight_publishes",
-            "Outgoing QoS 1 publishes (alerts, dead letters) not yet acknowledged by the broker",
-            pipeline.inflight.clone(),
-        );
-        registry.register(
-            "edgefilter_queued_publishes",
-            "Outgoing publishes waiting for a free slot of the --max-inflight window",
-            pipeline.queued.clone(),
-        );
-        registry.register(
-            "edgefilter_input_paused",
-            "1 while reading input is paused because --max-pending messages are in the pipeline",
-            pipeline.paused.clone(),
-        );
+        let pipeline = PipelineGauges::register(&mut registry);
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -382,15 +237,6 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         out
-    }
-
-    /// The pipeline's state; `Flow::poll` calls this once per loop turn (atomic stores).
-    pub fn pipeline(&self, s: PipelineState) {
-        let g = &self.pipeline;
-        g.pending.set(s.pending as i64);
-        g.inflight.set(s.inflight as i64);
-        g.queued.set(s.queued as i64);
-        g.paused.set(i64::from(s.paused));
     }
 
     pub fn received(&self, n: u64) {
@@ -521,137 +367,6 @@ impl Metrics {
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
     }
-
-    pub fn snapshot(&self) -> Snapshot {
-        let twin = |result| self.twin.get_or_create(&ResultLabels { result }).get();
-        Snapshot {
-            received: self.received.get(),
-            alerts: self.alerts.get(),
-            unmatched: self.unmatched.get(),
-            rejected: RejectReason::ALL
-                .iter()
-                .map(|r| {
-                    self.rejected
-                        .get_or_create(&ReasonLabels {
-                            reason: (*r).into(),
-                        })
-                        .get()
-                })
-                .sum(),
-            dead_letters: self.dead_letters.get(),
-            ignored: self.ignored.get(),
-            twin_applied: twin(TwinResult::applied),
-            twin_refused: twin(TwinResult::refused),
-            reconnects: self.reconnects.get(),
-            broker_dropped: BrokerDrop::ALL
-                .iter()
-                .map(|r| {
-                    self.broker_dropped
-                        .get_or_create(&BrokerDropLabels { reason: *r })
-                        .get()
-                })
-                .sum(),
-            clears: self.rules.clears.get(),
-            summaries: self.rules.summaries.get(),
-            suppressed: RuleMetrics::SUPPRESSED
-                .iter()
-                .map(|&rule| self.rules.suppressed(rule).get())
-                .sum(),
-            pending: self.pipeline.pending.get().max(0) as u64,
-            outgoing: (self.pipeline.inflight.get() + self.pipeline.queued.get()).max(0) as u64,
-        }
-    }
-
-    // ----- the stateful rules (pipeline::rules) ---------------------------------------------
-
-    pub fn clears_published(&self, n: u64) {
-        self.rules.clears.inc_by(n);
-    }
-
-    pub fn summaries_published(&self, n: u64) {
-        self.rules.summaries.inc_by(n);
-    }
-
-    /// What the rules held back in one batch.
-    pub fn rule_stats(&self, s: &RuleStats) {
-        let r = &self.rules;
-        if s.suppressed_edge > 0 {
-            r.suppressed("edge").inc_by(u64::from(s.suppressed_edge));
-        }
-        if s.suppressed_rate > 0 {
-            r.suppressed("rate_limit")
-                .inc_by(u64::from(s.suppressed_rate));
-        }
-        r.late.inc_by(u64::from(s.late));
-        r.no_event_time.inc_by(u64::from(s.no_event_time));
-    }
-
-    /// Devices with rule state, all shards.
-    pub fn devices(&self, n: usize) {
-        self.rules.devices.set(n as i64);
-    }
-}
-
-/// The counters of the stateful rules.
-#[derive(Default)]
-struct RuleMetrics {
-    clears: Counter,
-    summaries: Counter,
-    suppressed: Family<RuleLabels, Counter>,
-    late: Counter,
-    no_event_time: Counter,
-    devices: Gauge,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RuleLabels {
-    rule: &'static str,
-}
-
-impl RuleMetrics {
-    const SUPPRESSED: [&'static str; 2] = ["edge", "rate_limit"];
-
-    fn register(registry: &mut Registry) -> RuleMetrics {
-        let m = RuleMetrics::default();
-        registry.register(
-            "edgefilter_clears_published",
-            "Clearing messages published (edge mode: a device re-armed), acknowledged at QoS 1",
-            m.clears.clone(),
-        );
-        registry.register(
-            "edgefilter_summaries_published",
-            "Window summaries published (one per device and window), acknowledged at QoS 1",
-            m.summaries.clone(),
-        );
-        registry.register(
-            "edgefilter_alerts_suppressed",
-            "Readings above the threshold that published no alert, by rule (edge: the device had alerted already; rate_limit: within --alert-min-interval)",
-            m.suppressed.clone(),
-        );
-        registry.register(
-            "edgefilter_readings_late",
-            "Readings older than every open window of their device (event time): in no summary",
-            m.late.clone(),
-        );
-        registry.register(
-            "edgefilter_readings_without_event_time",
-            "Readings without a readable --event-time-field, placed by their arrival time",
-            m.no_event_time.clone(),
-        );
-        registry.register(
-            "edgefilter_devices_tracked",
-            "Devices with rule state (edge, rate limit, windows); idle ones are evicted",
-            m.devices.clone(),
-        );
-        for rule in Self::SUPPRESSED {
-            let _ = m.suppressed(rule);
-        }
-        m
-    }
-
-    fn suppressed(&self, rule: &'static str) -> Counter {
-        self.suppressed.get_or_create(&RuleLabels { rule }).clone()
-    }
 }
 
 /// Rate limit of a log line per reason: `Some(events not logged since the last line)` when
@@ -710,36 +425,6 @@ mod tests {
         }
         assert!(text.contains("# UNIT edgefilter_processing_seconds seconds"));
         assert!(text.ends_with("# EOF\n"));
-    }
-
-    #[test]
-    fn pipeline_state_and_process_metrics_render_in_both_formats() {
-        let m = Metrics::new();
-        m.pipeline(PipelineState {
-            pending: 17,
-            inflight: 5,
-            queued: 2,
-            paused: true,
-        });
-        let classic = m.render_prometheus_text();
-        for line in [
-            "edgefilter_pending_messages 17",
-            "edgefilter_inflight_publishes 5",
-            "edgefilter_queued_publishes 2",
-            "edgefilter_input_paused 1",
-            "# TYPE edgefilter_messages_received_total counter",
-            "# TYPE process_cpu_seconds_total counter",
-            "# TYPE process_resident_memory_bytes gauge",
-            concat!(
-                "edgefilter_build_info{version=\"",
-                env!("CARGO_PKG_VERSION"),
-                "\"} 1"
-            ),
-        ] {
-            assert!(classic.contains(line), "missing {line:?} in\n{classic}");
-        }
-        assert!(!classic.contains("# EOF"), "0.0.4 text has no EOF marker");
-        assert!(m.render().contains("edgefilter_pending_messages 17"));
     }
 
     #[test]
