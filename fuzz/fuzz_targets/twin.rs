@@ -9,6 +9,7 @@
 #![no_main]
 
 use edgefilter::mqtt::azure::twin_doc::{self, MAX_REPORTED_VALUE_BYTES};
+use edgefilter::pipeline::rules::RuleSettings;
 use edgefilter::twin::{self, Outcome, Twin};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -38,7 +39,7 @@ fn check(tw: &mut Twin, doc: &[u8]) {
     }
     let reported: Value = serde_json::from_slice(&tw.reported_bytes()).expect("reported is JSON");
     assert!(reported["TemperatureThreshold"].is_number());
-    let patch = twin_doc::reported_patch(tw.threshold(), tw.version(), tw.status());
+    let patch = twin_doc::reported_patch(tw.threshold(), tw.version(), tw.status(), tw.source().as_str());
     let patch: Value = serde_json::from_slice(&patch).expect("reported patch is JSON");
     let status = patch["status"].as_str().expect("status is a string");
     assert!(status.len() <= MAX_REPORTED_VALUE_BYTES);
@@ -47,10 +48,10 @@ fn check(tw: &mut Twin, doc: &[u8]) {
 fuzz_target!(|data: &[u8]| {
     // Generic MQTT twin: the document as a desired patch, twice (the second may be stale),
     // then after a versioned patch.
-    let mut tw = Twin::new(25.0);
+    let mut tw = Twin::new(25.0, RuleSettings::default());
     check(&mut tw, data);
     check(&mut tw, data);
-    let mut tw = Twin::new(25.0);
+    let mut tw = Twin::new(25.0, RuleSettings::default());
     check(&mut tw, br#"{"TemperatureThreshold": 30, "$version": 5}"#);
     check(&mut tw, data);
 
@@ -67,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(p) = via_map {
             assert_eq!(p.version, full.desired_version);
         }
-        let mut tw = Twin::new(25.0);
+        let mut tw = Twin::new(25.0, RuleSettings::default());
         check(&mut tw, &desired);
     }
 });
