@@ -20,7 +20,8 @@
 //!   under the flags and variables, `config check|print`; [`shutdown`] is the stop signal.
 //! - [`io`]: everything that touches a socket — the connection loop ([`io::connection`]) with
 //!   its transport, handshake and reconnect policy, TLS, the IoT Edge identity and workload
-//!   API, the embedded broker, the metrics endpoint.
+//!   API, the embedded broker, the metrics endpoint. Its parts take small settings of their
+//!   own, which [`plan`] builds: `io` does not read [`config`].
 //! - [`flow`]: the per-connection protocol logic as one synchronous state machine (events in,
 //!   effects out, time as an argument), with the broker's dialect ([`flow::dialect`]: generic
 //!   MQTT or IoT Edge topics).
