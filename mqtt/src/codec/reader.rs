@@ -43,9 +43,13 @@ impl Reader {
                 return Ok(None);
             }
         }
-        match decode(self.version, buf, self.max) {
-            Err(CodecError::TooLarge { .. }) => {}
+        let too_large = match decode(self.version, buf, self.max) {
+            Err(e @ CodecError::TooLarge { .. }) => e,
             other => return other,
+        };
+        if buf.first().is_some_and(|&byte1| byte1 >> 4 != 3) {
+            // Only a PUBLISH is streamed; any other packet over the limit is the error.
+            return Err(too_large);
         }
         let Some(head) = oversize_head(self.version, buf, self.keep)? else {
             return Ok(None);
@@ -87,9 +91,6 @@ fn oversize_head(
     let Some(&byte1) = buf.first() else {
         return Ok(None);
     };
-    if byte1 >> 4 != 3 {
-        return Err(CodecError::TooLarge { max: 0 });
-    }
     let Some((remaining, mut at)) = var_int(buf, 1)? else {
         return Ok(None);
     };
@@ -247,6 +248,9 @@ mod tests {
         // A SUBACK announcing 1 MiB: not a PUBLISH, nothing to skip it for.
         let mut reader = Reader::new(Version::V4, 1024, 100);
         let mut buf = BytesMut::from(&[0x90, 0x80, 0x80, 0x40][..]);
-        assert!(reader.next(&mut buf).is_err());
+        assert!(matches!(
+            reader.next(&mut buf),
+            Err(CodecError::TooLarge { max: 1024 })
+        ));
     }
 }
