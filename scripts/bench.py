@@ -5,7 +5,10 @@ mosquitto, with the same messages, alert ratio and sink (loadgen), in one run.
 For every scenario and QoS, a fresh mosquitto (the peers' settings, on a free port) and a fresh
 filter process are started; loadgen then
   - bursts N messages as fast as it can (throughput in and out, lost), and
-  - paces R msg/s for D seconds (latency p50/p99 from the intended send time, lost),
+  - paces R msg/s for D seconds (latency p50/p99 from the intended send time, lost), and
+  - with --modes …,overload: offers --overload-rate msg/s for --overload-duration seconds, far
+    past what the path passes, and reports what passes end to end (against the same run's
+    burst), lost, duplicates and peak RSS of filter and broker,
 while the filter's and the broker's CPU time (/proc/<pid>/stat) and peak RSS (VmHWM) are read.
 
 Scenarios:
@@ -13,6 +16,9 @@ Scenarios:
                 the ceiling of the broker path for this flow
   edgefilter    edgefilter run --broker … (default settings: --workers = CPU count)
   edgefilter-w0 edgefilter run --workers 0 (verdicts on the connection thread)
+  edgefilter-shared
+                edgefilter run --publisher-connection shared (one connection for inputs and
+                publishes, as under IoT Edge)
   rules         edgefilter run with every alert rule on (RULES_FILTER: edge mode, hysteresis,
                 clearing messages, rate limit, 1 s summaries on event time); loadgen is told the
                 same rules (RULES_LOADGEN), so its lost/unexpected stay exact for alerts, clears
@@ -183,6 +189,9 @@ class Run:
             return [binary, "run", "--broker", f"mqtt://127.0.0.1:{port}"] + common
         if s == "rules":
             return [binary, "run", "--broker", f"mqtt://127.0.0.1:{port}"] + RULES_FILTER + common
+        if s == "edgefilter-shared":
+            return [binary, "run", "--broker", f"mqtt://127.0.0.1:{port}", "--publisher-connection",
+                    "shared"] + common
         if s == "edgefilter-w0":
             return [binary, "run", "--broker", f"mqtt://127.0.0.1:{port}", "--workers", "0"] + common
         if s == "embedded":
@@ -264,6 +273,10 @@ def measure(scenario, qos, mode, a, tmpdir, rep=0):
         run.start()
         if mode == "burst":
             r = run.loadgen(["--count", str(a.n)] + extra, a.timeout)
+        elif mode == "overload":
+            r = run.loadgen(["--rate", str(a.overload_rate), "--duration",
+                             f"{a.overload_duration}s", "--drain-timeout", "20s"] + extra,
+                            max(a.timeout, 10 * a.overload_duration + 120))
         else:
             r = run.loadgen(["--rate", str(a.rate[qos]), "--duration", f"{a.duration}s", "--tick", a.tick]
                             + extra, a.timeout)
@@ -282,7 +295,8 @@ def instances(scenario):
 def available(scenario):
     if scenario.startswith("base"):
         return BASE_BIN is not None and os.path.exists(BASE_BIN)
-    if scenario in ("edgefilter", "edgefilter-w0", "embedded", "share1", "share3", "rules"):
+    if scenario in ("edgefilter", "edgefilter-w0", "edgefilter-shared", "embedded", "share1",
+                    "share3", "rules"):
         return os.path.exists(EDGEFILTER)
     if scenario == "rumqttc":
         return os.path.exists(RUMQTTC_FILTER)
@@ -336,6 +350,26 @@ def row(scenario, qos, runs):
     )
 
 
+def overload_row(scenario, qos, runs):
+    """Sustained overload against the same run's burst: does the path collapse, lose,
+    duplicate or grow?"""
+    burst = [r for r in runs if r["mode"] == "burst" and "summary" in r]
+    over = [r for r in runs if r["mode"] == "overload" and "summary" in r]
+
+    def fmt(x, spec="{:,.0f}"):
+        return "–" if x is None else spec.format(x)
+
+    b = med([r["summary"]["throughput"] for r in burst])
+    o = med([r["summary"]["throughput"] for r in over])
+    return "| {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+        scenario, qos, fmt(o), fmt(b), fmt(o / b if o and b else None, "{:.2f}x"),
+        fmt(max([lost_all(r["summary"]) for r in over], default=None)),
+        fmt(max([r["summary"]["duplicates"] for r in over], default=None)),
+        fmt(max([r.get("filter_rss_mb") or 0 for r in over], default=None), "{:.0f}"),
+        fmt(max([r.get("broker_rss_mb") or 0 for r in over], default=None), "{:.0f}"),
+    )
+
+
 def scale_row(scenario, qos, runs):
     """Scale-out: where the CPU goes during the burst (cores busy = CPU s / loadgen wall s)."""
     burst = [r for r in runs if r["mode"] == "burst" and "summary" in r]
@@ -380,6 +414,10 @@ def main():
     ap.add_argument("--timeout", type=int, default=180, help="seconds before a loadgen run is abandoned")
     ap.add_argument("--report-dir", help="write loadgen's --report (HTML charts) of every run into this directory")
     ap.add_argument("--base-bin", help="an edgefilter binary of another commit, for the base* scenarios")
+    ap.add_argument("--overload-rate", type=int, default=150_000,
+                    help="offered msg/s of the overload mode")
+    ap.add_argument("--overload-duration", type=int, default=15,
+                    help="seconds of the overload mode")
     ap.add_argument("--interleave", action="store_true",
                     help="repetition outermost (rep 1 of every scenario, then rep 2, ...): fairer "
                          "before/after comparisons on a machine whose load drifts")
@@ -442,6 +480,17 @@ def main():
             runs = [r for r in results if r["scenario"] == scenario and r["qos"] == qos]
             if runs:
                 print(row(scenario, qos, runs))
+    if "overload" in a.modes.split(","):
+        print(f"\nSustained overload ({a.overload_rate:,} msg/s offered for {a.overload_duration} s; "
+              "msg/s end to end, median; lost, duplicates and peak RSS: the worst run):\n")
+        print("| scenario | QoS | overload msg/s | burst msg/s | overload / burst | lost | duplicates "
+              "| filter peak RSS MB | broker peak RSS MB |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for qos in sorted({r["qos"] for r in results}):
+            for scenario in a.scenarios.split(","):
+                runs = [r for r in results if r["scenario"] == scenario and r["qos"] == qos]
+                if any(r["mode"] == "overload" for r in runs):
+                    print(overload_row(scenario, qos, runs))
     share = [s for s in a.scenarios.split(",") if s.startswith("share")]
     if share:
         print("\nScale-out (burst; cores busy = CPU seconds ÷ loadgen wall seconds, median):\n")

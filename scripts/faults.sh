@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fault suite (RELIABILITY.md): edgefilter between a persistent mosquitto and loadgen at QoS 1,
-# with kill -9 x3, SIGTERM x3, broker restart x2, 2x overload, a twin hammer, a poison topic and
+# with kill -9 x3, SIGTERM x3, broker restart x2, overload (x5 each: through mosquitto with the
+# sink at QoS 0 and 1, and on the embedded broker), a twin hammer, a poison topic and
 # oversize bodies; prints one table (case, sent, lost, duplicates, peak RSS, recovery, result).
 #   scripts/faults.sh            # the full suite, release build (about 4 minutes)
 #   scripts/faults.sh --short    # CI: shorter runs, debug build; known failures listed, not run

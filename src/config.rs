@@ -60,6 +60,19 @@ pub enum BatchFormat {
     Array,
 }
 
+/// Which connection the filter's own publishes (alerts, dead letters, twin reports) take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PublisherConnection {
+    /// A second connection (client id `<--client-id>-out`): the input connection can then
+    /// stop reading when `--max-pending` inputs are held (TCP backpressure on the broker)
+    /// without holding up the PUBACKs those inputs wait for.
+    Separate,
+    /// The input connection: one client id, but under overload reading goes on for those
+    /// PUBACKs (up to 8 × `--max-pending` held inputs), so a broker that overshoots its
+    /// Receive Maximum can stall it until the keep-alive gives up. Always so under IoT Edge.
+    Shared,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -255,6 +268,17 @@ pub struct RunArgs {
         default_value = "single"
     )]
     pub batch_format: BatchFormat,
+
+    /// Which connection alerts, dead letters and twin reports take: `separate` (a second
+    /// connection, client id `<--client-id>-out`) or `shared` (the input connection). IoT Edge
+    /// always shares (one module identity).
+    #[arg(
+        long,
+        env = "EDGEFILTER_PUBLISHER_CONNECTION",
+        value_enum,
+        default_value = "separate"
+    )]
+    pub publisher_connection: PublisherConnection,
 
     /// Topic for rejected input (with the reason); empty disables dead-lettering.
     #[arg(

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::rules::default_v4_clear_template;
-use crate::config::{AzureEdge, BatchFormat, MqttVersion, OutboxDurability, Settings, Target};
+use crate::config::{
+    AzureEdge, BatchFormat, MqttVersion, OutboxDurability, PublisherConnection, Settings, Target,
+};
 use crate::flow::dialect::{Azure, Dialect, Generic};
 use crate::flow::{AckPolicy, FlowConfig};
 use crate::io::azure::{AzureError, AzureIdentity, EDGEHUB_MQTT_PORT};
@@ -49,6 +51,9 @@ pub struct Plan {
     pub tls: TlsPlan,
     pub version: Version,
     pub connect: ConnectOptions,
+    /// The client id of the connection our publishes take when it is not the input one
+    /// (`FlowConfig::separate_publisher`).
+    pub publisher_client_id: Option<String>,
     pub quick_ack: QuickAck,
     /// The largest packet read whole (`codec::Reader`): an input within `--max-payload`
     /// fits with room for its topic and properties; anything larger is dead-lettered as
@@ -77,10 +82,15 @@ pub struct OutboxPlan {
 /// The largest packet MQTT can carry (a 4-byte remaining length plus the fixed header).
 pub const MAX_PACKET: u32 = 268_435_455 + 5;
 
-/// Inputs held at most (`FlowConfig::max_held`) per `--max-pending`: room for a broker that
-/// sends past our Receive Maximum (mosquitto 2.0.11 does, see `FlowConfig::max_held`) before
-/// the costly way out (inputs left with the broker until a reconnect).
+/// On one connection, inputs held at most (`FlowConfig::max_held`) per `--max-pending`: room
+/// for a broker that sends past our Receive Maximum while PUBACKs for our publishes are due on
+/// the same socket (mosquitto 2.0.11 overshoots it on in-order PUBACKs).
 pub const HELD_PER_PENDING: usize = 8;
+
+/// The publisher connection's client id for the filter's `client_id`.
+pub fn publisher_client_id(client_id: &str) -> String {
+    format!("{client_id}-out")
+}
 
 /// The largest input packet read whole: the payload limit plus room for the longest topic
 /// and 64 KiB of properties.
@@ -127,6 +137,7 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
                 max_payload: settings.max_payload,
                 options: settings.broker.clone(),
                 filter_client_id: settings.client_id.clone(),
+                filter_publisher_id: publisher_client_id(&settings.client_id),
                 twin_topic: settings.twin_topic.clone(),
                 input_topics: settings.input_topics.clone(),
             });
@@ -147,6 +158,8 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
     };
     let in_azure = azure.is_some();
     let on_embedded = embedded.is_some();
+    let separate_publisher =
+        !in_azure && settings.publisher_connection == PublisherConnection::Separate;
     let dialect = match &azure {
         Some(identity) => Dialect::Azure(Box::new(
             Azure::new(
@@ -205,6 +218,7 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
             username: settings.username.clone(),
             password: settings.password.clone(),
         },
+        publisher_client_id: separate_publisher.then(|| publisher_client_id(&settings.client_id)),
         read_limit: read_limit(settings.max_payload),
         quick_ack: if !in_azure && on_embedded {
             QuickAck::Always
@@ -224,6 +238,7 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
             inline_batch: settings.inline_batch,
             max_pending: settings.max_pending,
             max_held: settings.max_pending.saturating_mul(HELD_PER_PENDING),
+            separate_publisher,
             max_inflight: settings.max_inflight,
             batch_max: settings.batch_max,
             batch_linger: settings.batch_linger,

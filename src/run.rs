@@ -153,6 +153,7 @@ pub async fn run(
         version: plan.version,
         endpoint,
         connect: plan.connect,
+        publisher_client_id: plan.publisher_client_id,
         quick_ack: plan.quick_ack,
         read_limit: plan.read_limit,
         azure: plan.azure.map(|identity| AzureLink {

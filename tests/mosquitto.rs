@@ -2,7 +2,8 @@
 //! exactly the expected ones, byte-identical, with `MessageType=Alert` and the input's
 //! properties (MQTT 5); the twin changes later verdicts and reports; invalid patches are
 //! refused; rejected input is dead-lettered with its reason; at QoS 1 a SIGKILL mid-stream
-//! loses no alert; SIGTERM drains and exits 0; share groups split the input.
+//! loses no alert; SIGTERM drains and exits 0; share groups split the input; sustained
+//! overload is absorbed by flow control, without a reconnect, a loss or a duplicate.
 
 mod common;
 
@@ -578,4 +579,72 @@ async fn a_share_group_splits_the_input() {
         .filter_map(|r| seq_of(&r.payload))
         .collect();
     assert_eq!(seqs.len(), 200);
+}
+
+/// Overload through mosquitto 2.0.11, which overshoots our Receive Maximum: loadgen bursts far
+/// faster than a debug build filters, with a small `--max-pending`, three times. The input
+/// connection stops reading at `--max-pending` held inputs while the publisher connection
+/// carries the alerts and their PUBACKs: every alert once, no reconnect (before: inputs past
+/// 8 × `--max-pending` were left with the broker and the filter reconnected to get them back,
+/// with duplicates, session takeovers and, rarely, loss).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_absorbed_without_a_reconnect_a_loss_or_a_duplicate() {
+    for round in 0..3 {
+        for sink_qos in ["0", "1"] {
+            let broker = Mosquitto::start();
+            let url = broker.url();
+            let id = format!("ovl-{round}-{sink_qos}");
+            let mut filter = FilterProcess::spawn(&[
+                "--broker",
+                url.as_str(),
+                "--client-id",
+                &id,
+                "--metrics-addr",
+                "off",
+                "--max-pending",
+                "32",
+            ]);
+            filter.wait_log("connected to", WAIT).await;
+            let s = loadgen(&[
+                "--broker",
+                &url,
+                "--count",
+                "20000",
+                "--connections",
+                "2",
+                "--qos",
+                "1",
+                "--sink-qos",
+                sink_qos,
+                "--alert-ratio",
+                "0.5",
+                "--no-progress",
+                "--drain-timeout",
+                "20s",
+            ])
+            .await;
+            let log = filter.log();
+            assert!(
+                s.passed() && s.lost == 0 && s.duplicates == 0,
+                "round {round}, sink QoS {sink_qos}:\n{}\n{log}",
+                s.table()
+            );
+            assert!(
+                !log.contains("reconnecting"),
+                "flow control, not reconnects:\n{log}"
+            );
+            assert_eq!(
+                log.matches("connected to").count(),
+                2,
+                "one input and one publisher connection, never again:\n{log}"
+            );
+            assert!(
+                !broker.log().contains("already connected"),
+                "no session takeover:\n{}",
+                broker.log()
+            );
+            filter.signal("TERM");
+            assert!(filter.wait_exit(WAIT).await.success());
+        }
+    }
 }

@@ -19,7 +19,6 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::Parser;
 use common::*;
 use serde_json::Value;
 
@@ -296,8 +295,7 @@ async fn prometheus_scrapes_loadgen_exact_counts() {
 
     // loadgen: 3 s at 2000 msg/s, 30 % alerts, 5 % malformed (rejected as not_json).
     let url = broker.url();
-    let args = loadgen::cli::Args::try_parse_from([
-        "loadgen",
+    let s = loadgen(&[
         "--broker",
         &url,
         "--rate",
@@ -314,13 +312,7 @@ async fn prometheus_scrapes_loadgen_exact_counts() {
         "--drain-timeout",
         "20s",
     ])
-    .unwrap();
-    let cfg = args.validate().unwrap();
-    let outcome = tokio::task::spawn_blocking(move || loadgen::run::run(&cfg))
-        .await
-        .unwrap()
-        .unwrap();
-    let s = outcome.summary;
+    .await;
     assert!(s.passed() && s.duplicates == 0, "{}", s.table());
     assert!(s.malformed > 0 && s.expected_alerts > 0 && s.probes > 0);
 

@@ -85,7 +85,18 @@ fn next_packet(s: &mut TcpStream, buf: &mut BytesMut, deadline: Instant) -> Opti
 fn a_publish_in_the_segment_of_the_last_suback_is_handled_at_once() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let _filter = start_filter(port, &["--qos", "0", "--keep-alive", "60s"]);
+    // One connection: this broker plays the input connection only.
+    let _filter = start_filter(
+        port,
+        &[
+            "--qos",
+            "0",
+            "--keep-alive",
+            "60s",
+            "--publisher-connection",
+            "shared",
+        ],
+    );
     listener.set_nonblocking(false).unwrap();
     let (mut s, _) = listener.accept().unwrap();
     let mut buf = BytesMut::new();

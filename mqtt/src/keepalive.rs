@@ -2,7 +2,10 @@
 //! write something at least once per keep-alive interval — a PINGREQ when it has nothing
 //! else — and gives the connection up when a ping stays unanswered for a whole interval.
 //! The interval is the one we asked for in CONNECT, or the broker's `server_keep_alive` from
-//! an MQTT 5 CONNACK, which overrides it; 0 turns keep-alive off. Time is an argument.
+//! an MQTT 5 CONNACK, which overrides it; 0 turns keep-alive off. While the client does not
+//! read its socket (flow control), a PINGRESP may wait behind unread packets: then pings still
+//! go out when the connection is silent, but none times out until reading resumes, and the
+//! wait for an unanswered one starts again then. Time is an argument.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +26,8 @@ pub struct KeepAlive {
     interval: Option<Duration>,
     last_write: Instant,
     ping_sent: Option<Instant>,
+    /// The client is not reading its socket: an answer may be waiting unread.
+    paused: bool,
 }
 
 impl KeepAlive {
@@ -32,7 +37,17 @@ impl KeepAlive {
             interval: (interval_secs > 0).then(|| Duration::from_secs(u64::from(interval_secs))),
             last_write: now,
             ping_sent: None,
+            paused: false,
         }
+    }
+
+    /// Whether the client reads its socket now. When reading resumes, an unanswered ping
+    /// gets a whole interval again from `now`.
+    pub fn set_reading(&mut self, reading: bool, now: Instant) {
+        if reading && self.paused && self.ping_sent.is_some() {
+            self.ping_sent = Some(now);
+        }
+        self.paused = !reading;
     }
 
     /// The broker's `server_keep_alive` (MQTT 5 CONNACK) replaces the interval we asked for.
@@ -60,13 +75,16 @@ impl KeepAlive {
             return Action::Idle;
         };
         if let Some(sent) = self.ping_sent {
-            if now >= sent + interval {
-                return Action::TimedOut;
+            if !self.paused {
+                return if now >= sent + interval {
+                    Action::TimedOut
+                } else {
+                    Action::Idle
+                };
             }
-            return Action::Idle;
         }
         if now >= self.last_write + interval {
-            self.ping_sent = Some(now);
+            self.ping_sent.get_or_insert(now);
             return Action::Ping;
         }
         Action::Idle
@@ -76,8 +94,8 @@ impl KeepAlive {
     pub fn deadline(&self) -> Option<Instant> {
         let interval = self.interval?;
         Some(match self.ping_sent {
-            Some(sent) => sent + interval,
-            None => self.last_write + interval,
+            Some(sent) if !self.paused => sent + interval,
+            _ => self.last_write + interval,
         })
     }
 }
@@ -115,6 +133,38 @@ mod tests {
         k.pong();
         assert_eq!(k.poll(t0 + 19 * s), Action::Idle);
         assert_eq!(k.poll(t0 + 20 * s), Action::Ping);
+    }
+
+    #[test]
+    fn no_timeout_while_not_reading_and_a_fresh_wait_when_reading_resumes() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut k = KeepAlive::new(10, t0);
+        assert_eq!(k.poll(t0 + 10 * s), Action::Ping);
+        k.wrote(t0 + 10 * s);
+        k.set_reading(false, t0 + 12 * s);
+        assert_eq!(k.poll(t0 + 20 * s), Action::Ping, "silence: ping again");
+        k.wrote(t0 + 20 * s);
+        assert_eq!(k.deadline(), Some(t0 + 30 * s), "the next ping, no timeout");
+        assert_eq!(k.poll(t0 + 25 * s), Action::Idle);
+        k.set_reading(true, t0 + 26 * s);
+        assert_eq!(
+            k.poll(t0 + 35 * s),
+            Action::Idle,
+            "a whole interval from the resume"
+        );
+        assert_eq!(k.poll(t0 + 36 * s), Action::TimedOut);
+        let mut k = KeepAlive::new(10, t0);
+        assert_eq!(k.poll(t0 + 10 * s), Action::Ping);
+        k.wrote(t0 + 15 * s);
+        k.set_reading(false, t0 + 11 * s);
+        k.set_reading(true, t0 + 12 * s);
+        k.pong();
+        assert_eq!(
+            k.poll(t0 + 21 * s),
+            Action::Idle,
+            "answered: nothing to time out"
+        );
     }
 
     #[test]

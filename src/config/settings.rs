@@ -39,6 +39,7 @@ pub struct Settings {
     pub batch_max: usize,
     pub batch_linger: Duration,
     pub batch_format: BatchFormat,
+    pub publisher_connection: PublisherConnection,
     pub dead_letter_topic: Option<String>,
     pub client_id: String,
     pub share_group: Option<String>,
@@ -78,6 +79,7 @@ impl std::fmt::Debug for Settings {
             .field("batch_max", &self.batch_max)
             .field("batch_linger", &self.batch_linger)
             .field("batch_format", &self.batch_format)
+            .field("publisher_connection", &self.publisher_connection)
             .field("dead_letter_topic", &self.dead_letter_topic)
             .field("client_id", &self.client_id)
             .field("share_group", &self.share_group)
@@ -122,6 +124,7 @@ impl Settings {
             batch_max: defaults::BATCH_MAX,
             batch_linger: duration(defaults::BATCH_LINGER),
             batch_format: BatchFormat::Single,
+            publisher_connection: PublisherConnection::Separate,
             dead_letter_topic: Some(defaults::DEAD_LETTER_TOPIC.to_string()),
             client_id: defaults::CLIENT_ID.to_string(),
             share_group: None,

@@ -153,6 +153,7 @@ impl RunArgs {
             batch_max: self.batch_max,
             batch_linger: self.batch_linger,
             batch_format: self.batch_format,
+            publisher_connection: self.publisher_connection,
             dead_letter_topic,
             client_id: self.client_id.clone(),
             share_group: self.share_group.clone(),

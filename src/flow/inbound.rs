@@ -18,7 +18,7 @@ use crate::twin::Outcome;
 
 impl Flow {
     pub(super) fn on_suback(&mut self, pkid: u16, granted: &[Option<u8>]) -> Result<(), FlowError> {
-        let Some(link) = &mut self.link else {
+        let Some(link) = &mut self.input else {
             return Ok(());
         };
         let Some(i) = link.subscribing.iter().position(|(id, _)| *id == pkid) else {
@@ -40,10 +40,15 @@ impl Flow {
 
     pub(super) fn on_publish(&mut self, mut p: InPublish, now: Instant) {
         let pkid = (p.qos > 0).then_some(p.pkid);
+        if pkid.is_some() && self.input.as_ref().is_some_and(|l| l.leaving) {
+            // An earlier PUBLISH was left with the broker: so is this one, whatever it is.
+            return;
+        }
         match self.dialect.route(&mut p) {
             Route::Input(props) => {
                 if self.draining.is_some() {
                     // Not ours any more: unacknowledged, the broker redelivers it next session.
+                    self.leave(p.qos);
                     return;
                 }
                 if p.retain && self.session_present() {
@@ -131,7 +136,11 @@ impl Flow {
         let pkid = (p.qos > 0).then_some(p.pkid);
         match self.dialect.route(&mut p) {
             Route::Input(props) => {
-                if self.draining.is_some() || !self.admit(p.qos) {
+                if self.draining.is_some() {
+                    self.leave(p.qos);
+                    return;
+                }
+                if !self.admit(p.qos) {
                     return;
                 }
                 let seq = self.acks.push(pkid, now);
@@ -158,30 +167,27 @@ impl Flow {
         }
     }
 
-    /// Admits an input into the pipeline, within `--max-pending`. A QoS 1 input over the
-    /// limit is left with the broker (not acknowledged: it comes back after a reconnect), and
-    /// so is every later QoS 1 input of this connection, as acknowledgements must keep the
-    /// arrival order; once the admitted ones are done the flow reconnects (`poll`). A QoS 0
-    /// input over the limit is dropped and counted: at-most-once. A broker that honours our
-    /// Receive Maximum (MQTT 5: `--max-pending`) never sends past the limit.
-    fn admit(&mut self, qos: u8) -> bool {
-        let full = self.acks.len() >= self.cfg.max_held;
-        let Some(link) = self.link.as_mut() else {
-            return false;
-        };
-        if qos > 0 && (full || link.deferred > 0) {
-            if link.deferred == 0 {
-                tracing::warn!(
-                    "the broker sent {} unacknowledged inputs (--max-pending {}, Receive Maximum); the rest stay with the broker until a reconnect once these are done",
-                    self.cfg.max_held,
-                    self.cfg.max_pending
-                );
+    /// Leaves an input with the broker (unacknowledged: it comes again on the next session);
+    /// at QoS 1 every later PUBLISH of this connection is left too, so acknowledgements keep
+    /// arrival order.
+    fn leave(&mut self, qos: u8) {
+        if qos > 0 {
+            if let Some(link) = self.input.as_mut() {
+                link.leaving = true;
             }
-            link.deferred += 1;
-            self.metrics.overload("deferred");
+        }
+    }
+
+    /// Admits an input into the pipeline. Reading stops at `--max-pending` held inputs (see
+    /// `poll`), so what is read is held, whatever the broker sends: a QoS 1 input is never
+    /// left unacknowledged while later ones are acknowledged. Only on one connection, where
+    /// reading may go on past `--max-pending` for the PUBACKs of our publishes, a QoS 0 input
+    /// past the hard bound is dropped and counted (at-most-once).
+    fn admit(&mut self, qos: u8) -> bool {
+        if self.input.is_none() {
             return false;
         }
-        if full {
+        if qos == 0 && !self.cfg.separate_publisher && self.acks.len() >= self.cfg.max_held {
             self.metrics.overload("dropped_qos0");
             return false;
         }

@@ -1,25 +1,32 @@
-//! The filter's per-connection protocol logic as one synchronous state machine: everything
-//! between the bytes read from the broker and the bytes written back, except the I/O itself.
+//! The filter's protocol logic as one synchronous state machine: everything between the bytes
+//! read from the broker and the bytes written back, except the I/O itself.
 //!
 //! ```text
 //!  on_connack ─┐                       ┌─▶ SUBSCRIBE, resend (DUP) or requeue, reported twin
 //!  on_packet ──┤  inputs ─▶ shards ─▶ next_dispatch() ─▶ (stage, inline or on a worker)
-//!  on_verdicts ┤  alerts ─▶ batcher ─▶ outgoing QoS 1 window ─▶ output()   (PUBLISH)
-//!  tick(now) ──┤  acks in arrival order, each input once every publish it caused is acked (PUBACK)
+//!  on_verdicts ┤  alerts ─▶ batcher ─▶ outgoing QoS 1 window ─▶ output(Publish)   (PUBLISH)
+//!  tick(now) ──┤  acks in arrival order, each input once every publish it caused is acked
 //!  start_drain ┘  twin patches, keep-alive (PINGREQ), drain (DISCONNECT)   poll(now): read?, wake, exit
 //! ```
 //!
 //! Events go in (`on_connack`, `on_packet`, `on_verdicts`, `tick`, `start_drain`,
-//! `connection_lost`); effects come out: the bytes to write ([`Flow::output`]), the batches to
-//! decide ([`Flow::next_dispatch`]) and, from [`Flow::poll`], whether to read, when to wake up
-//! and whether the connection is done. There is no socket, no runtime and no clock in here:
-//! time is an argument, so every protocol rule is unit-tested with scripted packets
-//! (`tests.rs`). `io::connection` is the thin I/O loop around it.
+//! `connection_lost`); effects come out: the bytes to write to each connection
+//! ([`Flow::output`]), the batches to decide ([`Flow::next_dispatch`]) and, from
+//! [`Flow::poll`], whether to read the input connection, when to wake up and whether the
+//! connections are done. There is no socket, no runtime and no clock in here: time is an
+//! argument, so every protocol rule is unit-tested with scripted packets (`tests.rs`).
+//! `io::connection` is the thin I/O loop around it.
+//!
+//! The filter has one or two connections ([`Role`]): inputs, their PUBACKs and the
+//! subscriptions on the input connection; our publishes and their PUBACKs on the publisher
+//! connection when it is separate (generic MQTT), else on the input connection too (IoT Edge).
+//! Separate, the input connection can stop reading at `--max-pending` held inputs — flow
+//! control by TCP — while the PUBACKs those inputs wait for still arrive.
 //!
 //! One `Flow` lives as long as the filter: across reconnects it keeps the twin, the alerts not
-//! yet acknowledged (resent with DUP when the session resumed, requeued when it did not) and
-//! the jobs still with the workers; inputs of a lost connection are forgotten (the broker
-//! redelivers them), so their late verdicts publish nothing twice.
+//! yet acknowledged (resent with DUP when the publishing session resumed, requeued when it did
+//! not) and the jobs still with the workers; inputs of a lost input connection are forgotten
+//! (the broker redelivers them), so their late verdicts publish nothing twice.
 
 mod dead_letter;
 pub mod dialect;
@@ -89,14 +96,21 @@ pub struct FlowConfig {
     /// Batches up to this size are decided on the connection's thread when their worker is
     /// idle (0: every batch goes to the workers).
     pub inline_batch: usize,
-    /// Inputs in the pipeline (received, not yet acknowledged) before reading pauses.
+    /// Inputs in the pipeline (received, not yet acknowledged) before reading pauses; also
+    /// our Receive Maximum (MQTT 5).
     pub max_pending: usize,
-    /// Most inputs held at once whatever the broker sends: past it, QoS 1 inputs stay with
-    /// the broker until a reconnect and QoS 0 inputs are dropped (counted). Above
-    /// `max_pending` (our Receive Maximum) because brokers overshoot it: mosquitto 2.0.11 was
-    /// measured sending ~30,000 unacknowledged inputs against a Receive Maximum of 8,192, and
-    /// every time this bound is hit costs a reconnect.
+    /// One connection only (IoT Edge: one module identity): the most inputs held while
+    /// reading goes on past `max_pending` for the PUBACKs of our own publishes, which arrive on
+    /// that same socket; past it reading stops whatever is in flight, and QoS 0 inputs already
+    /// read are dropped (counted). Unused with a separate publisher connection, which stops
+    /// reading at `max_pending`.
     pub max_held: usize,
+    /// Our publishes (alerts, dead letters, twin reports) go on a connection of their own
+    /// ([`Role::Publish`]), so that the input connection can stop reading when `max_pending`
+    /// inputs are held — TCP then pushes back on the broker — without holding up the PUBACKs
+    /// those inputs wait for. Off under IoT Edge (one identity, and edgeHub delivers one
+    /// message at a time).
+    pub separate_publisher: bool,
     /// Our limit of unacknowledged outgoing QoS 1 publishes (the broker's Receive Maximum
     /// also applies).
     pub max_inflight: u16,
@@ -132,19 +146,28 @@ pub enum Drain {
     Shutdown,
     /// The IoT Edge SAS token expires soon: then disconnect and reconnect with a fresh one.
     Renew,
-    /// QoS 1 inputs were left with the broker (`--max-pending` reached): once the admitted
-    /// ones are done, reconnect at once so the broker delivers the others again.
-    Overflow,
+}
+
+/// The filter's connections to the broker (one, or two with
+/// [`FlowConfig::separate_publisher`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Subscriptions, inputs and their PUBACKs (and, on one connection, everything).
+    Input,
+    /// Our publishes and the broker's PUBACKs for them.
+    Publish,
 }
 
 /// What [`Flow::poll`] tells the I/O loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Poll {
-    /// Whether to read from the socket (input credit).
+    /// Whether to read from the input connection (input credit). The publisher connection is
+    /// always read.
     pub read: bool,
     /// When to call [`Flow::tick`] at the latest.
     pub wake: Option<Instant>,
-    /// The drain is complete and the DISCONNECT is in the output: write it and close.
+    /// The drain is complete and the DISCONNECT is in the output of every connection: write
+    /// it and close.
     pub exit: Option<Drain>,
 }
 
@@ -156,19 +179,38 @@ struct Shard {
     with_worker: usize,
 }
 
-/// State of the current connection.
+/// State of one live connection.
 #[derive(Debug)]
 struct Link {
     keepalive: KeepAlive,
     session_present: bool,
     /// SUBSCRIBE packet ids awaiting their SUBACK, with their filters.
     subscribing: Vec<(u16, Vec<String>)>,
-    /// The broker's Maximum Packet Size (MQTT 5).
-    max_packet: Option<u32>,
-    /// QoS 1 inputs left with the broker because `--max-pending` was reached (see `admit`).
-    deferred: u64,
     /// The DISCONNECT is written: the connection ends for this reason.
     closing: Option<Drain>,
+    /// A QoS 1 PUBLISH was left unacknowledged (a drain): every later one is left too. A
+    /// PUBACK after one left out would break arrival order, and a broker that reuses packet
+    /// ids in flight (mosquitto 2.0.11 past 65,535 of them) applies it to the wrong message.
+    leaving: bool,
+    /// Whether this connection's socket is read now (the input connection's flow control).
+    reading: bool,
+}
+
+impl Link {
+    fn new(info: &ConnAckInfo, keep_alive_secs: u16, now: Instant) -> Link {
+        let mut keepalive = KeepAlive::new(keep_alive_secs, now);
+        if let Some(secs) = info.server_keep_alive {
+            keepalive.server_keep_alive(secs);
+        }
+        Link {
+            keepalive,
+            session_present: info.session_present,
+            subscribing: Vec::new(),
+            closing: None,
+            leaving: false,
+            reading: true,
+        }
+    }
 }
 
 /// The per-connection protocol logic (see the module documentation).
@@ -184,7 +226,10 @@ pub struct Flow {
     acks: AckOrder,
     out: Outgoing<Sent>,
     batcher: Batcher<PendingAlert>,
+    /// What to write to the input connection (everything, on one connection).
     wbuf: BytesMut,
+    /// What to write to the publisher connection.
+    pbuf: BytesMut,
     shards: Vec<Shard>,
     /// Vectors that came back with decided batches, for reuse.
     spare_jobs: Vec<Vec<Job<Meta>>>,
@@ -199,7 +244,13 @@ pub struct Flow {
     devices: Vec<usize>,
     /// Batches decided on but not yet taken by the I/O loop, in order.
     ready: VecDeque<Batch<Meta>>,
-    link: Option<Link>,
+    /// The input connection, when it is up.
+    input: Option<Link>,
+    /// The publisher connection, when it is up (separate publisher only).
+    publisher: Option<Link>,
+    /// The broker's Maximum Packet Size (MQTT 5) on the connection our publishes take, kept
+    /// across its reconnects.
+    max_packet: Option<u32>,
     /// Every subscription of some connection was granted (a later refusal is not a startup
     /// mistake).
     subscribed_once: bool,
@@ -236,12 +287,15 @@ impl Flow {
             batcher: Batcher::new(cfg.batch_max, cfg.batch_linger),
             acks: AckOrder::new(),
             wbuf: BytesMut::with_capacity(64 * 1024),
+            pbuf: BytesMut::new(),
             shards,
             spare_jobs: Vec::new(),
             spare_outs: Vec::new(),
             in_stages: 0,
             ready: VecDeque::new(),
-            link: None,
+            input: None,
+            publisher: None,
+            max_packet: None,
             subscribed_once: false,
             draining: None,
             renew_at: None,
@@ -257,27 +311,40 @@ impl Flow {
 
     // ----- events -------------------------------------------------------------------------
 
-    /// The broker accepted our CONNECT: subscribe, resend (the session resumed) or requeue
-    /// (a new session) what was in flight, report the twin state and, under IoT Edge, ask for
+    /// The broker accepted the CONNECT of one of our connections. Whichever carries our
+    /// publishes resends (the session resumed) or requeues (a new session) what was in flight;
+    /// the input connection subscribes, reports the twin state and, under IoT Edge, asks for
     /// the full twin.
-    pub fn on_connack(&mut self, info: &ConnAckInfo, now: Instant) -> Result<(), FlowError> {
-        let mut keepalive = KeepAlive::new(self.cfg.keep_alive_secs, now);
-        if let Some(secs) = info.server_keep_alive {
-            keepalive.server_keep_alive(secs);
-        }
-        let window = info
-            .receive_maximum
-            .unwrap_or(u16::MAX)
-            .min(self.cfg.max_inflight);
-        self.out.set_window(window);
-        if info.session_present {
-            let wbuf = &mut self.wbuf;
-            let n = self.out.resend(|p| write_publish(p, wbuf));
-            if n > 0 {
-                tracing::info!("session resumed: resent {n} unacknowledged publishes");
+    pub fn on_connack(
+        &mut self,
+        role: Role,
+        info: &ConnAckInfo,
+        now: Instant,
+    ) -> Result<(), FlowError> {
+        let link = Link::new(info, self.cfg.keep_alive_secs, now);
+        if role == self.publish_role() {
+            let window = info
+                .receive_maximum
+                .unwrap_or(u16::MAX)
+                .min(self.cfg.max_inflight);
+            self.out.set_window(window);
+            self.max_packet = info.maximum_packet_size;
+            if info.session_present {
+                let buf = match role {
+                    Role::Input => &mut self.wbuf,
+                    Role::Publish => &mut self.pbuf,
+                };
+                let n = self.out.resend(|p| write_publish(p, buf));
+                if n > 0 {
+                    tracing::info!("session resumed: resent {n} unacknowledged publishes");
+                }
+            } else {
+                self.out.requeue_all();
             }
-        } else {
-            self.out.requeue_all();
+        }
+        if role == Role::Publish {
+            self.publisher = Some(link);
+            return Ok(());
         }
         let mut subscribing = Vec::new();
         for (filters, qos, no_local) in self.dialect.subscriptions() {
@@ -294,13 +361,9 @@ impl Flow {
             )?;
             subscribing.push((pkid, filters));
         }
-        self.link = Some(Link {
-            keepalive,
-            session_present: info.session_present,
+        self.input = Some(Link {
             subscribing,
-            max_packet: info.maximum_packet_size,
-            deferred: 0,
-            closing: None,
+            ..link
         });
         if matches!(self.dialect, Dialect::Azure(_)) && self.twin.source() == Source::Default {
             // IoT Edge: the GET below answers; until then the report says so.
@@ -313,11 +376,12 @@ impl Flow {
         Ok(())
     }
 
-    /// One packet from the broker.
-    pub fn on_packet(&mut self, p: Inbound, now: Instant) -> Result<(), FlowError> {
+    /// One packet from the broker on connection `role`.
+    pub fn on_packet(&mut self, role: Role, p: Inbound, now: Instant) -> Result<(), FlowError> {
         match p {
-            Inbound::Publish(publish) => self.on_publish(publish, now),
-            Inbound::PubAck { pkid, ok, reason } => {
+            Inbound::Publish(publish) if role == Role::Input => self.on_publish(publish, now),
+            Inbound::Publish(publish) => self.stray_publish(publish.qos, publish.pkid),
+            Inbound::PubAck { pkid, ok, reason } if role == self.publish_role() => {
                 if !ok {
                     tracing::warn!("the broker refused publish {pkid}: {reason}");
                 }
@@ -326,18 +390,36 @@ impl Flow {
                     None => tracing::debug!("PUBACK for unknown packet id {pkid}"),
                 }
             }
+            Inbound::PubAck { pkid, .. } => {
+                tracing::debug!("PUBACK {pkid} on the input connection, which publishes nothing")
+            }
             Inbound::SubAck { pkid, granted } => self.on_suback(pkid, &granted)?,
             Inbound::PingResp => {
-                if let Some(link) = &mut self.link {
+                if let Some(link) = self.link_mut(role) {
                     link.keepalive.pong();
                 }
             }
             Inbound::ConnAck(_) => return Err(FlowError::Unexpected("CONNACK")),
-            Inbound::OversizePublish { publish, size } => self.on_oversize(publish, size, now),
+            Inbound::OversizePublish { publish, size } if role == Role::Input => {
+                self.on_oversize(publish, size, now)
+            }
+            Inbound::OversizePublish { publish, .. } => {
+                self.stray_publish(publish.qos, publish.pkid)
+            }
             Inbound::Disconnect { reason } => return Err(FlowError::Disconnected(reason)),
             Inbound::Other(name) => tracing::debug!("ignoring {name} from the broker"),
         }
         Ok(())
+    }
+
+    /// A PUBLISH on the publisher connection, which subscribes to nothing (a subscription
+    /// left in its session by another program using the same client id): acknowledged at
+    /// once and ignored, so it never comes back.
+    fn stray_publish(&mut self, qos: u8, pkid: u16) {
+        self.metrics.ignored(1);
+        if qos > 0 {
+            let _ = Encoder::puback(self.cfg.version, &mut self.pbuf, pkid);
+        }
     }
 
     /// A batch came back from its stage (a worker, or the I/O loop's thread).
@@ -350,7 +432,7 @@ impl Flow {
         // With per-device state the stage has moved on: a redelivered input will be judged
         // against the state this one left, so what this one caused must go out.
         let stateless = batch.rules.stateless();
-        let session_present = self.link.as_ref().is_some_and(|l| l.session_present);
+        let session_present = self.session_present();
         let mut outs = batch.outs.iter().peekable();
         let mut unmatched = 0;
         for (i, job) in batch.jobs.drain(..).enumerate() {
@@ -422,8 +504,8 @@ impl Flow {
         }
     }
 
-    /// Timers: keep-alive (ping, or give up), the IoT Edge token renewal, the rules' windows
-    /// and idle devices.
+    /// Timers: keep-alive (ping, or give up) on each connection, the IoT Edge token renewal,
+    /// the rules' windows and idle devices.
     pub fn tick(&mut self, now: Instant) -> Result<(), FlowError> {
         self.rule_timer(now);
         self.twin_timer(now);
@@ -431,21 +513,27 @@ impl Flow {
             self.renew_at = None;
             self.start_drain(Drain::Renew, now);
         }
-        let Some(link) = &mut self.link else {
-            return Ok(());
-        };
-        match link.keepalive.poll(now) {
-            Action::Idle => Ok(()),
-            Action::Ping => Ok(Encoder::pingreq(self.cfg.version, &mut self.wbuf).map(|_| ())?),
-            Action::TimedOut => Err(FlowError::PingTimeout),
+        for role in [Role::Input, Role::Publish] {
+            let Some(link) = self.link_mut(role) else {
+                continue;
+            };
+            match link.keepalive.poll(now) {
+                Action::Idle => {}
+                Action::Ping => {
+                    let version = self.cfg.version;
+                    Encoder::pingreq(version, self.buf(role))?;
+                }
+                Action::TimedOut => return Err(FlowError::PingTimeout),
+            }
         }
+        Ok(())
     }
 
     /// Stops taking input and waits (up to `--drain-timeout`) for what is in flight.
     pub fn start_drain(&mut self, why: Drain, now: Instant) {
         match (why, self.draining) {
-            (_, Some((_, Drain::Shutdown))) | (Drain::Renew | Drain::Overflow, Some(_)) => {}
-            (Drain::Shutdown, Some((deadline, Drain::Renew | Drain::Overflow))) => {
+            (_, Some((_, Drain::Shutdown))) | (Drain::Renew, Some(_)) => {}
+            (Drain::Shutdown, Some((deadline, Drain::Renew))) => {
                 // Already waiting for a renewal drain: keep its deadline, end afterwards.
                 tracing::info!("shutdown: draining");
                 self.draining = Some((deadline, Drain::Shutdown));
@@ -469,18 +557,30 @@ impl Flow {
         self.renew_at = at;
     }
 
-    /// The connection is gone: forget its inputs (the broker redelivers them) and its state.
-    /// Returns how many inputs were forgotten.
-    pub fn connection_lost(&mut self) -> usize {
-        self.link = None;
-        // The next CONNACK asks for the twin again.
-        self.twin_wait = None;
-        self.out.release_reserved();
-        self.metrics.connected(false, false);
-        if matches!(self.draining, Some((_, Drain::Renew))) {
-            self.draining = None;
+    /// Connection `role` is gone. What was written for it and not sent is dropped (its
+    /// PUBACKs name packet ids of a dead connection; its publishes are still tracked and go
+    /// out again after the next CONNACK). The input connection's inputs are forgotten (the
+    /// broker redelivers them); returns how many.
+    pub fn connection_lost(&mut self, role: Role) -> usize {
+        match role {
+            Role::Publish => {
+                self.publisher = None;
+                self.pbuf.clear();
+                0
+            }
+            Role::Input => {
+                self.input = None;
+                self.wbuf.clear();
+                // The next CONNACK asks for the twin again.
+                self.twin_wait = None;
+                self.out.release_reserved();
+                self.metrics.connected(false, false);
+                if matches!(self.draining, Some((_, Drain::Renew))) {
+                    self.draining = None;
+                }
+                self.acks.reset()
+            }
         }
-        self.acks.reset()
     }
 
     // ----- effects ------------------------------------------------------------------------
@@ -494,11 +594,16 @@ impl Flow {
         self.ready.pop_front()
     }
 
-    /// Moves work towards the socket (due alert batches, queued publishes into the window,
+    /// Moves work towards the sockets (due alert batches, queued publishes into the window,
     /// acknowledgements in arrival order), finishes a drain, and says what the loop does next.
     pub fn poll(&mut self, now: Instant) -> Poll {
         self.pump(now);
-        let mut exit = self.link.as_ref().and_then(|l| l.closing);
+        let live = [Role::Input, Role::Publish].map(|r| self.link(r).is_some());
+        let mut exit = self
+            .input
+            .as_ref()
+            .or(self.publisher.as_ref())
+            .and_then(|l| l.closing);
         if exit.is_some() {
             // Already said goodbye; nothing more goes out.
         } else if let Some((deadline, why)) = self.draining {
@@ -511,37 +616,58 @@ impl Flow {
                         self.out.inflight() + self.out.queued()
                     );
                 }
-                if Encoder::disconnect(self.cfg.version, &mut self.wbuf).is_ok() {
+                let version = self.cfg.version;
+                let mut said = true;
+                for (role, up) in [Role::Input, Role::Publish].into_iter().zip(live) {
+                    if up {
+                        said &= Encoder::disconnect(version, self.buf(role)).is_ok();
+                    }
+                }
+                if said {
                     exit = Some(why);
                 }
             }
-        } else if self.link.as_ref().is_some_and(|l| l.deferred > 0) && self.acks.is_empty() {
-            tracing::info!(
-                "reconnecting: the inputs left with the broker come again on the resumed session"
-            );
-            if Encoder::disconnect(self.cfg.version, &mut self.wbuf).is_ok() {
-                exit = Some(Drain::Overflow);
+        }
+        if let Some(why) = exit {
+            for role in [Role::Input, Role::Publish] {
+                if let Some(link) = self.link_mut(role) {
+                    link.closing = Some(why);
+                }
             }
         }
-        // Input credit: stop reading when too much is in the pipeline, unless PUBACKs we are
-        // waiting for can only come through that same socket — then inputs past the limit are
-        // not admitted (`admit`), so memory stays bounded whatever the broker sends. (The
-        // tracker holds every input of this connection not yet acknowledged; jobs of a lost
-        // connection may still be in the stages.)
-        if let (Some(why), Some(link)) = (exit, self.link.as_mut()) {
-            link.closing = Some(why);
-        }
+        // Input credit. With a publisher connection of its own, reading stops at
+        // --max-pending held inputs: TCP pushes back on the broker, and the PUBACKs those
+        // inputs wait for arrive on the other socket. On one connection those PUBACKs come
+        // through this socket, so reading goes on while some are due, up to the hard bound.
+        // (The tracker holds every input of this connection not yet acknowledged; jobs of a
+        // lost connection may still be in the stages.)
         let pending = self.acks.len().max(self.in_stages);
-        let over = pending >= self.cfg.max_pending;
-        let read = exit.is_none() && (!over || self.out.inflight() > 0);
+        let read = exit.is_none()
+            && (pending < self.cfg.max_pending
+                || (!self.cfg.separate_publisher
+                    && self.out.inflight() > 0
+                    && self.acks.len() < self.cfg.max_held));
+        if let Some(link) = self.input.as_mut() {
+            if link.reading != read {
+                link.reading = read;
+                // On one connection a stalled socket must still time out (the PUBACKs we
+                // wait for are behind the unread inputs); on a separate input connection the
+                // PINGRESP may wait there while the publisher connection makes progress.
+                if self.cfg.separate_publisher {
+                    link.keepalive.set_reading(read, now);
+                }
+            }
+        }
         self.metrics.pipeline(PipelineState {
             pending,
             inflight: self.out.inflight(),
             queued: self.out.queued(),
             paused: !read,
         });
-        let mut wake = self.link.as_ref().and_then(|l| l.keepalive.deadline());
+        let mut wake = None;
         for t in [
+            self.input.as_ref().and_then(|l| l.keepalive.deadline()),
+            self.publisher.as_ref().and_then(|l| l.keepalive.deadline()),
             self.batcher.deadline(),
             self.draining.map(|(d, _)| d),
             self.renew_at,
@@ -551,20 +677,26 @@ impl Flow {
         .into_iter()
         .flatten()
         {
-            wake = Some(wake.map_or(t, |w| w.min(t)));
+            wake = Some(wake.map_or(t, |w: Instant| w.min(t)));
         }
         Poll { read, wake, exit }
     }
 
-    /// The bytes to write to the broker now.
-    pub fn output(&self) -> &[u8] {
-        &self.wbuf
+    /// The bytes to write to connection `role` now.
+    pub fn output(&self, role: Role) -> &[u8] {
+        match role {
+            Role::Input => &self.wbuf,
+            Role::Publish => &self.pbuf,
+        }
     }
 
-    /// The output was written at `now`.
-    pub fn written(&mut self, now: Instant) {
-        self.wbuf.clear();
-        if let Some(link) = &mut self.link {
+    /// The output of connection `role` was written at `now`.
+    pub fn written(&mut self, role: Role, now: Instant) {
+        match role {
+            Role::Input => self.wbuf.clear(),
+            Role::Publish => self.pbuf.clear(),
+        }
+        if let Some(link) = self.link_mut(role) {
             link.keepalive.wrote(now);
         }
     }
@@ -575,9 +707,40 @@ impl Flow {
         &self.cfg
     }
 
-    /// Whether the current connection resumed a session.
+    /// Whether the current input connection resumed a session.
     pub fn session_present(&self) -> bool {
-        self.link.as_ref().is_some_and(|l| l.session_present)
+        self.input.as_ref().is_some_and(|l| l.session_present)
+    }
+
+    /// The connection our publishes take.
+    pub fn publish_role(&self) -> Role {
+        if self.cfg.separate_publisher {
+            Role::Publish
+        } else {
+            Role::Input
+        }
+    }
+
+    fn link(&self, role: Role) -> Option<&Link> {
+        match role {
+            Role::Input => self.input.as_ref(),
+            Role::Publish => self.publisher.as_ref(),
+        }
+    }
+
+    fn link_mut(&mut self, role: Role) -> Option<&mut Link> {
+        match role {
+            Role::Input => self.input.as_mut(),
+            Role::Publish => self.publisher.as_mut(),
+        }
+    }
+
+    /// The output buffer of connection `role`.
+    fn buf(&mut self, role: Role) -> &mut BytesMut {
+        match role {
+            Role::Input => &mut self.wbuf,
+            Role::Publish => &mut self.pbuf,
+        }
     }
 
     /// Some connection had all its subscriptions granted.

@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::dead_letter::dead_letter_envelope;
 use super::dialect::{InputProps, Output as PubKind};
 use super::rules::kind_of;
-use super::Flow;
+use super::{Flow, Role};
 use crate::logging::chain;
 use crate::mqtt::codec::{Encoder, OutPublish, Unpublishable};
 use crate::pipeline::batch::{group_by_key, json_array, Format};
@@ -126,8 +126,14 @@ impl Flow {
             let alerts: Vec<PendingAlert> = self.batcher.take(now).collect();
             self.publish_alerts(alerts);
         }
-        let wbuf = &mut self.wbuf;
-        self.out.send_ready(|p| write_publish(p, wbuf));
+        let role = self.publish_role();
+        if self.link(role).is_some_and(|l| l.closing.is_none()) {
+            let buf = match role {
+                Role::Input => &mut self.wbuf,
+                Role::Publish => &mut self.pbuf,
+            };
+            self.out.send_ready(|p| write_publish(p, buf));
+        }
         let version = self.cfg.version;
         let metrics = &self.metrics;
         let wbuf = &mut self.wbuf;
@@ -191,7 +197,7 @@ impl Flow {
     /// within the broker's Maximum Packet Size.
     pub(super) fn check(&self, packet: &OutPublish) -> Result<(), Unpublishable> {
         self.dialect.check_topic(packet.topic())?;
-        packet.check(self.link.as_ref().and_then(|l| l.max_packet))
+        packet.check(self.max_packet)
     }
 
     /// An alert that cannot go on the wire (its topic too long to encode, or larger than the
@@ -255,7 +261,8 @@ impl Flow {
             }
             self.out.enqueue(packet, sent);
         } else {
-            write_publish(&packet, &mut self.wbuf);
+            let role = self.publish_role();
+            write_publish(&packet, self.buf(role));
             self.finished(Sent {
                 covers,
                 kind,

@@ -15,6 +15,7 @@ use rumqttc::mqttbytes::v4;
 use rumqttc::v5::mqttbytes::v5;
 
 mod outbox;
+mod publisher;
 mod rules;
 mod twin_get;
 
@@ -54,6 +55,7 @@ fn config(version: Version) -> FlowConfig {
         inline_batch: 0,
         max_pending: 100,
         max_held: 100,
+        separate_publisher: false,
         max_inflight: 100,
         batch_max: 256,
         batch_linger: Duration::ZERO,
@@ -113,7 +115,7 @@ impl Harness {
 
     /// CONNACK, then the SUBACKs for what the flow subscribed, and the PUBACK of its report.
     fn connect(&mut self, info: ConnAckInfo) -> Vec<Wire> {
-        self.flow.on_connack(&info, self.now).unwrap();
+        self.flow.on_connack(Role::Input, &info, self.now).unwrap();
         let wire = self.out();
         for w in &wire {
             if let Wire::Subscribe(pkid, filters) = w {
@@ -127,7 +129,11 @@ impl Harness {
     }
 
     fn packet(&mut self, p: Inbound) {
-        self.flow.on_packet(p, self.now).unwrap();
+        self.packet_on(Role::Input, p);
+    }
+
+    fn packet_on(&mut self, role: Role, p: Inbound) {
+        self.flow.on_packet(role, p, self.now).unwrap();
     }
 
     fn input(&mut self, topic: &str, body: &'static [u8], pkid: u16) {
@@ -172,11 +178,17 @@ impl Harness {
         }
     }
 
-    /// Polls, then decodes and clears what the flow wrote.
+    /// Polls, then decodes and clears what the flow wrote (to the input connection, or the
+    /// only one).
     fn out(&mut self) -> Vec<Wire> {
+        self.out_on(Role::Input)
+    }
+
+    /// Polls, then decodes and clears what the flow wrote to connection `role`.
+    fn out_on(&mut self, role: Role) -> Vec<Wire> {
         self.flow.poll(self.now);
-        let mut buf = BytesMut::from(self.flow.output());
-        self.flow.written(self.now);
+        let mut buf = BytesMut::from(self.flow.output(role));
+        self.flow.written(role, self.now);
         let mut wire = Vec::new();
         while !buf.is_empty() {
             wire.push(match self.version {
@@ -362,7 +374,11 @@ fn a_resumed_session_resends_unacknowledged_alerts_with_dup() {
     h.decide_all();
     let first = h.out();
     let id = alert_ids(&first)[0];
-    assert_eq!(h.flow.connection_lost(), 1, "input 3 is forgotten");
+    assert_eq!(
+        h.flow.connection_lost(Role::Input),
+        1,
+        "input 3 is forgotten"
+    );
     let wire = h.connect(connack(true));
     let resent: Vec<&Wire> = wire
         .iter()
@@ -389,7 +405,7 @@ fn a_new_session_publishes_unacknowledged_alerts_again_as_new() {
     h.input("telemetry/a", ALERT, 3);
     h.decide_all();
     let _ = h.out();
-    h.flow.connection_lost();
+    h.flow.connection_lost(Role::Input);
     let wire = h.connect(connack(false));
     let alerts: Vec<&Wire> = wire
         .iter()
@@ -404,7 +420,7 @@ fn verdicts_of_a_lost_connection_publish_nothing_when_the_session_resumed() {
     let mut h = connected(Version::V4, |_| {});
     h.input("telemetry/a", ALERT, 3);
     let batches = h.dispatched();
-    h.flow.connection_lost();
+    h.flow.connection_lost(Role::Input);
     // Back with the session: the broker redelivers input 3, so its old verdict is moot.
     h.connect(connack(true));
     for b in batches {
@@ -415,7 +431,7 @@ fn verdicts_of_a_lost_connection_publish_nothing_when_the_session_resumed() {
     let mut h = connected(Version::V4, |_| {});
     h.input("telemetry/a", ALERT, 3);
     let batches = h.dispatched();
-    h.flow.connection_lost();
+    h.flow.connection_lost(Role::Input);
     h.connect(connack(false));
     for b in batches {
         h.decide(b);
@@ -654,7 +670,9 @@ fn rejected_input_is_dead_lettered_and_acknowledged_after_its_dead_letter() {
 #[test]
 fn a_refused_subscription_ends_the_connection() {
     let mut h = Harness::new(Version::V4, |_| {});
-    h.flow.on_connack(&connack(false), h.now).unwrap();
+    h.flow
+        .on_connack(Role::Input, &connack(false), h.now)
+        .unwrap();
     let wire = h.out();
     let Some(Wire::Subscribe(pkid, _)) = wire.first().cloned() else {
         panic!("{wire:?}")
@@ -662,6 +680,7 @@ fn a_refused_subscription_ends_the_connection() {
     let e = h
         .flow
         .on_packet(
+            Role::Input,
             Inbound::SubAck {
                 pkid,
                 granted: vec![None],
@@ -681,7 +700,7 @@ fn subscribe_packet_ids_never_collide_with_resent_publishes() {
     }
     h.decide_all();
     let in_flight = alert_ids(&h.out());
-    h.flow.connection_lost();
+    h.flow.connection_lost(Role::Input);
     let wire = h.connect(connack(true));
     for w in &wire {
         if let Wire::Subscribe(pkid, _) = w {
@@ -718,7 +737,7 @@ fn v5_alerts_carry_the_input_properties_and_the_type() {
     }));
     h.decide_all();
     h.flow.poll(h.now);
-    let mut buf = BytesMut::from(h.flow.output());
+    let mut buf = BytesMut::from(h.flow.output(Role::Input));
     let v5::Packet::Publish(p) = v5::Packet::read(&mut buf, None).unwrap() else {
         panic!("not a publish")
     };
@@ -761,7 +780,7 @@ fn retained_telemetry_is_not_judged_again_on_a_resumed_session() {
     assert_eq!(alert_ids(&wire).len(), 1, "first time: judged");
     h.puback(alert_ids(&wire)[0]);
     let _ = h.out();
-    h.flow.connection_lost();
+    h.flow.connection_lost(Role::Input);
     h.connect(connack(true));
     h.publish("telemetry/a", ALERT, 1, 2, true);
     h.decide_all();
@@ -827,40 +846,6 @@ fn the_last_applied_threshold_survives_a_restart_with_an_invalid_desired_documen
 }
 
 #[test]
-fn inputs_past_max_pending_stay_with_the_broker_and_memory_stays_bounded() {
-    // Issue 8 item 2: a broker that sends past our Receive Maximum while alerts are in flight.
-    let mut h = connected(Version::V5, |c| c.max_held = 2);
-    h.input("telemetry/a", ALERT, 1);
-    h.input("telemetry/a", ALERT, 2);
-    h.decide_all();
-    let alerts = alert_ids(&h.out());
-    assert!(
-        h.flow.poll(h.now).read,
-        "PUBACKs can only come through the socket"
-    );
-    for pkid in 3..1000 {
-        h.input("telemetry/a", ALERT, pkid);
-    }
-    assert_eq!(h.flow.unacknowledged(), 2, "nothing past the limit is held");
-    assert_eq!(h.metrics.overload_count("deferred"), 997);
-    assert!(h.dispatched().is_empty());
-    // Even when room frees up, later inputs are not admitted: acks must keep arrival order.
-    h.puback(alerts[0]);
-    h.input("telemetry/a", ALERT, 1000);
-    assert_eq!(h.metrics.overload_count("deferred"), 998);
-    h.puback(alerts[1]);
-    let poll = h.flow.poll(h.now);
-    assert_eq!(
-        poll.exit,
-        Some(Drain::Overflow),
-        "reconnect to get the others again"
-    );
-    let wire = h.out();
-    assert_eq!(pubacks(&wire), vec![1, 2]);
-    assert_eq!(wire.last(), Some(&Wire::Disconnect));
-}
-
-#[test]
 fn qos0_inputs_past_max_pending_are_dropped_and_counted() {
     let mut h = connected(Version::V4, |c| c.max_held = 1);
     h.input("telemetry/a", ALERT, 1);
@@ -920,4 +905,52 @@ fn an_input_too_large_to_read_is_dead_lettered_from_its_first_bytes_and_acknowle
     assert_eq!(pubacks(&h.out()), vec![1, 2, 3], "in arrival order");
     let s = h.metrics.snapshot();
     assert_eq!((s.received, s.rejected, s.dead_letters), (3, 1, 1));
+}
+
+#[test]
+fn once_a_publish_is_left_with_the_broker_no_later_one_is_acknowledged() {
+    // A PUBACK after one left out breaks arrival order, and mosquitto 2.0.11, which reuses
+    // packet ids in flight, applies it to the first message with that id: the one left out,
+    // which is then gone from the session (RELIABILITY.md, "Overload: root causes").
+    let mut h = connected(Version::V4, |_| {});
+    h.input("telemetry/a", COOL, 1);
+    h.decide_all();
+    assert_eq!(pubacks(&h.out()), vec![1]);
+    h.flow.start_drain(Drain::Shutdown, h.now);
+    h.input("telemetry/a", COOL, 2); // left: the broker redelivers it next session
+    h.publish(
+        "edgefilter/twin/desired",
+        br#"{"TemperatureThreshold":30}"#,
+        1,
+        3,
+        false,
+    );
+    h.publish("elsewhere/x", b"{}", 1, 4, false);
+    h.decide_all();
+    let wire = h.out();
+    assert!(pubacks(&wire).is_empty(), "{wire:?}");
+    assert_eq!(
+        h.flow.threshold.get(),
+        25.0,
+        "the patch comes again, unapplied"
+    );
+    assert_eq!(wire.last(), Some(&Wire::Disconnect));
+}
+
+#[test]
+fn what_was_not_written_before_a_connection_was_lost_never_reaches_the_next_one() {
+    // PUBACKs name packet ids of the dead connection: written on the next one they would
+    // acknowledge other messages of the resumed session.
+    let mut h = connected(Version::V4, |_| {});
+    h.input("telemetry/a", ALERT, 5);
+    h.input("telemetry/b", COOL, 6);
+    h.decide_all();
+    let alerts = alert_ids(&h.out());
+    h.puback(alerts[0]);
+    h.flow.poll(h.now); // PUBACKs 5 and 6 are encoded, then the write fails
+    assert!(!h.flow.output(Role::Input).is_empty());
+    h.flow.connection_lost(Role::Input);
+    assert!(h.flow.output(Role::Input).is_empty());
+    let wire = h.connect(connack(true));
+    assert!(pubacks(&wire).is_empty(), "{wire:?}");
 }

@@ -47,7 +47,7 @@ impl Flow {
         let Some(wait) = self.twin_wait else {
             return;
         };
-        if now < wait.deadline || self.link.is_none() {
+        if now < wait.deadline || self.input.is_none() {
             return;
         }
         let waited = wait_for(self.cfg.twin_timeout, wait.attempt);

@@ -1,19 +1,24 @@
-//! The connection loop: MQTT in and MQTT out, I/O only. It owns the socket, the verdict
-//! stages and the worker pool, and feeds [`Flow`] — which holds every protocol decision —
-//! with what happens:
+//! The connection loop: MQTT in and MQTT out, I/O only. It owns the sockets (the input
+//! connection and, for generic MQTT, the publisher connection), the verdict stages and the
+//! worker pool, and feeds [`Flow`] — which holds every protocol decision — with what happens:
 //!
 //! ```text
-//!   socket read ─▶ codec::decode ─▶ Flow::on_packet        Flow::next_dispatch ─▶ stage (inline)
+//!   socket reads ─▶ codec::decode ─▶ Flow::on_packet       Flow::next_dispatch ─▶ stage (inline)
 //!   worker results ───────────────▶ Flow::on_verdicts                         └─▶ pool (workers)
 //!   timer ────────────────────────▶ Flow::tick             Flow::poll ─▶ read?, wake-up, exit
-//!   shutdown ─────────────────────▶ Flow::start_drain      Flow::output ─▶ one write per turn
+//!   shutdown ─────────────────────▶ Flow::start_drain      Flow::output ─▶ one write per socket and turn
 //!   outbox committed ─────────────▶ Flow::outbox_committed Flow::outbox_appends ─▶ OutboxIo
 //! ```
 //!
-//! All outgoing packets of one loop turn are written with one `write_all`: rumqttc's own event
-//! loop flushes once per request, which is what this loop exists to avoid (SPEC §7). Around
-//! each connection: [`Transport`] (TCP/TLS), [`handshake`](super::handshake) (CONNECT/CONNACK)
+//! All outgoing packets of one loop turn go out with one `write_all` per socket: rumqttc's own
+//! event loop flushes once per request, which is what this loop exists to avoid. Around each
+//! connection: [`Transport`] (TCP/TLS), [`handshake`](super::handshake) (CONNECT/CONNACK)
 //! and [`Backoff`] (when to retry); IoT Edge credentials are renewed before every CONNECT.
+//! The two connections come and go together: both are opened (the publisher first), and when
+//! one fails the other is closed cleanly too before both are opened again. A connection closed
+//! on purpose is closed cleanly: DISCONNECT, then the socket's end once the broker closed it,
+//! before the next CONNECT with the same client id — never a session takeover, which would
+//! drop what the broker had not read yet.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,9 +33,9 @@ use super::handshake;
 use super::outbox::OutboxIo;
 use super::reconnect::Backoff;
 use super::transport::{Endpoint, Transport, TransportError};
-use crate::flow::{Drain, Flow, FlowError, Meta};
+use crate::flow::{Drain, Flow, FlowError, Meta, Role};
 use crate::logging::chain;
-use crate::mqtt::codec::{CodecError, ConnectOptions, Reader, Version};
+use crate::mqtt::codec::{CodecError, ConnectOptions, Encoder, Reader, Version};
 use crate::mqtt::tcp::{quick_ack, AckPolicy, QuickAck};
 use crate::pipeline::pool::{run_stage, Pool, SharedStage};
 use crate::pipeline::stage::{Batch, Stage};
@@ -58,6 +63,8 @@ pub enum ConnectionError {
     Codec(#[from] CodecError),
     #[error(transparent)]
     Flow(#[from] FlowError),
+    #[error("publisher connection: {0}")]
+    Publisher(Box<ConnectionError>),
     #[error("the verdict workers stopped")]
     WorkersGone,
     #[error(transparent)]
@@ -71,6 +78,7 @@ impl ConnectionError {
         match self {
             ConnectionError::Io(_) | ConnectionError::Closed => false,
             ConnectionError::Flow(e) => e.is_fatal_at_startup(),
+            ConnectionError::Publisher(e) => e.is_fatal_at_startup(),
             _ => true,
         }
     }
@@ -81,6 +89,9 @@ pub struct Link {
     pub version: Version,
     pub endpoint: Endpoint,
     pub connect: ConnectOptions,
+    /// The publisher connection's client id, when our publishes take a connection of their
+    /// own (`FlowConfig::separate_publisher`); it connects with the same options otherwise.
+    pub publisher_client_id: Option<String>,
     /// When to send TCP ACKs at once (`mqtt::tcp`).
     pub quick_ack: QuickAck,
     /// The largest packet read whole; a larger PUBLISH is acknowledged and dead-lettered
@@ -155,10 +166,95 @@ struct Connection {
 
 /// A connected socket with what was read but not yet decoded.
 struct Conn {
+    role: Role,
     transport: Transport,
     rbuf: BytesMut,
     reader: Reader,
     acks: AckPolicy,
+}
+
+/// How long a connection closed on purpose waits for the broker to close its end.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+impl Conn {
+    /// Reads into the buffer; `Closed` at the end of the stream.
+    async fn read(&mut self) -> Result<Instant, ConnectionError> {
+        if self.transport.read_buf(&mut self.rbuf).await? == 0 {
+            return Err(ConnectionError::Closed);
+        }
+        let now = Instant::now();
+        if self.acks.after_read(now) {
+            quick_ack(self.transport.tcp());
+        }
+        Ok(now)
+    }
+
+    /// Every complete packet in the read buffer, into the flow.
+    fn decode(&mut self, flow: &mut Flow, now: Instant) -> Result<(), ConnectionError> {
+        while let Some(p) = self.reader.next(&mut self.rbuf)? {
+            self.acks.packets(1);
+            flow.on_packet(self.role, p, now)?;
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
+            self.rbuf.reserve(64 * 1024);
+        }
+        Ok(())
+    }
+
+    /// Writes what the flow has for this connection.
+    async fn flush(&mut self, flow: &mut Flow) -> Result<(), ConnectionError> {
+        if !flow.output(self.role).is_empty() {
+            self.transport.write_all(flow.output(self.role)).await?;
+            flow.written(self.role, Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Ends a connection on purpose, its DISCONNECT already written (or, with `disconnect`,
+    /// written here): our side of the stream is shut, then what the broker still sends is
+    /// read and dropped until it closes its side (the server closes the network connection
+    /// after a DISCONNECT), up to [`CLOSE_WAIT`]. Only then may the same client id connect
+    /// again without the broker taking the session over from a socket it has not finished
+    /// reading.
+    async fn close(mut self, version: Version, disconnect: bool) {
+        if disconnect {
+            let mut buf = BytesMut::new();
+            if Encoder::disconnect(version, &mut buf).is_ok() {
+                let _ = self.transport.write_all(&buf).await;
+            }
+        }
+        let _ = self.transport.shutdown().await;
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            let mut sink = vec![0u8; 64 * 1024];
+            loop {
+                match self.transport.read(&mut sink).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// The live connections: the input one and, when our publishes have their own, the
+/// publisher one.
+struct Conns {
+    input: Conn,
+    publisher: Option<Conn>,
+}
+
+impl Conns {
+    /// Both closed on purpose (`said`: the drain already wrote their DISCONNECTs).
+    async fn close(self, version: Version, said: bool) {
+        let Conns { input, publisher } = self;
+        match publisher {
+            Some(p) => {
+                tokio::join!(input.close(version, !said), p.close(version, !said));
+            }
+            None => input.close(version, !said).await,
+        }
+    }
 }
 
 impl Connection {
@@ -180,8 +276,8 @@ impl Connection {
                     return Ok(());
                 }
             };
-            let mut conn = match attempt {
-                Ok(conn) => conn,
+            let mut conns = match attempt {
+                Ok(conns) => conns,
                 Err(e) => {
                     let first = !connected_before && !self.link.retry_first_connect;
                     if first && (e.is_fatal_at_startup() || backoff.attempts() >= 3) {
@@ -202,13 +298,16 @@ impl Connection {
             };
             backoff.connected(Instant::now());
             connected_before = true;
-            let result = self.serve(&mut conn, &mut shutdown).await;
-            let dropped = self.flow.connection_lost();
+            let result = self.serve(&mut conns, &mut shutdown).await;
+            // Whatever ended it, the sockets are closed cleanly (a DISCONNECT where the drain
+            // did not already write one) before any new CONNECT.
+            conns.close(self.link.version, result.is_ok()).await;
+            let dropped = self.flow.connection_lost(Role::Input);
+            self.flow.connection_lost(Role::Publish);
             backoff.lost(Instant::now());
             match result {
                 Ok(Drain::Shutdown) => return Ok(()),
                 Ok(Drain::Renew) => tracing::info!("reconnecting with a fresh SAS token"),
-                Ok(Drain::Overflow) => {}
                 Err(e) => {
                     if e.is_fatal_at_startup() && !self.flow.subscribed_once() {
                         return Err(e);
@@ -232,9 +331,37 @@ impl Connection {
         }
     }
 
-    /// Transport, CONNECT/CONNACK (with fresh IoT Edge credentials), then `Flow` takes over.
-    async fn open(&mut self) -> Result<Conn, ConnectionError> {
+    /// The publisher connection (when our publishes have their own), then the input one.
+    async fn open(&mut self) -> Result<Conns, ConnectionError> {
+        let publisher = match self.link.publisher_client_id.clone() {
+            // Its failure reads like the input connection's would (same broker, same
+            // credentials): a refused login or certificate is named as such.
+            Some(id) => Some(self.open_one(Role::Publish, Some(id)).await?),
+            None => None,
+        };
+        match self.open_one(Role::Input, None).await {
+            Ok(input) => Ok(Conns { input, publisher }),
+            Err(e) => {
+                if let Some(p) = publisher {
+                    self.flow.connection_lost(Role::Publish);
+                    p.close(self.link.version, true).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Transport, CONNECT/CONNACK (with fresh IoT Edge credentials), then `Flow` takes over
+    /// connection `role`.
+    async fn open_one(
+        &mut self,
+        role: Role,
+        client_id: Option<String>,
+    ) -> Result<Conn, ConnectionError> {
         let mut connect = self.link.connect.clone();
+        if let Some(id) = client_id {
+            connect.client_id = id;
+        }
         let mut endpoint = self.link.endpoint.clone();
         let mut renew_at = None;
         if let Some(azure) = &self.link.azure {
@@ -261,12 +388,19 @@ impl Connection {
         let info = handshake::connect(&mut transport, &mut rbuf, version, &connect, &endpoint.addr)
             .await?;
         let now = Instant::now();
-        self.flow.renew_at(renew_at);
-        self.flow.on_connack(&info, now)?;
+        if role == Role::Input {
+            self.flow.renew_at(renew_at);
+        }
+        self.flow.on_connack(role, &info, now)?;
         tracing::info!(
-            "connected to {} (MQTT {}, session {})",
+            "connected to {} (MQTT {}, {}session {})",
             endpoint.addr,
             if version == Version::V5 { "5" } else { "3.1.1" },
+            match (role, self.link.publisher_client_id.is_some()) {
+                (Role::Publish, _) => "publisher connection, ",
+                (Role::Input, true) => "input connection, ",
+                (Role::Input, false) => "",
+            },
             if info.session_present {
                 "resumed"
             } else {
@@ -274,6 +408,7 @@ impl Connection {
             }
         );
         Ok(Conn {
+            role,
             transport,
             rbuf,
             reader: Reader::new(version, self.link.read_limit, OVERSIZE_KEEP),
@@ -281,14 +416,19 @@ impl Connection {
         })
     }
 
-    /// The connected loop. Returns how the drain ended, or the error that lost the connection.
+    /// The connected loop. Returns how the drain ended (its DISCONNECTs written), or the
+    /// error that lost a connection.
     async fn serve(
         &mut self,
-        conn: &mut Conn,
+        conns: &mut Conns,
         shutdown: &mut Shutdown,
     ) -> Result<Drain, ConnectionError> {
-        // Whatever arrived with the CONNACK is decoded before the first wait.
-        self.decode(conn, Instant::now())?;
+        // Whatever arrived with the CONNACKs is decoded before the first wait.
+        let now = Instant::now();
+        if let Some(p) = conns.publisher.as_mut() {
+            p.decode(&mut self.flow, now).map_err(publisher_error)?;
+        }
+        conns.input.decode(&mut self.flow, now)?;
         loop {
             let now = Instant::now();
             self.run_dispatches(now)?;
@@ -300,27 +440,24 @@ impl Connection {
                     poll = self.flow.poll(now);
                 }
             }
-            if !self.flow.output().is_empty() {
-                conn.transport.write_all(self.flow.output()).await?;
-                self.flow.written(Instant::now());
+            if let Some(p) = conns.publisher.as_mut() {
+                p.flush(&mut self.flow).await.map_err(publisher_error)?;
             }
+            conns.input.flush(&mut self.flow).await?;
             if let Some(why) = poll.exit {
-                let _ = conn.transport.shutdown().await;
                 return Ok(why);
             }
             let wake = poll.wake.unwrap_or_else(|| now + Duration::from_secs(3600));
+            let has_publisher = conns.publisher.is_some();
             tokio::select! {
-                r = conn.transport.read_buf(&mut conn.rbuf), if poll.read => {
-                    if r? == 0 {
-                        return Err(ConnectionError::Closed);
-                    }
-                    let now = Instant::now();
-                    if conn.acks.after_read(now) {
-                        quick_ack(conn.transport.tcp());
-                    }
-                    self.decode(conn, now)?;
-                    if conn.rbuf.capacity() - conn.rbuf.len() < 16 * 1024 {
-                        conn.rbuf.reserve(64 * 1024);
+                r = conns.input.read(), if poll.read => {
+                    let now = r?;
+                    conns.input.decode(&mut self.flow, now)?;
+                }
+                r = read_opt(conns.publisher.as_mut()), if has_publisher => {
+                    let now = r.map_err(publisher_error)?;
+                    if let Some(p) = conns.publisher.as_mut() {
+                        p.decode(&mut self.flow, now).map_err(publisher_error)?;
                     }
                 }
                 b = self.results.recv() => {
@@ -345,15 +482,6 @@ impl Connection {
         }
     }
 
-    /// Every complete packet in the read buffer, into the flow.
-    fn decode(&mut self, conn: &mut Conn, now: Instant) -> Result<(), ConnectionError> {
-        while let Some(p) = conn.reader.next(&mut conn.rbuf)? {
-            conn.acks.packets(1);
-            self.flow.on_packet(p, now)?;
-        }
-        Ok(())
-    }
-
     /// Batches the flow formed: small ones decided right here, the others to the workers.
     fn run_dispatches(&mut self, now: Instant) -> Result<(), ConnectionError> {
         while let Some(mut batch) = self.flow.next_dispatch() {
@@ -369,5 +497,21 @@ impl Connection {
             }
         }
         Ok(())
+    }
+}
+
+/// Reads the publisher connection (never called without one).
+async fn read_opt(conn: Option<&mut Conn>) -> Result<Instant, ConnectionError> {
+    match conn {
+        Some(c) => c.read().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// An error of the publisher connection, named as such.
+fn publisher_error(e: ConnectionError) -> ConnectionError {
+    match e {
+        ConnectionError::Publisher(_) => e,
+        e => ConnectionError::Publisher(Box::new(e)),
     }
 }

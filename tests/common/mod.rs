@@ -174,7 +174,11 @@ impl FilterProcess {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("edgefilter.log");
         let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgefilter"));
+        // EDGEFILTER_BIN: run the tests against another build (e.g. to see a regression test
+        // fail on the commit before its fix).
+        let bin = std::env::var_os("EDGEFILTER_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_edgefilter").into());
+        let mut cmd = Command::new(bin);
         cmd.arg("run").args(args);
         if let Some(env) = env {
             cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
@@ -658,4 +662,17 @@ pub fn wait_healthy(metrics: SocketAddr, within: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     false
+}
+
+/// Runs loadgen in-process (the workspace's own stress tester) with `args` (after the program
+/// name) and returns its summary: exact accounting of every message's verdict.
+pub async fn loadgen(args: &[&str]) -> loadgen::report::Summary {
+    let argv = std::iter::once("loadgen").chain(args.iter().copied());
+    let args = <loadgen::cli::Args as clap::Parser>::try_parse_from(argv).unwrap();
+    let cfg = args.validate().unwrap();
+    tokio::task::spawn_blocking(move || loadgen::run::run(&cfg))
+        .await
+        .unwrap()
+        .unwrap()
+        .summary
 }

@@ -273,7 +273,7 @@ fn with_state_the_verdicts_of_a_lost_connection_still_publish() {
     let mut h = connected(Version::V4, edge);
     h.input("telemetry/a", HOT, 3);
     let batches = h.dispatched();
-    h.flow.connection_lost();
+    h.flow.connection_lost(Role::Input);
     h.connect(connack(true));
     for b in batches {
         h.decide(b);

@@ -125,7 +125,7 @@ fn a_reconnect_asks_again_at_once_and_keeps_what_the_twin_said() {
     let mut h = azure();
     let wire = h.connect(connack(false));
     assert_eq!(gets(&wire).len(), 1);
-    h.flow.connection_lost();
+    h.flow.connection_lost(Role::Input);
     assert!(
         h.flow.poll(h.now).wake.is_none(),
         "no timer without a connection"
@@ -142,7 +142,7 @@ fn a_reconnect_asks_again_at_once_and_keeps_what_the_twin_said() {
     );
     assert_eq!(h.flow.threshold.get(), 31.0);
     let _ = h.out();
-    h.flow.connection_lost();
+    h.flow.connection_lost(Role::Input);
     let wire = h.connect(connack(true));
     let report = twin_publishes(&wire).remove(0);
     let report: serde_json::Value = serde_json::from_slice(&report.2).unwrap();

@@ -18,8 +18,11 @@ use crate::metrics::{BrokerDrop, Metrics};
 /// Who may connect and what they may publish.
 #[derive(Debug, Clone)]
 pub struct Access {
-    /// The filter's own client id and the secret it logs in with.
+    /// The filter's own client id and the secret it logs in with (as the user name, on both
+    /// of its connections).
     pub filter_client_id: String,
+    /// The client id of the filter's publisher connection.
+    pub filter_publisher_id: String,
     pub filter_token: String,
     /// None: anonymous clients are admitted.
     pub passwords: Option<Passwords>,
@@ -54,8 +57,10 @@ pub enum PublishCheck {
 
 impl Access {
     pub fn login(&self, client_id: &str, user: Option<&str>, password: Option<&[u8]>) -> Login {
-        if client_id == self.filter_client_id {
-            return if user == Some(client_id) && password == Some(self.filter_token.as_bytes()) {
+        if client_id == self.filter_client_id || client_id == self.filter_publisher_id {
+            // Both of the filter's connections log in with its client id and token.
+            let filter = self.filter_client_id.as_str();
+            return if user == Some(filter) && password == Some(self.filter_token.as_bytes()) {
                 Login::Filter
             } else {
                 Login::FilterIdTaken
@@ -273,6 +278,7 @@ mod tests {
     fn access(passwords: bool) -> Access {
         Access {
             filter_client_id: "edgefilter".into(),
+            filter_publisher_id: "edgefilter-out".into(),
             filter_token: "t0ken".into(),
             passwords: passwords.then(|| {
                 Passwords::parse(&format!("{ALICE}\n{}", ALICE.replace("alice", "ops"))).unwrap()
@@ -292,6 +298,15 @@ mod tests {
             Login::Filter
         );
         assert_eq!(open.login("edgefilter", None, None), Login::FilterIdTaken);
+        assert_eq!(
+            open.login("edgefilter-out", Some("edgefilter"), Some(b"t0ken")),
+            Login::Filter,
+            "the filter's publisher connection"
+        );
+        assert_eq!(
+            open.login("edgefilter-out", Some("edgefilter-out"), Some(b"guess")),
+            Login::FilterIdTaken
+        );
         assert_eq!(
             open.login("edgefilter", Some("edgefilter"), Some(b"guess")),
             Login::FilterIdTaken

@@ -79,6 +79,8 @@ pub struct EmbeddedBroker {
     pub options: BrokerOptions,
     /// The filter's client id (logs in with a per-process token) and twin prefix.
     pub filter_client_id: String,
+    /// The client id of the filter's publisher connection (it logs in like the filter).
+    pub filter_publisher_id: String,
     pub twin_topic: String,
     /// The filter's input filters: publishes to them wait while the filter's queue is at
     /// its high-water mark (backpressure, see `gate`).
@@ -219,6 +221,7 @@ async fn serve(
             &scx,
             hooks::Access {
                 filter_client_id: broker.filter_client_id.clone(),
+                filter_publisher_id: broker.filter_publisher_id.clone(),
                 filter_token: token,
                 passwords: opts.passwords.clone(),
                 twin_desired: format!("{}/desired", broker.twin_topic),
