@@ -659,6 +659,23 @@ async fn renews_the_token_by_reconnecting_without_losing_an_alert() {
         assert_eq!(c.client_id, "gw:01@plant/filter_module-2");
         assert!(!c.clean_session);
     }
+    // Each renewal ended its connection cleanly: DISCONNECT, then the next CONNECT only once
+    // the old socket was closed (the broker's close comes 50 ms late here) — never a session
+    // takeover of a connection the broker has not finished reading.
+    let closes = edge.front.closes();
+    for i in 1..connects.len() {
+        let closed = closes.iter().find(|(n, _)| *n == i - 1).map(|(_, at)| *at);
+        assert!(
+            closed.is_some_and(|at| at <= connects[i].at),
+            "CONNECT {i} came before connection {} was closed: {closes:?}",
+            i - 1
+        );
+    }
+    assert!(
+        !edge.broker.log().contains("already connected"),
+        "{}",
+        edge.broker.log()
+    );
     // Renewed by draining and reconnecting to the same session: what was queued for the
     // module meanwhile came with it.
     let log = module.log();

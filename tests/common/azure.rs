@@ -21,7 +21,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::Packet;
@@ -47,6 +47,8 @@ struct Record {
     connects: Mutex<Vec<SeenConnect>>,
     /// TLS handshakes that failed, with the server side's error.
     tls_failures: Mutex<Vec<String>>,
+    /// When the front door closed the module's socket, by the index of its CONNECT.
+    closes: Mutex<Vec<(usize, Instant)>>,
     notify: Notify,
 }
 
@@ -103,6 +105,12 @@ impl EdgeHubFront {
 
     pub fn connects(&self) -> Vec<SeenConnect> {
         self.record.connects.lock().unwrap().clone()
+    }
+
+    /// When each accepted connection's socket was closed on the module (the index of its
+    /// CONNECT in [`Self::connects`], the time).
+    pub fn closes(&self) -> Vec<(usize, Instant)> {
+        self.record.closes.lock().unwrap().clone()
     }
 
     pub fn tls_failures(&self) -> Vec<String> {
@@ -179,12 +187,21 @@ async fn front_door(
     };
     let verdict = expected.check(&connect, unix_now());
     let accepted = verdict.is_ok();
-    record
-        .connects
-        .lock()
-        .unwrap()
-        .push(SeenConnect::new(&connect, verdict));
+    let index = {
+        let mut connects = record.connects.lock().unwrap();
+        connects.push(SeenConnect::new(&connect, verdict));
+        connects.len() - 1
+    };
     record.notify.notify_waiters();
+    // Whenever this returns, the module's socket is closed: record when.
+    struct Closed(Arc<Record>, usize);
+    impl Drop for Closed {
+        fn drop(&mut self) {
+            let at = Instant::now();
+            self.0.closes.lock().unwrap().push((self.1, at));
+        }
+    }
+    let _closed = Closed(record.clone(), index);
     if !accepted {
         // CONNACK "not authorized", then close, as edgeHub does for a bad token.
         let _ = tls.write_all(&[0x20, 0x02, 0x00, 0x05]).await;
@@ -201,8 +218,10 @@ async fn front_door(
         let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
         return;
     }
-    // Module → broker as it comes; broker → module through a delay line. The connection ends
-    // when either side closes.
+    // Module → broker as it comes; broker → module through a delay line. When the module
+    // closes its side (after a DISCONNECT) the broker's side is shut too, and the module's
+    // socket closes once the broker closed and what it sent went through the delay line: like
+    // a broker across a network hop, whose close reaches the module `delay` late.
     let (mut module_rd, mut module_wr) = tokio::io::split(tls);
     let (mut broker_rd, mut broker_wr) = up.into_split();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Bytes)>();
@@ -223,8 +242,13 @@ async fn front_door(
             }
         }
     };
+    let to_broker = async move {
+        let _ = tokio::io::copy(&mut module_rd, &mut broker_wr).await;
+        let _ = broker_wr.shutdown().await;
+        std::future::pending::<()>().await
+    };
     tokio::select! {
-        _ = tokio::io::copy(&mut module_rd, &mut broker_wr) => {}
+        _ = to_broker => {}
         _ = async { tokio::join!(from_broker, to_module) } => {}
     }
 }
