@@ -147,3 +147,89 @@ fn a_publish_in_the_segment_of_the_last_suback_is_handled_at_once() {
     }
     panic!("no alert within {within:?}: the publish after the SUBACKs was left undecoded");
 }
+
+/// Accepts the next connection and answers its CONNECT; returns the socket, what it read past
+/// the CONNECT, and the client id.
+fn accept_client(listener: &TcpListener, deadline: Instant) -> (TcpStream, BytesMut, String) {
+    listener.set_nonblocking(true).unwrap();
+    let mut s = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("no connection: {e}"),
+        }
+    };
+    s.set_nonblocking(false).unwrap();
+    let mut buf = BytesMut::new();
+    let Some(Packet::Connect(c)) = next_packet(&mut s, &mut buf, deadline) else {
+        panic!("no CONNECT");
+    };
+    let mut out = BytesMut::new();
+    v4::ConnAck::new(v4::ConnectReturnCode::Success, false)
+        .write(&mut out)
+        .unwrap();
+    s.write_all(&out).unwrap();
+    (s, buf, c.client_id)
+}
+
+/// When one of the filter's two connections fails, the other is closed on purpose before both
+/// are opened again: DISCONNECT, then nothing more until the broker closed that socket — a
+/// broker that has not finished reading it must not see the same client id connect again (it
+/// would take the session over and drop what it had not read). Here the broker keeps the input
+/// socket open 300 ms after the filter's DISCONNECT and end of stream.
+#[test]
+fn when_the_publisher_connection_fails_the_input_one_closes_cleanly_before_reconnecting() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _filter = start_filter(port, &["--client-id", "ef", "--keep-alive", "60s"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (publisher, _, id) = accept_client(&listener, deadline);
+    assert_eq!(id, "ef-out", "the publisher connection comes first");
+    let (mut input, mut buf, id) = accept_client(&listener, deadline);
+    assert_eq!(id, "ef");
+    let mut subscribes = 0;
+    while subscribes < 2 {
+        match next_packet(&mut input, &mut buf, deadline) {
+            Some(Packet::Subscribe(sub)) => {
+                let codes = sub
+                    .filters
+                    .iter()
+                    .map(|_| v4::SubscribeReasonCode::Success(QoS::AtLeastOnce))
+                    .collect();
+                let mut out = BytesMut::new();
+                v4::SubAck::new(sub.pkid, codes).write(&mut out).unwrap();
+                input.write_all(&out).unwrap();
+                subscribes += 1;
+            }
+            Some(_) => {}
+            None => panic!("edgefilter did not subscribe"),
+        }
+    }
+    drop(publisher); // the publisher connection fails
+    let mut said_goodbye = false;
+    loop {
+        match next_packet(&mut input, &mut buf, deadline) {
+            Some(Packet::Disconnect) => said_goodbye = true,
+            Some(_) => {}
+            None => break, // end of stream (or the deadline)
+        }
+    }
+    assert!(said_goodbye, "DISCONNECT on the input connection");
+    // Nobody connects while the old input socket is still open.
+    listener.set_nonblocking(true).unwrap();
+    let open_until = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < open_until {
+        if let Ok((_, from)) = listener.accept() {
+            panic!("{from} connected again before the broker closed the old input socket");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(input);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (_publisher, _, id) = accept_client(&listener, deadline);
+    assert_eq!(id, "ef-out");
+    let (_input, _, id) = accept_client(&listener, deadline);
+    assert_eq!(id, "ef");
+}
