@@ -663,10 +663,10 @@ async fn renews_the_token_by_reconnecting_without_losing_an_alert() {
     // the old socket was closed (the broker's close comes 50 ms late here) — never a session
     // takeover of a connection the broker has not finished reading.
     let closes = edge.front.closes();
-    for i in 1..connects.len() {
+    for (i, connect) in connects.iter().enumerate().skip(1) {
         let closed = closes.iter().find(|(n, _)| *n == i - 1).map(|(_, at)| *at);
         assert!(
-            closed.is_some_and(|at| at <= connects[i].at),
+            closed.is_some_and(|at| at <= connect.at),
             "CONNECT {i} came before connection {} was closed: {closes:?}",
             i - 1
         );
