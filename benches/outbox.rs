@@ -5,7 +5,7 @@
 //! module's volume), not tmpfs. `Throughput::Elements`: results read as alerts per second.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use edgefilter::outbox::{Durability, Outbox};
+use edgefilter::io::outbox::{Durability, Outbox};
 
 const TOPIC: &[u8] = b"devices/gw:01@plant/modules/filtermodule/messages/events/%24.on=output1\
 &%24.ct=application%2Fjson&%24.ce=utf-8&MessageType=Alert&batchId=0b5f0ac5-3c1a-4a43-9e2b-6f2f3c1f8a11\

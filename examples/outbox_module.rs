@@ -1,7 +1,7 @@
 //! Measurement prototype for BENCHMARKS.md §8 (issue 9), not the product: an IoT Edge module
 //! with the **outbox acknowledgement policy**, to measure it on the edgeHub path before it is
 //! wired into the connection loop. An input that alerts is PUBACKed as soon as its alert is
-//! committed to the durable outbox (`edgefilter::outbox`), not when edgeHub acknowledged the
+//! committed to the durable outbox (`edgefilter::io::outbox`), not when edgeHub acknowledged the
 //! alert; the alert's PUBACK marks it done; after a crash the outbox's pending alerts are sent
 //! again before anything else. edgeHub delivers one message at a time, so the input's wait is
 //! paid per input: here it is the commit (a `write`, or an `fdatasync`), not edgeHub's store.
@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context as _};
 use bytes::BytesMut;
 use edgefilter::io::azure::{AzureIdentity, DEFAULT_TOKEN_TTL};
+use edgefilter::io::outbox::{Durability, Outbox};
 use edgefilter::mqtt::azure::{Inbound, ModuleTopics};
-use edgefilter::outbox::{Durability, Outbox};
 use edgefilter::pipeline::verdict::{Evaluator, FieldPath};
 use rumqttc::mqttbytes::v4::{Connect, Login, Packet, PubAck, Publish, Subscribe, SubscribeFilter};
 use rumqttc::mqttbytes::QoS;

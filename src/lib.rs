@@ -33,13 +33,15 @@
 //!   codec adapter, outgoing window, arrival-ordered acks, keep-alive, topics, broker URLs,
 //!   IoT Edge topics and property bags, TCP quick ACKs.
 //! - [`twin`]: desired-property patches, their validation, the reported document.
-//! - [`metrics`]: counters and histograms as named events, rendered as Prometheus text;
-//!   [`process_metrics`]: the standard `process_*` figures read from `/proc` at each scrape.
-//! - [`outbox`]: a durable append-only file of alerts, replayed after a crash: the
+//! - [`metrics`]: counters and histograms as named events, rendered as Prometheus text, and
+//!   the standard `process_*` figures read from `/proc` at each scrape ([`metrics::process`]).
+//! - [`io::outbox`]: a durable append-only file of alerts, replayed after a crash: the
 //!   `--ack-policy outbox` acknowledges an input once its alert is committed there
 //!   ([`flow`] says what to append, [`io::outbox`] writes it once per loop turn).
 //! - [`sensor`] (workspace crate `edgefilter-sensor`): the SimulatedTemperatureSensor profile
 //!   (demo, loadgen, benches).
+
+#![forbid(unsafe_code)]
 
 pub use edgefilter_mqtt as mqtt;
 pub use edgefilter_sensor as sensor;
@@ -51,10 +53,8 @@ pub mod flow;
 pub mod io;
 pub mod logging;
 pub mod metrics;
-pub mod outbox;
 pub mod pipeline;
 pub mod plan;
-pub mod process_metrics;
 pub mod run;
 pub mod shutdown;
 pub mod twin;

@@ -3,6 +3,8 @@
 //! `config check|print`. User mistakes end here as one line on
 //! stderr and a non-zero exit; `anyhow` lives only at this edge.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;

@@ -16,10 +16,10 @@ use crate::flow::dialect::{Azure, Dialect, Generic};
 use crate::flow::{AckPolicy, FlowConfig};
 use crate::io::azure::{AzureError, AzureIdentity, EDGEHUB_MQTT_PORT};
 use crate::io::embedded::{loopback_of, EmbeddedBroker};
+use crate::io::outbox::Durability;
 use crate::io::tls::TlsFiles;
 use crate::mqtt::codec::{ConnectOptions, Version};
 use crate::mqtt::tcp::QuickAck;
-use crate::outbox::Durability;
 use crate::pipeline::batch::Format;
 use crate::pipeline::verdict::FieldPath;
 

@@ -2,7 +2,7 @@
 //! event here ([`Metrics::received`], [`Metrics::alerts_published`], [`Metrics::rejected`], …)
 //! that counts (Prometheus, rendered by `io::http` at `/metrics`) and, where a human should
 //! know, logs — rate-limited, never one line per message. Events are emitted per batch by the
-//! connection task. The standard `process_*` metrics come from [`crate::process_metrics`].
+//! connection task. The standard `process_*` metrics come from [`process`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -15,11 +15,11 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::pipeline::verdict::RejectReason;
-use crate::process_metrics::ProcessCollector;
 
 mod delivery;
 mod labels;
 mod pipeline;
+pub mod process;
 mod rules;
 mod snapshot;
 
@@ -171,7 +171,7 @@ impl Metrics {
             build_info,
         );
         let rules = RuleMetrics::register(&mut registry);
-        registry.register_collector(Box::new(ProcessCollector));
+        registry.register_collector(Box::new(process::ProcessCollector));
         let broker_dropped = Family::<BrokerDropLabels, Counter>::default();
         registry.register(
             "edgefilter_broker_dropped",

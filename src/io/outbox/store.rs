@@ -1,10 +1,10 @@
-//! A durable local outbox for alerts (pipeline, between the verdict and MQTT out): an
-//! append-only file in which an alert is recorded before the input that caused it is
-//! acknowledged, marked done when edgeHub acknowledged the alert, and replayed after a crash.
-//! It is the piece an acknowledgement policy needs to PUBACK an input before its alert's
-//! PUBACK without giving up at-least-once (issue 9: edgeHub delivers one message at a time,
-//! so every wait before an input's PUBACK is paid once per input). Not yet wired into the
-//! connection loop; pure file logic, no sockets, no async.
+//! The outbox's file store (I/O, between the verdict and MQTT out): an append-only file in
+//! which an alert is recorded before the input that caused it is acknowledged, marked done
+//! when the broker acknowledged the alert, and replayed after a crash. It is what the `outbox`
+//! acknowledgement policy needs to PUBACK an input before its alert's PUBACK without giving
+//! up at-least-once (edgeHub delivers one message at a time, so every wait before an input's
+//! PUBACK is paid once per input). Blocking file calls, no sockets, no async; the connection
+//! loop drives it once per turn through [`super::OutboxIo`].
 //!
 //! Format: a sequence of records `[len u32 LE][crc32 u32 LE][body]`, the CRC over the body;
 //! body = `[kind u8][seq u64 LE]` then, for an alert, `[topic_len u16 LE][topic][payload]`.
@@ -295,15 +295,12 @@ impl Outbox {
 
 /// An exclusive advisory lock on the outbox file for as long as it is open (released by the
 /// kernel when the process dies): two processes on one outbox would replay each other's
-/// alerts and cut each other's records.
+/// alerts and cut each other's records. Held by another: `WouldBlock`.
 fn lock(file: &File) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a file descriptor this `File` owns; no memory is shared.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    file.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => std::io::ErrorKind::WouldBlock.into(),
+        std::fs::TryLockError::Error(e) => e,
+    })
 }
 
 /// Reads records until the first torn or corrupt one: the pending alerts, the length of the
@@ -350,5 +347,5 @@ fn replay(bytes: &[u8]) -> (VecDeque<Pending>, u64, u64) {
 }
 
 #[cfg(test)]
-#[path = "outbox_tests.rs"]
+#[path = "store_tests.rs"]
 mod tests;

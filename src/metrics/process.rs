@@ -59,26 +59,16 @@ pub fn parse_stat(stat: &str, proc_stat: &str, ticks: f64, page: u64) -> Option<
 pub fn read_self() -> Option<ProcessStats> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let proc_stat = std::fs::read_to_string("/proc/stat").ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let (ticks, page) = unsafe {
-        (
-            libc::sysconf(libc::_SC_CLK_TCK),
-            libc::sysconf(libc::_SC_PAGESIZE),
-        )
-    };
-    if ticks <= 0 || page <= 0 {
+    let ticks = rustix::param::clock_ticks_per_second();
+    let page = rustix::param::page_size();
+    if ticks == 0 || page == 0 {
         return None;
     }
     let mut s = parse_stat(&stat, &proc_stat, ticks as f64, page as u64)?;
     s.open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid rlimit for getrlimit to fill.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-        s.max_fds = lim.rlim_cur;
-    }
+    s.max_fds = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
     Some(s)
 }
 

@@ -1,4 +1,4 @@
-//! Tests of the durable outbox (`outbox.rs`): replay, torn tails, compaction, and a real
+//! Tests of the durable outbox (`store.rs`): replay, torn tails, compaction, and a real
 //! `kill -9` of a process that was writing it.
 
 use super::*;

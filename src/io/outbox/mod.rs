@@ -1,5 +1,5 @@
 //! The outbox's file I/O for the connection loop (the `outbox` acknowledgement policy): opens
-//! `crate::outbox` before the first connection and hands `Flow` what an earlier run left
+//! the file store ([`store`]) before the first connection and hands `Flow` what an earlier run left
 //! there; then, once per loop turn, appends the alerts `Flow` asks for and commits them in one
 //! write (group commit; one fdatasync with `--outbox-durability fsync`), tells `Flow` they are
 //! committed, and marks done what the broker acknowledged. A failing write is logged once,
@@ -14,7 +14,9 @@ use bytes::Bytes;
 use crate::flow::{Flow, OutboxAppend};
 use crate::logging::chain;
 use crate::metrics::Metrics;
-use crate::outbox::{Durability, Outbox, OutboxError};
+pub mod store;
+
+pub use store::{Durability, Outbox, OutboxError};
 
 /// Outbox files above this size are compacted (the pending alerts rewritten).
 const COMPACT_AT: u64 = 16 << 20;
