@@ -9,8 +9,9 @@ use crate::clock::{process_cpu, Clock};
 use crate::message::{device_name, probe_body, Device, PublishFormat, PROBE_DEVICE};
 use crate::publisher::{self, PubConfig, PubEvent, PubResult, Shared};
 use crate::report::{Latency, Summary};
+use crate::rules::Reading;
 use crate::schedule::devices_of;
-use crate::sink::{self, Drain, SinkProgress};
+use crate::sink::{self, Drain, SinkProgress, SinkResult};
 use crate::summaries::KindCounts;
 use crate::target::Target;
 use crate::timeline::Interval;
@@ -72,14 +73,54 @@ fn bar(cfg: &Config, count: Option<u64>) -> ProgressBar {
     pb
 }
 
+/// One run, in its phases: [`wire`] the connections, [`wait_ready`] for a probe to come back
+/// through the filter, [`send`] open-loop (with the twin step), [`drain`] the alerts, and
+/// [`summarize`] the counts.
 pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
+    let mut w = wire(cfg)?;
+    let probes = wait_ready(cfg, &mut w)?;
+    let pb = bar(cfg, cfg.schedule.count());
+    let sent = match send(cfg, &mut w, &pb) {
+        Ok(sent) => sent,
+        Err(e) => {
+            pb.finish_and_clear();
+            return Err(e);
+        }
+    };
+    let mut sent = sent;
+    let drained = drain(cfg, &mut w, &mut sent, &pb);
+    pb.finish_and_clear();
+    let mut drained = drained?;
+    if cfg.twin_restore && sent.twin_version.is_some() {
+        w.twin.set_threshold(cfg.threshold, cfg.twin_timeout)?;
+    }
+    w.twin.disconnect();
+    Ok(summarize(cfg, &sent, &mut drained, probes))
+}
+
+/// The connections of a run, opened before the clock starts, and the running sink.
+struct Wired {
+    clock: Clock,
+    /// The control connection: twin documents and readiness probes.
+    twin: Twin,
+    /// The alert subscription's thread (taken when it is joined).
+    sink: Option<thread::JoinHandle<Result<SinkResult, WireError>>>,
+    progress: Arc<SinkProgress>,
+    drain_tx: mpsc::Sender<Drain>,
+    issued: Arc<AtomicU64>,
+    run_start: Arc<AtomicU64>,
+    publishers: Vec<Conn>,
+}
+
+/// Connects the control connection (reading the retained twin documents with `--target
+/// mqtt`), the alert subscription (its thread started) and the publishers.
+fn wire(cfg: &Config) -> Result<Wired, RunError> {
     let addr = cfg.broker.addr();
     let id = &cfg.client_id;
     let v = cfg.version;
     let clock = Clock::start();
 
-    // Control connection: twin documents and readiness probes. With --target azure the twin
-    // is edgeHub's and there are no retained documents to read.
+    // With --target azure the twin is edgeHub's and there are no retained documents to read.
     let mut twin = Twin::new(
         Conn::open(&addr, &format!("{id}-ctl"), v, CONNECT_TIMEOUT, 64 << 10)?,
         &cfg.twin_prefix,
@@ -101,7 +142,6 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
         }
     }
 
-    // The alert subscription.
     let mut sink_conn = Conn::open(&addr, &format!("{id}-sink"), v, CONNECT_TIMEOUT, 1 << 20)?;
     for filter in [
         Some(&cfg.alert_filter),
@@ -133,10 +173,9 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
         drain_rx,
     )?;
 
-    // Publisher connections, connected before the clock starts.
-    let mut pub_conns = Vec::new();
+    let mut publishers = Vec::new();
     for c in 0..cfg.connections {
-        pub_conns.push(Conn::open(
+        publishers.push(Conn::open(
             &addr,
             &format!("{id}-pub-{c}"),
             v,
@@ -144,8 +183,21 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
             64 << 10,
         )?);
     }
+    Ok(Wired {
+        clock,
+        twin,
+        sink: Some(sink),
+        progress,
+        drain_tx,
+        issued,
+        run_start,
+        publishers,
+    })
+}
 
-    // Readiness: a probe must travel the whole path before the clock starts.
+/// Readiness: a probe must travel the whole path (publisher → broker → filter → alert
+/// subscription) before the clock starts. Returns how many probes were sent.
+fn wait_ready(cfg: &Config, w: &mut Wired) -> Result<u64, RunError> {
     let probe_t = cfg.threshold.max(cfg.twin_step.unwrap_or(cfg.threshold)) + 1000.0;
     let probe_topic = cfg.target.input_topic(PROBE_DEVICE).topic(None);
     let ready_start = Instant::now();
@@ -157,9 +209,9 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
             cfg.alert_filter
         );
     }
-    while !progress.probe_seen.load(Ordering::Acquire) {
-        if sink.is_finished() {
-            return Err(sink_failure(sink));
+    while !w.progress.probe_seen.load(Ordering::Acquire) {
+        if w.sink_finished() {
+            return Err(w.sink_failure());
         }
         if ready_start.elapsed() > cfg.ready_timeout {
             return Err(RunError::NotReady {
@@ -168,7 +220,8 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
             });
         }
         if Instant::now() >= next_probe {
-            twin.publish0(&probe_topic, &probe_body(probe_t, clock.now_us()))?;
+            w.twin
+                .publish0(&probe_topic, &probe_body(probe_t, w.clock.now_us()))?;
             probes += 1;
             next_probe += Duration::from_millis(200);
         }
@@ -180,19 +233,38 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
             ready_start.elapsed().as_millis()
         );
     }
+    Ok(probes)
+}
 
-    // GO.
+/// What the send phase leaves for the drain and the summary.
+struct Sent {
+    /// When the clock started (µs on the run's clock), and the process CPU time then.
+    t0: u64,
+    cpu0: Duration,
+    results: Vec<PubResult>,
+    first_pause_us: Option<u64>,
+    resume_us: Option<u64>,
+    twin_version: Option<u64>,
+    /// (µs, messages sent so far), for the timeline.
+    sent_samples: Vec<(u64, u64)>,
+}
+
+/// Starts the clock and the publishers, takes the twin step once they all paused halfway
+/// (`--twin-step`), and watches until they are done (or stopped: a failure, the sink gone,
+/// SIGINT).
+fn send(cfg: &Config, w: &mut Wired, pb: &ProgressBar) -> Result<Sent, RunError> {
+    let clock = w.clock;
     let cpu0 = process_cpu();
     let t0 = clock.now_us();
-    run_start.store(t0, Ordering::Release);
-    let shared = Arc::new(Shared::new(clock, t0, cfg.schedule, issued.clone()));
+    w.run_start.store(t0, Ordering::Release);
+    let shared = Arc::new(Shared::new(clock, t0, cfg.schedule, w.issued.clone()));
     let (ev_tx, ev_rx) = mpsc::channel();
     let fmt = PublishFormat {
         qos: cfg.qos,
-        v5: v == MqttVersion::V5,
+        v5: cfg.version == MqttVersion::V5,
     };
     let mut handles = Vec::new();
-    for (c, conn) in (0..cfg.connections).zip(pub_conns) {
+    for (c, conn) in (0..cfg.connections).zip(std::mem::take(&mut w.publishers)) {
         let ids = devices_of(c, cfg.connections, cfg.devices);
         let devices = ids
             .iter()
@@ -218,7 +290,10 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
     }
     drop(ev_tx);
 
-    let pb = bar(cfg, cfg.schedule.count());
+    let stop = |shared: &Shared| {
+        shared.stop.store(true, Ordering::Release);
+        shared.resume(0);
+    };
     let mut paused = 0u32;
     let mut done = 0u32;
     let mut first_pause_us = None;
@@ -236,7 +311,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
                 if paused == cfg.connections && !shared.stop.load(Ordering::Acquire) {
                     let t2 = cfg.twin_step.unwrap_or(cfg.threshold);
                     pb.set_message(format!("twin: setting TemperatureThreshold {t2}…"));
-                    match twin.set_threshold(t2, cfg.twin_timeout) {
+                    match w.twin.set_threshold(t2, cfg.twin_timeout) {
                         Ok(version) => twin_version = Some(version),
                         Err(e) => {
                             failure = Some(RunError::Twin(e));
@@ -252,26 +327,20 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
             Ok(PubEvent::Done { .. }) => done += 1,
             Ok(PubEvent::Failed { error, .. }) => {
                 failure.get_or_insert(RunError::Publisher(error));
-                shared.stop.store(true, Ordering::Release);
-                shared.resume(0);
+                stop(&shared);
                 done += 1;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        if sink.is_finished() && !shared.stop.load(Ordering::Relaxed) {
-            // The alert subscription broke: stop sending, report the sink's error below.
-            shared.stop.store(true, Ordering::Release);
-            shared.resume(0);
+        // The alert subscription broke (its error is reported below), or SIGINT: stop sending.
+        let stopping = w.sink_finished() || INTERRUPTED.load(Ordering::Relaxed);
+        if stopping && !shared.stop.load(Ordering::Relaxed) {
+            stop(&shared);
         }
-        if INTERRUPTED.load(Ordering::Relaxed) && !shared.stop.load(Ordering::Relaxed) {
-            shared.stop.store(true, Ordering::Release);
-            shared.resume(0);
-        }
-        if let Err(e) = twin.service() {
+        if let Err(e) = w.twin.service() {
             failure.get_or_insert(RunError::Wire(e));
-            shared.stop.store(true, Ordering::Release);
-            shared.resume(0);
+            stop(&shared);
         }
         let sent = shared.sent.load(Ordering::Relaxed);
         sent_samples.push((clock.now_us(), sent));
@@ -282,39 +351,64 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
         pb.set_position(sent);
         pb.set_message(format!(
             "{} alerts  {}/s",
-            progress.received.load(Ordering::Relaxed),
+            w.progress.received.load(Ordering::Relaxed),
             rate_now.round()
         ));
     }
-    let mut results: Vec<PubResult> = handles
+    let results: Vec<PubResult> = handles
         .into_iter()
         .filter_map(|h| h.join().ok().flatten())
         .collect();
     if let Some(e) = failure {
-        pb.finish_and_clear();
         return Err(e);
     }
-    if sink.is_finished() {
-        pb.finish_and_clear();
-        return Err(sink_failure(sink));
+    if w.sink_finished() {
+        return Err(w.sink_failure());
     }
+    Ok(Sent {
+        t0,
+        cpu0,
+        results,
+        first_pause_us,
+        resume_us,
+        twin_version,
+        sent_samples,
+    })
+}
+
+/// What the drain leaves: the sink's counts, the end of the run and its CPU time.
+struct Drained {
+    sink: SinkResult,
+    /// Every publisher's expected alerts, together.
+    expected: BitSet,
+    expected_clears: BitSet,
+    readings: std::collections::BTreeMap<String, Vec<Reading>>,
+    send_lag: Histogram<u64>,
+    end_us: u64,
+    cpu: Duration,
+}
+
+/// Tells the sink what to expect and waits until it has it all (or its drain timeout).
+fn drain(
+    cfg: &Config,
+    w: &mut Wired,
+    sent: &mut Sent,
+    pb: &ProgressBar,
+) -> Result<Drained, RunError> {
     let mut expected = BitSet::new();
     let mut expected_clears = BitSet::new();
     let mut readings = std::collections::BTreeMap::new();
     let mut send_lag = new_latency_histogram();
-    for r in &mut results {
+    for r in &mut sent.results {
         expected.union_with(&r.expected);
         expected_clears.union_with(&r.clears);
         readings.extend(std::mem::take(&mut r.readings));
         let _ = send_lag.add(&r.send_lag);
     }
-    let sent: u64 = results.iter().map(|r| r.sent).sum();
-    let send_end_us = results.iter().map(|r| r.done_us).max().unwrap_or(t0);
     let expected_count = expected.count();
-
-    // Drain. A silent device's last window closes on the filter's timer, at its end.
+    // A silent device's last window closes on the filter's timer, at its end.
     let window = Duration::from_micros(cfg.rules.spec.window_us);
-    let _ = drain_tx.send(Drain {
+    let _ = w.drain_tx.send(Drain {
         expected: expected.clone(),
         expected_clears: expected_clears.clone(),
         summarised: readings
@@ -325,53 +419,52 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
             .drain_timeout
             .max(window + window / 2 + Duration::from_secs(2)),
     });
-    while !sink.is_finished() {
+    while !w.sink_finished() {
         pb.set_message(format!(
             "draining: {} alerts received, {expected_count} expected",
-            progress.received.load(Ordering::Relaxed)
+            w.progress.received.load(Ordering::Relaxed)
         ));
-        let _ = twin.service();
+        let _ = w.twin.service();
         thread::sleep(Duration::from_millis(50));
     }
-    let mut sink_result = match sink.join() {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            pb.finish_and_clear();
-            return Err(RunError::Sink(e));
-        }
-        Err(_) => {
-            pb.finish_and_clear();
-            return Err(RunError::Publisher("the alert subscriber crashed".into()));
-        }
+    let sink = match w.sink.take().map(thread::JoinHandle::join) {
+        Some(Ok(Ok(r))) => r,
+        Some(Ok(Err(e))) => return Err(RunError::Sink(e)),
+        _ => return Err(RunError::Publisher("the alert subscriber crashed".into())),
     };
-    let end_us = clock.now_us();
-    let cpu = process_cpu().saturating_sub(cpu0);
-    pb.finish_and_clear();
+    Ok(Drained {
+        sink,
+        expected,
+        expected_clears,
+        readings,
+        send_lag,
+        end_us: w.clock.now_us(),
+        cpu: process_cpu().saturating_sub(sent.cpu0),
+    })
+}
 
-    if cfg.twin_restore && twin_version.is_some() {
-        twin.set_threshold(cfg.threshold, cfg.twin_timeout)?;
-    }
-    twin.disconnect();
-
-    let mut timeline = std::mem::replace(
-        &mut sink_result.acct.timeline,
-        crate::timeline::Timeline::new(1),
-    );
-    for (at, total) in sent_samples {
+/// The counts and rates of the run: the twin pause does not count towards rates.
+fn summarize(cfg: &Config, s: &Sent, d: &mut Drained, probes: u64) -> Outcome {
+    let (t0, results) = (s.t0, &s.results);
+    let sent: u64 = results.iter().map(|r| r.sent).sum();
+    let send_end_us = results.iter().map(|r| r.done_us).max().unwrap_or(t0);
+    let mut timeline =
+        std::mem::replace(&mut d.sink.acct.timeline, crate::timeline::Timeline::new(1));
+    for &(at, total) in &s.sent_samples {
         timeline.sent_at(at, t0, total);
     }
     timeline.sent_at(send_end_us, t0, sent);
-    let timeline = timeline.finish(end_us, t0);
+    let timeline = timeline.finish(d.end_us, t0);
+    let sink_result = &mut d.sink;
     let acct = &sink_result.acct;
-    let counts = acct.finish(&expected);
-    let clear_counts = sink_result.clears.finish(&expected_clears);
-    let summary_counts = sink_result.summaries.finish(&cfg.rules.spec, &readings);
+    let counts = acct.finish(&d.expected);
+    let clear_counts = sink_result.clears.finish(&d.expected_clears);
+    let summary_counts = sink_result.summaries.finish(&cfg.rules.spec, &d.readings);
     let seed_alerts: u64 = results.iter().map(|r| r.seed_alerts).sum();
     let cloud = counts.received_alerts + clear_counts.received_alerts + summary_counts.received;
-    // Active time: the twin pause does not count towards rates.
     let (fp, ru) = (
-        first_pause_us.unwrap_or(u64::MAX),
-        resume_us.unwrap_or(u64::MAX),
+        s.first_pause_us.unwrap_or(u64::MAX),
+        s.resume_us.unwrap_or(u64::MAX),
     );
     let active = |us: u64| -> f64 {
         let paused_us = if us >= ru {
@@ -388,6 +481,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
             0.0
         }
     };
+    let cpu = d.cpu;
     let send_s = active(send_end_us);
     let alert_s = acct.last_alert_us.map_or(0.0, active);
     let through_s = active(send_end_us.max(acct.last_alert_us.unwrap_or(0)));
@@ -407,19 +501,19 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
         latency_samples: acct.latency.len(),
         qos: cfg.qos,
         sink_qos: cfg.sink_qos,
-        mqtt_version: if v == MqttVersion::V5 { 5 } else { 3 },
+        mqtt_version: if cfg.version == MqttVersion::V5 { 5 } else { 3 },
         rate: cfg.rate,
         connections: cfg.connections,
         devices: cfg.devices,
         threshold: cfg.threshold,
         twin_step: cfg.twin_step,
-        twin_version,
-        twin_pause_s: match (first_pause_us, resume_us) {
+        twin_version: s.twin_version,
+        twin_pause_s: match (s.first_pause_us, s.resume_us) {
             (Some(f), Some(r)) => r.saturating_sub(f) as f64 / 1e6,
             _ => 0.0,
         },
         send_s: (send_s * 1e6).round() / 1e6,
-        duration_s: end_us.saturating_sub(t0) as f64 / 1e6,
+        duration_s: d.end_us.saturating_sub(t0) as f64 / 1e6,
         drain_timed_out: sink_result.timed_out,
         refused: results.iter().map(|r| r.refused).sum(),
         cpu_s: cpu.as_secs_f64(),
@@ -430,7 +524,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
         },
         cpu_publishers_s: results.iter().map(|r| r.cpu.as_secs_f64()).sum(),
         cpu_sink_s: sink_result.cpu.as_secs_f64(),
-        send_lag_us: Latency::from_histogram(&send_lag),
+        send_lag_us: Latency::from_histogram(&d.send_lag),
         stale: acct.stale,
         target: cfg.target.name().to_string(),
         properties_checked: cfg.property_check.is_some(),
@@ -457,16 +551,24 @@ pub fn run(cfg: &Config) -> Result<Outcome, RunError> {
             0.0
         },
     };
-    Ok(Outcome {
+    let latency = std::mem::replace(&mut d.sink.acct.latency, new_latency_histogram());
+    Outcome {
         summary,
-        latency: sink_result.acct.latency,
+        latency,
         timeline,
-    })
+    }
 }
 
-fn sink_failure(sink: thread::JoinHandle<Result<crate::sink::SinkResult, WireError>>) -> RunError {
-    match sink.join() {
-        Ok(Err(e)) => RunError::Sink(e),
-        _ => RunError::Publisher("the alert subscriber stopped".into()),
+impl Wired {
+    fn sink_finished(&self) -> bool {
+        self.sink.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// The alert subscription ended early: its error.
+    fn sink_failure(&mut self) -> RunError {
+        match self.sink.take().map(thread::JoinHandle::join) {
+            Some(Ok(Err(e))) => RunError::Sink(e),
+            _ => RunError::Publisher("the alert subscriber stopped".into()),
+        }
     }
 }
