@@ -13,6 +13,7 @@ use thiserror::Error;
 
 pub use crate::io::tls::TlsFiles;
 use crate::mqtt::broker_url::BrokerUrlError;
+pub use crate::mqtt::codec::Version;
 use crate::pipeline::verdict::FieldPathError;
 
 mod broker;
@@ -42,14 +43,6 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::config_file::ConfigCommand,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum MqttVersion {
-    #[value(name = "5")]
-    V5,
-    #[value(name = "3", alias = "3.1.1", alias = "4")]
-    V311,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -315,8 +308,9 @@ pub struct RunArgs {
     #[arg(long, env = "EDGEFILTER_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
 
-    #[arg(long, env = "EDGEFILTER_MQTT_VERSION", value_enum, default_value = "5")]
-    pub mqtt_version: MqttVersion,
+    /// MQTT version of the filter's connections: 5, or 3 (3.1.1).
+    #[arg(long, env = "EDGEFILTER_MQTT_VERSION", default_value = "5", value_parser = parse_version)]
+    pub mqtt_version: Version,
 
     /// Prometheus `/metrics` and `/healthz` address; `off` disables.
     #[arg(
@@ -452,6 +446,10 @@ pub struct DemoArgs {
     pub devices: u32,
 }
 
+fn parse_version(s: &str) -> Result<Version, String> {
+    s.parse()
+}
+
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s == "0" {
@@ -578,7 +576,7 @@ mod tests {
             Some("edgefilter/deadletter")
         );
         assert_eq!(s.client_id, "edgefilter");
-        assert_eq!(s.mqtt_version, MqttVersion::V5);
+        assert_eq!(s.mqtt_version, Version::V5);
         assert_eq!(s.metrics_addr.unwrap().port(), 9600);
         assert_eq!(s.max_payload, 262_144);
         assert_eq!(s.batch_format, BatchFormat::Single);

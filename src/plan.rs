@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::config::rules::default_v4_clear_template;
 use crate::config::{
-    AzureEdge, BatchFormat, MqttVersion, OutboxDurability, PublisherConnection, Settings, Target,
+    AzureEdge, BatchFormat, OutboxDurability, PublisherConnection, Settings, Target,
 };
 use crate::flow::dialect::{Azure, Dialect, Generic};
 use crate::flow::{AckPolicy, FlowConfig};
@@ -112,10 +112,7 @@ pub fn azure_identity(
 
 /// Resolves the settings (and the IoT Edge identity, when there is one) into the plan.
 pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
-    let mut version = match settings.mqtt_version {
-        MqttVersion::V5 => Version::V5,
-        MqttVersion::V311 => Version::V4,
-    };
+    let mut version = settings.mqtt_version;
     let mut embedded = None;
     let (addr, tls) = match (&azure, &settings.target) {
         (Some(identity), target) => {

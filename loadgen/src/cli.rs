@@ -6,7 +6,7 @@ pub mod rules;
 use crate::message::{device_name, TempSource};
 use crate::schedule::Schedule;
 use crate::target::{AzureModule, PropertyCheck, Target};
-use crate::wire::MqttVersion;
+use crate::wire::Version;
 use clap::{Parser, ValueEnum};
 use edgefilter_mqtt::broker_url::BrokerUrl;
 use std::path::PathBuf;
@@ -245,7 +245,7 @@ pub struct Config {
     /// What each alert's topic must show (`--target azure` without `--no-property-check`).
     pub property_check: Option<PropertyCheck>,
     pub alert_filter: String,
-    pub version: MqttVersion,
+    pub version: Version,
     pub summary: Option<PathBuf>,
     pub hgrm: Option<PathBuf>,
     /// `--report`: charts of the run, SVG or HTML by the file's extension.
@@ -420,9 +420,9 @@ impl Args {
             (_, d) => d,
         };
         let version = if self.mqtt_version == "5" {
-            MqttVersion::V5
+            Version::V5
         } else {
-            MqttVersion::V311
+            Version::V4
         };
         let alert_filter = self
             .alert_filter
@@ -497,7 +497,7 @@ mod tests {
         assert_eq!((c.devices, c.connections, c.qos, c.sink_qos), (10, 1, 1, 0));
         assert_eq!(c.threshold, 25.0);
         assert_eq!(c.temp, TempSource::Profile);
-        assert_eq!(c.version, MqttVersion::V311);
+        assert_eq!(c.version, Version::V4);
         assert_eq!(c.alert_filter, "alerts/#");
         assert_eq!(c.target.input_topic("dev-1").topic(None), "telemetry/dev-1");
         assert_eq!(c.twin_prefix, "edgefilter/twin");
@@ -550,7 +550,7 @@ mod tests {
             (c.threshold, c.twin_step, c.twin_restore),
             (30.0, Some(40.0), true)
         );
-        assert_eq!(c.version, MqttVersion::V5);
+        assert_eq!(c.version, Version::V5);
         assert_eq!(c.target.input_topic("dev-0").topic(Some(3)), "in/dev-0");
         assert!(!c.progress);
         let c = parse(&["--duration", "2s", "--twin-step", "30"]).unwrap();

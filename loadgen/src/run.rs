@@ -16,7 +16,7 @@ use crate::summaries::KindCounts;
 use crate::target::Target;
 use crate::timeline::Interval;
 use crate::twin::{reported_threshold, version_of, Twin, TwinError};
-use crate::wire::{Conn, MqttVersion, WireError};
+use crate::wire::{Conn, Version, WireError};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -261,7 +261,7 @@ fn send(cfg: &Config, w: &mut Wired, pb: &ProgressBar) -> Result<Sent, RunError>
     let (ev_tx, ev_rx) = mpsc::channel();
     let fmt = PublishFormat {
         qos: cfg.qos,
-        v5: cfg.version == MqttVersion::V5,
+        v5: cfg.version == Version::V5,
     };
     let mut handles = Vec::new();
     for (c, conn) in (0..cfg.connections).zip(std::mem::take(&mut w.publishers)) {
@@ -501,7 +501,7 @@ fn summarize(cfg: &Config, s: &Sent, d: &mut Drained, probes: u64) -> Outcome {
         latency_samples: acct.latency.len(),
         qos: cfg.qos,
         sink_qos: cfg.sink_qos,
-        mqtt_version: if cfg.version == MqttVersion::V5 { 5 } else { 3 },
+        mqtt_version: if cfg.version == Version::V5 { 5 } else { 3 },
         rate: cfg.rate,
         connections: cfg.connections,
         devices: cfg.devices,

@@ -6,24 +6,13 @@
 //! id — both tested against frames written by rumqttc.
 
 use bytes::{Buf, Bytes, BytesMut};
-use edgefilter_mqtt::codec::{self, CodecError, ConnectOptions, Encoder, OutPublish, Version};
+/// The one MQTT version type of the workspace (the codec's).
+pub use edgefilter_mqtt::codec::Version;
+use edgefilter_mqtt::codec::{self, CodecError, ConnectOptions, Encoder, OutPublish};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 use thiserror::Error;
-
-/// MQTT protocol version of every loadgen connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MqttVersion {
-    V311,
-    V5,
-}
-
-impl MqttVersion {
-    pub fn is_v5(self) -> bool {
-        self == MqttVersion::V5
-    }
-}
 
 /// Largest packet loadgen accepts from the broker.
 pub const MAX_PACKET: usize = 1 << 20;
@@ -179,17 +168,8 @@ pub fn parse_puback(buf: &[u8], f: &Frame) -> Result<(u16, u8), WireError> {
     }
 }
 
-impl From<MqttVersion> for Version {
-    fn from(v: MqttVersion) -> Version {
-        match v {
-            MqttVersion::V311 => Version::V4,
-            MqttVersion::V5 => Version::V5,
-        }
-    }
-}
-
 /// Encodes the CONNECT of a clean session.
-pub fn connect_packet(client_id: &str, keep_alive: u16, version: MqttVersion) -> Vec<u8> {
+pub fn connect_packet(client_id: &str, keep_alive: u16, version: Version) -> Vec<u8> {
     let options = ConnectOptions {
         client_id: client_id.to_string(),
         keep_alive_secs: keep_alive,
@@ -201,15 +181,15 @@ pub fn connect_packet(client_id: &str, keep_alive: u16, version: MqttVersion) ->
         password: None,
     };
     let mut out = BytesMut::new();
-    Encoder::connect(version.into(), &mut out, &options)
+    Encoder::connect(version, &mut out, &options)
         .expect("a CONNECT with a short client id always encodes");
     out.to_vec()
 }
 
 /// Encodes a SUBSCRIBE to `filters`, all at `qos`.
-pub fn subscribe_packet(filters: &[&str], qos: u8, pkid: u16, version: MqttVersion) -> Vec<u8> {
+pub fn subscribe_packet(filters: &[&str], qos: u8, pkid: u16, version: Version) -> Vec<u8> {
     let mut out = BytesMut::new();
-    Encoder::subscribe(version.into(), &mut out, pkid, filters, qos, false)
+    Encoder::subscribe(version, &mut out, pkid, filters, qos, false)
         .expect("a SUBSCRIBE to valid filters always encodes");
     out.to_vec()
 }
@@ -221,10 +201,10 @@ pub fn publish_packet(
     qos: u8,
     retain: bool,
     pkid: u16,
-    version: MqttVersion,
+    version: Version,
 ) -> Vec<u8> {
     let mut p = OutPublish::new(
-        version.into(),
+        version,
         &Bytes::copy_from_slice(topic.as_bytes()),
         Bytes::copy_from_slice(payload),
         qos,
@@ -246,8 +226,8 @@ pub fn puback_packet(pkid: u16) -> [u8; 4] {
 }
 
 /// Decodes (and removes) the session packet framed at the start of `buf`.
-pub fn decode_control(buf: &mut BytesMut, version: MqttVersion) -> Result<Inbound, WireError> {
-    codec::decode(version.into(), buf, MAX_PACKET)?
+pub fn decode_control(buf: &mut BytesMut, version: Version) -> Result<Inbound, WireError> {
+    codec::decode(version, buf, MAX_PACKET)?
         .ok_or_else(|| WireError::Malformed("truncated packet".into()))
 }
 
@@ -255,7 +235,7 @@ pub fn decode_control(buf: &mut BytesMut, version: MqttVersion) -> Result<Inboun
 pub struct Conn {
     pub stream: TcpStream,
     pub buf: BytesMut,
-    pub version: MqttVersion,
+    pub version: Version,
     pub client_id: String,
     scratch: Vec<u8>,
 }
@@ -271,7 +251,7 @@ impl Conn {
     pub fn open(
         addr: &str,
         client_id: &str,
-        version: MqttVersion,
+        version: Version,
         timeout: Duration,
         read_chunk: usize,
     ) -> Result<Conn, WireError> {
@@ -414,10 +394,10 @@ mod tests {
     #[test]
     fn reads_publishes_written_by_rumqttc() {
         for (version, qos, pkid) in [
-            (MqttVersion::V311, 0, 0),
-            (MqttVersion::V311, 1, 513),
-            (MqttVersion::V5, 0, 0),
-            (MqttVersion::V5, 1, 9),
+            (Version::V4, 0, 0),
+            (Version::V4, 1, 513),
+            (Version::V5, 0, 0),
+            (Version::V5, 1, 9),
         ] {
             let pkt = publish_packet(
                 "alerts/telemetry/dev-1",
@@ -494,7 +474,7 @@ mod tests {
         // SUBACK as a broker sends it: decoded through the shared codec adapter.
         let mut b = BytesMut::from(&[0x90, 4, 0, 5, 0, 0x80][..]);
         assert_eq!(
-            decode_control(&mut b, MqttVersion::V311).unwrap(),
+            decode_control(&mut b, Version::V4).unwrap(),
             Inbound::SubAck {
                 pkid: 5,
                 granted: vec![Some(0), None]
@@ -503,21 +483,21 @@ mod tests {
         assert!(b.is_empty());
         let mut b = BytesMut::from(&[0x20, 2, 0, 5][..]);
         assert!(matches!(
-            decode_control(&mut b, MqttVersion::V311).unwrap(),
+            decode_control(&mut b, Version::V4).unwrap(),
             Inbound::ConnAck(info) if info.code != 0 && info.reason == "NotAuthorized"
         ));
         let mut b = BytesMut::from(&[0xD0, 0][..]);
         assert_eq!(
-            decode_control(&mut b, MqttVersion::V5).unwrap(),
+            decode_control(&mut b, Version::V5).unwrap(),
             Inbound::PingResp
         );
         // Our CONNECT and SUBSCRIBE are rumqttc's, literally.
         assert_eq!(
-            connect_packet("lg", 60, MqttVersion::V311),
+            connect_packet("lg", 60, Version::V4),
             [0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 2, b'l', b'g']
         );
         assert_eq!(
-            subscribe_packet(&["a/#"], 1, 1, MqttVersion::V311),
+            subscribe_packet(&["a/#"], 1, 1, Version::V4),
             [0x82, 8, 0, 1, 0, 3, b'a', b'/', b'#', 1]
         );
     }

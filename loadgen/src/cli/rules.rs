@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use super::{invalid, ConfigError};
 use crate::rules::RuleSpec;
 use crate::target::Target;
-use crate::wire::MqttVersion;
+use crate::wire::Version;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -76,7 +76,7 @@ pub struct RuleSetup {
 impl RuleArgs {
     pub fn validate(
         &self,
-        version: MqttVersion,
+        version: Version,
         target: &Target,
         alert_filter: &str,
     ) -> Result<RuleSetup, ConfigError> {
@@ -121,8 +121,8 @@ impl RuleArgs {
             _ if !spec.clears => None,
             (Some(f), _) if f == alert_filter => None,
             (Some(f), _) => Some(f.clone()),
-            (None, MqttVersion::V5) => None,
-            (None, MqttVersion::V311) => Some("cleared/#".to_string()),
+            (None, Version::V5) => None,
+            (None, Version::V4) => Some("cleared/#".to_string()),
         };
         let summary_filter = spec.summaries().then(|| {
             self.summary_filter

@@ -26,13 +26,42 @@ mod reader;
 pub use encode::{ConnectOptions, Encoder, OutPublish};
 pub use reader::Reader;
 
-/// The protocol version spoken on a connection.
+/// The protocol version spoken on a connection (the one version type of the workspace: the
+/// filter's `--mqtt-version`, loadgen's, the codec's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
-    /// MQTT 3.1.1.
+    /// MQTT 3.1.1 (protocol level 4).
     V4,
     /// MQTT 5.
     V5,
+}
+
+impl Version {
+    pub fn is_v5(self) -> bool {
+        self == Version::V5
+    }
+}
+
+impl std::str::FromStr for Version {
+    type Err = String;
+
+    /// `5`, or `3` / `3.1.1` / `4` (the protocol level) for MQTT 3.1.1.
+    fn from_str(s: &str) -> Result<Version, String> {
+        match s.trim() {
+            "5" => Ok(Version::V5),
+            "3" | "3.1.1" | "4" => Ok(Version::V4),
+            other => Err(format!("{other:?}: expected 5 or 3 (MQTT 3.1.1)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Version::V4 => "3.1.1",
+            Version::V5 => "5",
+        })
+    }
 }
 
 #[derive(Debug, Error)]
@@ -270,6 +299,24 @@ fn from_v5(p: v5::Packet) -> Inbound {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_by_their_command_line_names() {
+        for (name, v) in [
+            ("5", Version::V5),
+            ("3", Version::V4),
+            ("3.1.1", Version::V4),
+            ("4", Version::V4),
+        ] {
+            assert_eq!(name.parse::<Version>(), Ok(v));
+        }
+        assert!("6"
+            .parse::<Version>()
+            .unwrap_err()
+            .contains("expected 5 or 3"));
+        assert_eq!(Version::V4.to_string(), "3.1.1");
+        assert!(Version::V5.is_v5() && !Version::V4.is_v5());
+    }
 
     #[test]
     fn a_frame_too_short_for_its_contents_is_an_error_not_a_wait() {
