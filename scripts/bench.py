@@ -210,12 +210,12 @@ class Run:
             return [NODE, RED, "--settings", os.path.join(PEERS, "nodered/settings.js"), "--userDir", ud]
         return None  # broker ceiling: no filter
 
-    def loadgen(self, args, timeout):
+    def loadgen(self, args, timeout, drain="5s"):
         summary = os.path.join(self.tmp, "summary.json")
         if os.path.exists(summary):
             os.remove(summary)
         cmd = [LOADGEN, "--broker", f"mqtt://127.0.0.1:{self.port}", "--qos", str(self.qos),
-               "--no-progress", "--summary", summary, "--ready-timeout", "60s", "--drain-timeout", "5s",
+               "--no-progress", "--summary", summary, "--ready-timeout", "60s", "--drain-timeout", drain,
                "--seed", "7"] + args
         if self.scenario == "broker":
             cmd += ["--alert-filter", "telemetry/#", "--alert-ratio", "1"]
@@ -275,8 +275,8 @@ def measure(scenario, qos, mode, a, tmpdir, rep=0):
             r = run.loadgen(["--count", str(a.n)] + extra, a.timeout)
         elif mode == "overload":
             r = run.loadgen(["--rate", str(a.overload_rate), "--duration",
-                             f"{a.overload_duration}s", "--drain-timeout", "20s"] + extra,
-                            max(a.timeout, 10 * a.overload_duration + 120))
+                             f"{a.overload_duration}s"] + extra,
+                            max(a.timeout, 10 * a.overload_duration + 120), drain="20s")
         else:
             r = run.loadgen(["--rate", str(a.rate[qos]), "--duration", f"{a.duration}s", "--tick", a.tick]
                             + extra, a.timeout)

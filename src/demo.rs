@@ -17,10 +17,10 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-use crate::config::{DemoArgs, Settings, Target};
 use crate::io::embedded::{self, free_local_addr};
 use crate::run::Shared;
 use crate::sensor::{unix_micros, write_body, Sensor, Tracking};
+use crate::settings::{Demo, Settings, Target};
 use crate::shutdown::Shutdown;
 
 /// The threshold the twin sets at two thirds: above the sawtooth's top, so alerts stop.
@@ -54,7 +54,7 @@ struct Seen {
     latency: Mutex<Option<Histogram<u64>>>,
 }
 
-pub async fn run(args: DemoArgs, shutdown: impl Into<Shutdown>) -> anyhow::Result<()> {
+pub async fn run(args: Demo, shutdown: impl Into<Shutdown>) -> anyhow::Result<()> {
     let mut shutdown = shutdown.into();
     anyhow::ensure!(args.rate > 0, "--rate must be at least 1");
     anyhow::ensure!(args.devices > 0, "--devices must be at least 1");
@@ -120,7 +120,7 @@ pub async fn run(args: DemoArgs, shutdown: impl Into<Shutdown>) -> anyhow::Resul
     let (sensors_stop, sensors_stop_rx) = crate::shutdown::channel();
     let sensors = tokio::spawn(sensors(
         addr,
-        args.clone(),
+        args,
         (sent.clone(), above.clone(), threshold),
         gate.clone(),
         sensors_stop_rx,
@@ -390,7 +390,7 @@ async fn start_monitor(
 /// Publishes the sensors' messages at the requested rate until stopped; returns how many.
 async fn sensors(
     addr: std::net::SocketAddr,
-    args: DemoArgs,
+    args: Demo,
     (sent, above, threshold): (Arc<AtomicU64>, Arc<AtomicU64>, f64),
     gate: Arc<Gate>,
     mut stop: Shutdown,

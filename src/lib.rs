@@ -46,8 +46,7 @@
 pub use edgefilter_mqtt as mqtt;
 pub use edgefilter_sensor as sensor;
 
-pub mod config;
-pub mod config_file;
+pub mod cli;
 pub mod demo;
 pub mod flow;
 pub mod io;
@@ -56,5 +55,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod plan;
 pub mod run;
+pub mod settings;
 pub mod shutdown;
 pub mod twin;

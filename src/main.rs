@@ -9,8 +9,8 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 
-use edgefilter::config::Command;
-use edgefilter::config_file::{self, ConfigCommand, ParseError, Parsed};
+use edgefilter::cli::file::{self as config_file, ConfigCommand, ParseError, Parsed};
+use edgefilter::cli::Command;
 use edgefilter::run::Shared;
 use edgefilter::shutdown::Shutdown;
 
@@ -98,8 +98,9 @@ fn real_main(parsed: Parsed) -> anyhow::Result<()> {
             if std::env::var_os("RUST_LOG").is_none() {
                 std::env::set_var("RUST_LOG", "warn");
             }
-            edgefilter::logging::init(edgefilter::config::LogFormat::Text);
-            runtime.block_on(async { edgefilter::demo::run(args, on_signal()).await })?;
+            edgefilter::logging::init(edgefilter::settings::LogFormat::Text);
+            runtime
+                .block_on(async { edgefilter::demo::run(args.settings(), on_signal()).await })?;
         }
         Command::Config { .. } => {}
     }

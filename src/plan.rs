@@ -8,20 +8,19 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::rules::default_v4_clear_template;
-use crate::config::{
-    AzureEdge, BatchFormat, OutboxDurability, PublisherConnection, Settings, Target,
-};
 use crate::flow::dialect::{Azure, Dialect, Generic};
 use crate::flow::{AckPolicy, FlowConfig};
 use crate::io::azure::{AzureError, AzureIdentity, EDGEHUB_MQTT_PORT};
 use crate::io::embedded::{loopback_of, EmbeddedBroker};
 use crate::io::outbox::Durability;
-use crate::io::tls::TlsFiles;
 use crate::mqtt::codec::{ConnectOptions, Version};
 use crate::mqtt::tcp::QuickAck;
 use crate::pipeline::batch::Format;
 use crate::pipeline::verdict::FieldPath;
+use crate::settings::{default_v4_clear_template, TlsFiles};
+use crate::settings::{
+    AzureEdge, BatchFormat, OutboxDurability, PublisherConnection, Settings, Target,
+};
 
 /// The session outlives a disconnection by this long (MQTT 5 session expiry); brokers keep
 /// undelivered QoS 1 input for us meanwhile.
@@ -155,8 +154,13 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
     };
     let in_azure = azure.is_some();
     let on_embedded = embedded.is_some();
-    let separate_publisher =
-        !in_azure && settings.publisher_connection == PublisherConnection::Separate;
+    // At QoS 0 nothing waits for a PUBACK: one connection can stop reading at --max-pending
+    // as well, and its input stream's TCP ACKs ride on the alerts it writes (on a socket that
+    // only reads, a Nagle-writing broker sends smaller segments: twice the reads per message,
+    // BENCHMARKS.md §12).
+    let separate_publisher = !in_azure
+        && settings.qos > 0
+        && settings.publisher_connection == PublisherConnection::Separate;
     let dialect = match &azure {
         Some(identity) => Dialect::Azure(Box::new(
             Azure::new(
@@ -263,7 +267,7 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Cli, Command};
+    use crate::cli::{Cli, Command};
     use clap::Parser;
 
     fn settings(extra: &[&str]) -> Settings {
@@ -302,6 +306,36 @@ mod tests {
             Dialect::Generic(g) => g.input_qos,
             Dialect::Azure(_) => 1,
         }
+    }
+
+    #[test]
+    fn publishes_take_a_connection_of_their_own_only_where_a_puback_waits() {
+        let url = ["--broker", "mqtt://b:1883"];
+        let separate = |plan: &Plan| {
+            assert_eq!(
+                plan.flow.separate_publisher,
+                plan.publisher_client_id.is_some()
+            );
+            plan.publisher_client_id.clone()
+        };
+        assert_eq!(
+            separate(&resolve(&settings(&url), None)).as_deref(),
+            Some("edgefilter-out")
+        );
+        assert_eq!(
+            separate(&resolve(&settings(&["--client-id", "ef-1"]), None)).as_deref(),
+            Some("ef-1-out"),
+            "the embedded broker too"
+        );
+        let qos0 = settings(&[&url[..], &["--qos", "0"]].concat());
+        assert_eq!(separate(&resolve(&qos0, None)), None);
+        let shared = settings(&[&url[..], &["--publisher-connection", "shared"]].concat());
+        assert_eq!(separate(&resolve(&shared, None)), None);
+        assert_eq!(
+            separate(&resolve(&settings(&url), Some(identity()))),
+            None,
+            "IoT Edge: one module identity"
+        );
     }
 
     #[test]

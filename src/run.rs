@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::config::Settings;
 use crate::flow::Flow;
 use crate::io::azure::AzureError;
 use crate::io::connection::{self, AzureLink, ConnectionError, Link, Stages};
@@ -20,6 +19,7 @@ use crate::io::tls::{self, TlsError};
 use crate::io::transport::Endpoint;
 use crate::metrics::Metrics;
 use crate::plan::{self, TlsPlan};
+use crate::settings::Settings;
 use crate::shutdown::Shutdown;
 use crate::twin::Threshold;
 

@@ -21,7 +21,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use edgefilter::config::{Cli, Command as CliCommand, RunArgs};
+use edgefilter::cli::{Cli, Command as CliCommand, RunArgs};
 use serde_json::{json, Value};
 
 const PLATFORMS: [&str; 3] = ["amd64", "arm32v7", "arm64v8"];

@@ -10,13 +10,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 use thiserror::Error;
 
-/// TLS material named on the command line (read when connecting).
-#[derive(Debug, Clone, Default)]
-pub struct TlsFiles {
-    pub ca: Option<std::path::PathBuf>,
-    pub client_cert: Option<std::path::PathBuf>,
-    pub client_key: Option<std::path::PathBuf>,
-}
+pub use crate::settings::TlsFiles;
 
 #[derive(Debug, Error)]
 pub enum TlsError {

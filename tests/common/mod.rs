@@ -593,9 +593,8 @@ impl InProcess {
             "0",
         ];
         argv.extend_from_slice(flags);
-        let edgefilter::config::Command::Run(args) = edgefilter::config::Cli::try_parse_from(argv)
-            .unwrap()
-            .command
+        let edgefilter::cli::Command::Run(args) =
+            edgefilter::cli::Cli::try_parse_from(argv).unwrap().command
         else {
             unreachable!()
         };

@@ -6,8 +6,8 @@
 
 use rmqtt::context::{ServerContext, ServerContextBuilder};
 
-use super::Cluster;
 use super::EmbeddedError;
+use crate::settings::Cluster;
 
 /// The plugin's settings (TOML, as rmqtt reads them).
 fn plugin_config(c: &Cluster) -> String {

@@ -12,8 +12,8 @@ use rmqtt::types::{AuthResult, PublishAclResult, Reason};
 
 use super::gate::GateHook;
 use super::inbox::Inboxes;
-use super::passwd::Passwords;
 use crate::metrics::{BrokerDrop, Metrics};
+use crate::settings::Passwords;
 
 /// Who may connect and what they may publish.
 #[derive(Debug, Clone)]

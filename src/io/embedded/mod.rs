@@ -18,10 +18,9 @@ mod gate;
 mod hooks;
 #[cfg(feature = "embedded-broker")]
 mod inbox;
-pub mod passwd;
 
+use crate::settings::BrokerOptions;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -45,27 +44,6 @@ pub enum EmbeddedError {
 /// What every listener of the embedded broker serves (each connection's version is detected),
 /// as the log and the demo say it.
 pub const PROTOCOLS: &str = "MQTT 3.1.1 and 5";
-
-/// The embedded broker's settings beyond its addresses (checked from the flags in
-/// `config::broker`).
-#[derive(Debug, Clone)]
-pub struct BrokerOptions {
-    pub queue: usize,
-    pub inflight: u16,
-    pub passwords: Option<passwd::Passwords>,
-    pub anonymous_anywhere: bool,
-    pub twin_writers: Vec<String>,
-    /// TLS listener: address, certificate chain, key.
-    pub tls: Option<(SocketAddr, PathBuf, PathBuf)>,
-    pub cluster: Option<Cluster>,
-}
-
-/// This node and its peers' gRPC addresses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cluster {
-    pub node_id: u64,
-    pub peers: Vec<(u64, SocketAddr)>,
-}
 
 /// Settings of the in-process broker (built from the run's settings by `plan`).
 #[derive(Debug, Clone)]

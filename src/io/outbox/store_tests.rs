@@ -171,7 +171,7 @@ fn outbox_survives_kill_9() {
         let dir = tempfile::tempdir().unwrap();
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
-                "outbox::tests::crash_child",
+                "io::outbox::store::tests::crash_child",
                 "--exact",
                 "--ignored",
                 "--nocapture",

@@ -1,28 +1,30 @@
-//! The command line: raw clap arguments (`Cli`, `RunArgs`) and their validation into the
-//! ready-to-use [`Settings`] that `run` wires into the pipeline. Everything a user can get wrong
-//! is caught here and reported as one [`ConfigError`] line, before any socket is opened.
+//! The command line, at the top of the crate: raw clap arguments (`Cli`, `RunArgs`), the
+//! `--config` file under them ([`file`]), and their validation into the ready-to-use
+//! [`Settings`] (the `settings` layer) that `run` wires into the pipeline. Everything a user
+//! can get wrong is caught here and reported as one [`ConfigError`] line, before any socket is
+//! opened. Nothing below imports this layer.
 
+pub mod file;
 pub mod rules;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use thiserror::Error;
 
-pub use crate::io::tls::TlsFiles;
 use crate::mqtt::broker_url::BrokerUrlError;
-pub use crate::mqtt::codec::Version;
 use crate::pipeline::verdict::FieldPathError;
+use crate::settings::defaults;
+pub(crate) use crate::settings::{parse_addr, parse_duration};
+pub use crate::settings::{
+    AckPolicyArg, AzureEdge, BatchFormat, LogFormat, OutboxDurability, PublisherConnection,
+    Settings, Target, Version,
+};
 
 mod broker;
 mod delivery;
-mod settings;
 mod validate;
-pub use broker::{BrokerOptions, Cluster};
-pub use delivery::{AckPolicyArg, Delivery, OutboxDurability};
-pub use settings::{Settings, Target};
 
 /// edgefilter: forwards the telemetry whose `machine.temperature` exceeds a threshold.
 #[derive(Debug, Parser)]
@@ -41,78 +43,8 @@ pub enum Command {
     /// Check or print configuration files (see `run --config`).
     Config {
         #[command(subcommand)]
-        command: crate::config_file::ConfigCommand,
+        command: file::ConfigCommand,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BatchFormat {
-    /// One PUBLISH per alert, its body the original message (batched only into one socket write).
-    Single,
-    /// One PUBLISH per batch and alert topic, its body a JSON array of the original messages.
-    Array,
-}
-
-/// Which connection the filter's own publishes (alerts, dead letters, twin reports) take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PublisherConnection {
-    /// A second connection (client id `<--client-id>-out`): the input connection can then
-    /// stop reading when `--max-pending` inputs are held (TCP backpressure on the broker)
-    /// without holding up the PUBACKs those inputs wait for.
-    Separate,
-    /// The input connection: one client id, but under overload reading goes on for those
-    /// PUBACKs (up to 8 × `--max-pending` held inputs), so a broker that overshoots its
-    /// Receive Maximum can stall it until the keep-alive gives up. Always so under IoT Edge.
-    Shared,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-    /// IoT Edge's `<6> 2026-11-26 07:00:00.000 +00:00 [INF] - text` form.
-    Edge,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AzureEdge {
-    /// Azure IoT Edge mode when the runtime's variables or EdgeHubConnectionString are present.
-    Auto,
-    On,
-    Off,
-}
-
-/// The defaults of `edgefilter run`'s flags, in one place: clap shows and applies them, and
-/// [`Settings::defaults`] builds the same settings without parsing anything (the demo).
-pub mod defaults {
-    pub const LISTEN: &str = "127.0.0.1:1883";
-    pub const INPUT_TOPIC: &str = "telemetry/#";
-    pub const ALERT_TOPIC: &str = "alerts/{topic}";
-    pub const FIELD: &str = "machine.temperature";
-    pub const THRESHOLD: f64 = 25.0;
-    pub const TWIN_TOPIC: &str = "edgefilter/twin";
-    pub const QOS: u8 = 1;
-    pub const INLINE_BATCH: usize = 32;
-    pub const BATCH_MAX: usize = 256;
-    pub const BATCH_LINGER: &str = "0ms";
-    pub const DEAD_LETTER_TOPIC: &str = "edgefilter/deadletter";
-    pub const CLIENT_ID: &str = "edgefilter";
-    pub const METRICS_ADDR: &str = "127.0.0.1:9600";
-    pub const MAX_PAYLOAD: usize = 262_144;
-    pub const DRAIN_TIMEOUT: &str = "10s";
-    pub const STATS_INTERVAL: &str = "10s";
-    pub const INPUT_NAME: &str = "input1";
-    pub const OUTPUT_NAME: &str = "output1";
-    pub const AZURE_TOKEN_TTL: &str = "1h";
-    pub const MAX_PENDING: usize = 8192;
-    pub const MAX_INFLIGHT: u16 = 4096;
-    pub const KEEP_ALIVE: &str = "30s";
-    pub const BROKER_QUEUE: usize = 10_000;
-    pub const BROKER_INFLIGHT: u16 = 1024;
-    /// The IoT Edge deployment mounts a volume at /var/lib/edgefilter (deployment/); the
-    /// systemd unit has it as its StateDirectory.
-    pub const OUTBOX_DIR: &str = "/var/lib/edgefilter/outbox";
-    pub const TWIN_TIMEOUT: &str = "10s";
 }
 
 /// Flags of `edgefilter run`. Every flag can also come from an `EDGEFILTER_*` variable.
@@ -262,9 +194,9 @@ pub struct RunArgs {
     )]
     pub batch_format: BatchFormat,
 
-    /// Which connection alerts, dead letters and twin reports take: `separate` (a second
-    /// connection, client id `<--client-id>-out`) or `shared` (the input connection). IoT Edge
-    /// always shares (one module identity).
+    /// Which connection alerts, dead letters and twin reports take at --qos 1: `separate` (a
+    /// second connection, client id `<--client-id>-out`) or `shared` (the input connection).
+    /// At --qos 0 and under IoT Edge (one module identity) they always share.
     #[arg(
         long,
         env = "EDGEFILTER_PUBLISHER_CONNECTION",
@@ -446,16 +378,18 @@ pub struct DemoArgs {
     pub devices: u32,
 }
 
-fn parse_version(s: &str) -> Result<Version, String> {
-    s.parse()
+impl DemoArgs {
+    pub fn settings(&self) -> crate::settings::Demo {
+        crate::settings::Demo {
+            duration: self.duration,
+            rate: self.rate,
+            devices: self.devices,
+        }
+    }
 }
 
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 500ms, 10s, 1m)"))
+fn parse_version(s: &str) -> Result<Version, String> {
+    s.parse()
 }
 
 /// One line naming what is wrong with the configuration.
@@ -512,7 +446,7 @@ pub enum ConfigError {
     #[error("--listen-password-file {path}: {source}")]
     PasswordFile {
         path: String,
-        source: crate::io::embedded::passwd::PasswdError,
+        source: crate::settings::PasswdError,
     },
     #[error("--twin-writer needs --listen-password-file (the user must log in)")]
     TwinWriterWithoutPasswords,
@@ -539,10 +473,6 @@ pub enum ConfigError {
     OutboxDir,
     #[error("--twin-timeout must be at least 100ms")]
     TwinTimeout,
-}
-fn parse_addr(s: &str) -> Option<SocketAddr> {
-    use std::net::ToSocketAddrs;
-    s.to_socket_addrs().ok()?.next()
 }
 #[cfg(test)]
 mod tests {

@@ -1,15 +1,116 @@
-//! The validated configuration of `edgefilter run` ([`Settings`], what `plan` resolves and
-//! `run` wires into the pipeline) and where the filter's connection goes ([`Target`]).
+//! The settings of the filter, at the bottom of the crate: plain values that everything above
+//! may read — `io`, `flow`, `logging`, `metrics` — and that import nothing above them (the
+//! MQTT pieces and the pipeline's value types only). The command line (`cli`) builds them:
+//! flags, environment, `--config` file, validation. [`Settings`] is the validated
+//! configuration of `edgefilter run`, which `plan` resolves and `run` wires; [`Target`] is
+//! where the filter's connections go; [`defaults`] are the flags' defaults, in one place.
+
+mod broker;
+mod delivery;
+mod passwd;
+mod rules;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::ValueEnum;
+
 use crate::mqtt::broker_url::BrokerUrl;
+pub use crate::mqtt::codec::Version;
 use crate::mqtt::topic;
 use crate::pipeline::verdict::FieldPath;
+pub use broker::{BrokerOptions, Cluster};
+pub use delivery::{AckPolicyArg, Delivery, OutboxDurability};
+pub use passwd::{PasswdError, Passwords};
+pub use rules::{default_v4_clear_template, RuleConfig, SUMMARY_OUTPUT, SUMMARY_TOPIC};
 
-use super::*;
+/// TLS material named on the command line (read when connecting).
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    pub ca: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+/// `edgefilter demo`: how long, how fast, how many sensors.
+#[derive(Debug, Clone, Copy)]
+pub struct Demo {
+    pub duration: Duration,
+    pub rate: u32,
+    pub devices: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BatchFormat {
+    /// One PUBLISH per alert, its body the original message (batched only into one socket write).
+    Single,
+    /// One PUBLISH per batch and alert topic, its body a JSON array of the original messages.
+    Array,
+}
+
+/// Which connection the filter's own publishes (alerts, dead letters, twin reports) take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PublisherConnection {
+    /// A second connection (client id `<--client-id>-out`) at `--qos 1`: the input connection
+    /// can then stop reading when `--max-pending` inputs are held (TCP backpressure on the
+    /// broker) without holding up the PUBACKs those inputs wait for. (At `--qos 0` nothing
+    /// waits for a PUBACK: one connection.)
+    Separate,
+    /// The input connection: one client id, but under overload reading goes on for those
+    /// PUBACKs (up to 8 × `--max-pending` held inputs), so a broker that overshoots its
+    /// Receive Maximum can stall it until the keep-alive gives up. Always so under IoT Edge.
+    Shared,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+    /// IoT Edge's `<6> 2026-11-26 07:00:00.000 +00:00 [INF] - text` form.
+    Edge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AzureEdge {
+    /// Azure IoT Edge mode when the runtime's variables or EdgeHubConnectionString are present.
+    Auto,
+    On,
+    Off,
+}
+
+/// The defaults of `edgefilter run`'s flags, in one place: clap shows and applies them, and
+/// [`Settings::defaults`] builds the same settings without parsing anything (the demo).
+pub mod defaults {
+    pub const LISTEN: &str = "127.0.0.1:1883";
+    pub const INPUT_TOPIC: &str = "telemetry/#";
+    pub const ALERT_TOPIC: &str = "alerts/{topic}";
+    pub const FIELD: &str = "machine.temperature";
+    pub const THRESHOLD: f64 = 25.0;
+    pub const TWIN_TOPIC: &str = "edgefilter/twin";
+    pub const QOS: u8 = 1;
+    pub const INLINE_BATCH: usize = 32;
+    pub const BATCH_MAX: usize = 256;
+    pub const BATCH_LINGER: &str = "0ms";
+    pub const DEAD_LETTER_TOPIC: &str = "edgefilter/deadletter";
+    pub const CLIENT_ID: &str = "edgefilter";
+    pub const METRICS_ADDR: &str = "127.0.0.1:9600";
+    pub const MAX_PAYLOAD: usize = 262_144;
+    pub const DRAIN_TIMEOUT: &str = "10s";
+    pub const STATS_INTERVAL: &str = "10s";
+    pub const INPUT_NAME: &str = "input1";
+    pub const OUTPUT_NAME: &str = "output1";
+    pub const AZURE_TOKEN_TTL: &str = "1h";
+    pub const MAX_PENDING: usize = 8192;
+    pub const MAX_INFLIGHT: u16 = 4096;
+    pub const KEEP_ALIVE: &str = "30s";
+    pub const BROKER_QUEUE: usize = 10_000;
+    pub const BROKER_INFLIGHT: u16 = 1024;
+    /// The IoT Edge deployment mounts a volume at /var/lib/edgefilter (deployment/); the
+    /// systemd unit has it as its StateDirectory.
+    pub const OUTBOX_DIR: &str = "/var/lib/edgefilter/outbox";
+    pub const TWIN_TIMEOUT: &str = "10s";
+}
 
 /// Where the filter's MQTT connection goes.
 #[derive(Debug, Clone)]
@@ -181,4 +282,19 @@ impl Settings {
     pub fn twin_reported_topic(&self) -> String {
         format!("{}/reported", self.twin_topic)
     }
+}
+
+/// A duration as flags and files write it (`500ms`, `10s`, `1m`; `0` alone is zero).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 500ms, 10s, 1m)"))
+}
+
+/// `HOST:PORT` (resolved; the first address).
+pub fn parse_addr(s: &str) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs().ok()?.next()
 }

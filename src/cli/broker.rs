@@ -3,12 +3,12 @@
 //! socket is opened.
 
 use super::{parse_addr, ConfigError, RunArgs, Target};
-pub use crate::io::embedded::{BrokerOptions, Cluster};
+use crate::settings::{BrokerOptions, Cluster};
 
 impl RunArgs {
     /// The embedded broker's flags, checked (files read) even when they will not be used.
     pub(super) fn broker_options(&self, target: &Target) -> Result<BrokerOptions, ConfigError> {
-        use crate::io::embedded::passwd::Passwords;
+        use crate::settings::Passwords;
         if self.broker_queue == 0 {
             return Err(ConfigError::BrokerQueue);
         }

@@ -8,6 +8,7 @@ use crate::mqtt::topic;
 use crate::pipeline::verdict::FieldPath;
 
 use super::*;
+use crate::settings::TlsFiles;
 
 impl RunArgs {
     /// Checks every flag and turns them into [`Settings`]. Reads the password file (small).

@@ -17,7 +17,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Subcommand};
 use thiserror::Error;
 
-use crate::config::{Cli, Command, RunArgs};
+use super::{Cli, Command, RunArgs};
 
 /// `edgefilter config …`
 #[derive(Debug, Subcommand)]

@@ -11,6 +11,7 @@ use super::{parse_duration, ConfigError};
 use crate::mqtt::topic::{self, Template};
 use crate::pipeline::rules::{AlertMode, RuleSettings, DEFAULT_IDLE};
 use crate::pipeline::verdict::FieldPath;
+use crate::settings::{RuleConfig, SUMMARY_OUTPUT, SUMMARY_TOPIC};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ModeArg {
@@ -97,35 +98,6 @@ pub struct RuleArgs {
     pub device_idle: Duration,
 }
 
-/// Default of `--summary-topic`.
-pub const SUMMARY_TOPIC: &str = "summaries/{topic}";
-/// Default of `--summary-output`.
-pub const SUMMARY_OUTPUT: &str = "summary";
-
-/// The validated rule flags.
-#[derive(Debug, Clone)]
-pub struct RuleConfig {
-    pub settings: RuleSettings,
-    pub event_time: Option<FieldPath>,
-    /// `--clear-topic` as given (None: the version's default, see `plan`).
-    pub clear_topic: Option<Template>,
-    pub summary_topic: Template,
-    pub summary_output: String,
-}
-
-impl RuleConfig {
-    /// Every rule off, as with no rule flag (what the demo starts from).
-    pub fn off() -> RuleConfig {
-        RuleConfig {
-            settings: RuleSettings::default(),
-            event_time: None,
-            clear_topic: None,
-            summary_topic: Template::parse(SUMMARY_TOPIC).expect("a valid template"),
-            summary_output: SUMMARY_OUTPUT.to_string(),
-        }
-    }
-}
-
 impl RuleArgs {
     /// Checks the rule flags; `input_filters` must not read back what the rules publish.
     pub fn validate(&self, input_filters: &[String]) -> Result<RuleConfig, ConfigError> {
@@ -198,19 +170,14 @@ impl RuleArgs {
     }
 }
 
-/// `cleared/{topic}`: where clearing messages go under MQTT 3.1.1 unless `--clear-topic` says.
-pub fn default_v4_clear_template() -> Template {
-    Template::parse("cleared/{topic}").expect("a valid template")
-}
-
 #[cfg(test)]
 mod tests {
-    use crate::config::{Cli, Command, ConfigError};
+    use crate::cli::{Cli, Command, ConfigError};
     use crate::pipeline::rules::AlertMode;
     use clap::Parser;
     use std::time::Duration;
 
-    fn validate(extra: &[&str]) -> Result<crate::config::Settings, ConfigError> {
+    fn validate(extra: &[&str]) -> Result<crate::settings::Settings, ConfigError> {
         let mut argv = vec!["edgefilter", "run"];
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).unwrap().command {
