@@ -10,7 +10,7 @@ use thiserror::Error;
 
 use crate::flow::Flow;
 use crate::io::azure::AzureError;
-use crate::io::connection::{self, AzureLink, ConnectionError, Link, Stages};
+use crate::io::connection::{self, AzureLink, ConnectPlan, ConnectionError, Stages};
 use crate::io::embedded::EmbeddedError;
 use crate::io::http;
 use crate::io::outbox::OutboxError;
@@ -36,7 +36,7 @@ pub enum RunError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Connection(#[from] ConnectionError),
+    Driver(#[from] ConnectionError),
     #[error(transparent)]
     Azure(#[from] AzureError),
     #[error("--outbox-dir {dir} (or --ack-policy alert)")]
@@ -149,7 +149,7 @@ pub async fn run(
         io.start(&mut flow, pending);
         io
     });
-    let link = Link {
+    let connect_plan = ConnectPlan {
         version: plan.version,
         endpoint,
         connect: plan.connect,
@@ -166,7 +166,7 @@ pub async fn run(
         field: plan.field,
         max_payload: plan.max_payload,
     };
-    let result = connection::run(link, flow, stages, outbox, shutdown).await;
+    let result = connection::run(connect_plan, flow, stages, outbox, shutdown).await;
     stop.fire();
     let s = shared.metrics.snapshot();
     tracing::info!(

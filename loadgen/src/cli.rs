@@ -1,7 +1,7 @@
 //! Tooling: loadgen's command line (clap), validated in a second stage into a ready-to-use
 //! [`Config`] — every bad value becomes one clear error before anything connects.
 
-pub mod rules;
+pub mod rule_flags;
 
 use crate::message::{device_name, TempSource};
 use crate::schedule::Schedule;
@@ -191,7 +191,7 @@ pub struct Args {
     pub client_id: Option<String>,
 
     #[command(flatten)]
-    pub rules: rules::RuleArgs,
+    pub rules: rule_flags::RuleArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -259,7 +259,7 @@ pub struct Config {
     pub tick: Duration,
     pub client_id: String,
     /// The filter's rules and where their outputs arrive.
-    pub rules: rules::RuleSetup,
+    pub rules: rule_flags::RuleSetup,
 }
 
 fn invalid(flag: &'static str, what: &'static str, value: impl ToString) -> ConfigError {

@@ -33,7 +33,7 @@ pub mod message;
 pub mod plot;
 pub mod publisher;
 pub mod report;
-pub mod rules;
+pub mod rule_model;
 pub mod run;
 pub mod schedule;
 pub mod sink;

@@ -8,7 +8,7 @@
 //! threshold in force. Either way loadgen knows the exact verdict: the body carries the f64's
 //! shortest round-trip text, so the filter parses back exactly the value compared here.
 
-use crate::rules::DeviceModel;
+use crate::rule_model::DeviceModel;
 use crate::target::TopicTemplate;
 use edgefilter_sensor::{write_body, Reading, Sensor, Tracking};
 use std::time::{Duration, UNIX_EPOCH};

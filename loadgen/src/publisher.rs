@@ -10,7 +10,7 @@ use crate::inflight::{IdCursor, IdWindow};
 use crate::message::{
     encode_publish_with, is_malformed, write_message_body, Device, PublishFormat, TempSource,
 };
-use crate::rules::{Reading, RuleSpec};
+use crate::rule_model::{Reading, RuleSpec};
 use crate::schedule::{ConnSeqs, Schedule};
 use crate::wire::{
     decode_control, frame, parse_puback, Conn, Inbound, WireError, DISCONNECT, PINGREQ,

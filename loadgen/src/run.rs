@@ -9,7 +9,7 @@ use crate::clock::{process_cpu, Clock};
 use crate::message::{device_name, probe_body, Device, PublishFormat, PROBE_DEVICE};
 use crate::publisher::{self, PubConfig, PubEvent, PubResult, Shared};
 use crate::report::{Latency, Summary};
-use crate::rules::Reading;
+use crate::rule_model::Reading;
 use crate::schedule::devices_of;
 use crate::sink::{self, Drain, SinkProgress, SinkResult};
 use crate::summaries::KindCounts;

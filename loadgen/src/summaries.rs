@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use edgefilter_mqtt::topic;
 
-use crate::rules::{event_windows, Reading, RuleSpec, WindowStats};
+use crate::rule_model::{event_windows, Reading, RuleSpec, WindowStats};
 
 /// What a publish on the sink's subscriptions is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! TCP quick ACKs, for the filter's connection and loadgen's: when to acknowledge incoming
-//! segments at once ([`AckPolicy`], pure, `now` passed in) and the socket option that does it
+//! segments at once ([`QuickAckRate`], pure, `now` passed in) and the socket option that does it
 //! ([`quick_ack`], Linux `TCP_QUICKACK` through socket2, no `unsafe`).
 //!
 //! Brokers write with Nagle's algorithm (mosquitto's default, rumqttd): a small packet waits
@@ -30,7 +30,7 @@ pub const QUICK_ACK_BELOW: u64 = 25_000;
 
 /// Counts packets per 100 ms window to decide [`QuickAck::BelowRate`].
 #[derive(Debug, Clone)]
-pub struct AckPolicy {
+pub struct QuickAckRate {
     mode: QuickAck,
     window_start: Instant,
     packets: u64,
@@ -38,11 +38,11 @@ pub struct AckPolicy {
     slow: bool,
 }
 
-impl AckPolicy {
+impl QuickAckRate {
     const WINDOW: Duration = Duration::from_millis(100);
 
     pub fn new(mode: QuickAck, now: Instant) -> Self {
-        AckPolicy {
+        QuickAckRate {
             mode,
             window_start: now,
             packets: 0,
@@ -92,7 +92,7 @@ mod tests {
     #[test]
     fn quick_acks_follow_the_input_rate() {
         let t0 = Instant::now();
-        let mut p = AckPolicy::new(QuickAck::BelowRate, t0);
+        let mut p = QuickAckRate::new(QuickAck::BelowRate, t0);
         assert!(p.after_read(t0), "a new connection starts quick");
         // 100 ms with 3000 packets = 30k/s: above the bound, ACKs are left to TCP.
         p.packets(3000);
@@ -102,8 +102,8 @@ mod tests {
         assert!(!p.after_read(t0 + Duration::from_millis(150)));
         // The next window saw 10 packets: back to quick ACKs.
         assert!(p.after_read(t0 + Duration::from_millis(200)));
-        assert!(AckPolicy::new(QuickAck::Always, t0).after_read(t0));
-        assert!(!AckPolicy::new(QuickAck::Never, t0).after_read(t0));
+        assert!(QuickAckRate::new(QuickAck::Always, t0).after_read(t0));
+        assert!(!QuickAckRate::new(QuickAck::Never, t0).after_read(t0));
     }
 
     #[test]

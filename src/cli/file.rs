@@ -66,13 +66,13 @@ pub struct Parsed {
     /// `password` from the file (used when no `--password-file` applies).
     pub password: Option<String>,
     /// Where each `run` setting came from, by flag name (for `config print`).
-    pub sources: BTreeMap<String, Source>,
+    pub sources: BTreeMap<String, ValueOrigin>,
     matches: ArgMatches,
 }
 
 /// Where a setting came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub enum ValueOrigin {
     Flag,
     Env(String),
     File(PathBuf),
@@ -253,18 +253,18 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, ParseError> {
     let mut sources = BTreeMap::new();
     for (long, (id, _, env)) in &flags {
         let src = match run.value_source(id) {
-            Some(ValueSource::CommandLine) => Source::Flag,
-            Some(ValueSource::EnvVariable) => Source::Env(env.clone().unwrap_or_default()),
-            _ if from_file.contains(long) => Source::File(file.clone().unwrap_or_default()),
-            Some(ValueSource::DefaultValue) => Source::Default,
-            _ => Source::Unset,
+            Some(ValueSource::CommandLine) => ValueOrigin::Flag,
+            Some(ValueSource::EnvVariable) => ValueOrigin::Env(env.clone().unwrap_or_default()),
+            _ if from_file.contains(long) => ValueOrigin::File(file.clone().unwrap_or_default()),
+            Some(ValueSource::DefaultValue) => ValueOrigin::Default,
+            _ => ValueOrigin::Unset,
         };
         sources.insert(long.clone(), src);
     }
     if password_applies {
         sources.insert(
             PASSWORD_KEY.into(),
-            Source::File(file.clone().unwrap_or_default()),
+            ValueOrigin::File(file.clone().unwrap_or_default()),
         );
     }
     let matches = Cli::command().try_get_matches_from(&argv)?;
@@ -287,17 +287,21 @@ impl Parsed {
             return out;
         };
         for (long, (id, multi, _)) in run_flags() {
-            let src = self.sources.get(&long).cloned().unwrap_or(Source::Unset);
+            let src = self
+                .sources
+                .get(&long)
+                .cloned()
+                .unwrap_or(ValueOrigin::Unset);
             let raw: Vec<String> = run
                 .get_raw(&id)
                 .map(|vs| vs.map(|v| v.to_string_lossy().into_owned()).collect())
                 .unwrap_or_default();
             let why = match &src {
-                Source::Flag => "command line".to_string(),
-                Source::Env(var) => format!("environment, {var}"),
-                Source::File(p) => format!("file, {}", p.display()),
-                Source::Default => "default".to_string(),
-                Source::Unset => "not set".to_string(),
+                ValueOrigin::Flag => "command line".to_string(),
+                ValueOrigin::Env(var) => format!("environment, {var}"),
+                ValueOrigin::File(p) => format!("file, {}", p.display()),
+                ValueOrigin::Default => "default".to_string(),
+                ValueOrigin::Unset => "not set".to_string(),
             };
             if raw.is_empty() {
                 let _ = writeln!(out, "# {long} =   # {why}");
@@ -311,7 +315,7 @@ impl Parsed {
             };
             let _ = writeln!(out, "{long} = {value}   # {why}");
         }
-        if let Some(Source::File(p)) = self.sources.get(PASSWORD_KEY) {
+        if let Some(ValueOrigin::File(p)) = self.sources.get(PASSWORD_KEY) {
             let _ = writeln!(
                 out,
                 "# {PASSWORD_KEY} = \"<redacted>\"   # file, {}",
@@ -364,7 +368,7 @@ pub fn check(file: &Path) -> Result<String, CheckError> {
     let keys = parsed
         .sources
         .values()
-        .filter(|s| matches!(s, Source::File(_)))
+        .filter(|s| matches!(s, ValueOrigin::File(_)))
         .count();
     let Command::Run(args) = parsed.cli.command else {
         unreachable!("parsed as `run`")
@@ -437,6 +441,6 @@ mod tests {
             panic!()
         };
         assert_eq!(a.threshold, 20.0);
-        assert_eq!(p.sources["threshold"], Source::Flag);
+        assert_eq!(p.sources["threshold"], ValueOrigin::Flag);
     }
 }

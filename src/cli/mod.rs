@@ -5,7 +5,7 @@
 //! opened. Nothing below imports this layer.
 
 pub mod file;
-pub mod rules;
+pub mod rule_flags;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -306,7 +306,7 @@ pub struct RunArgs {
     pub keep_alive: Duration,
 
     #[command(flatten)]
-    pub rules: rules::RuleArgs,
+    pub rules: rule_flags::RuleArgs,
     /// What an input's acknowledgement waits for when it caused an alert: `alert` = the
     /// alert's PUBACK; `outbox` = the alert written to the local outbox (resent after a
     /// restart until acknowledged); `auto` = `outbox` under IoT Edge, `alert` elsewhere.

@@ -36,7 +36,7 @@ use super::transport::{Endpoint, Transport, TransportError};
 use crate::flow::{Drain, Flow, FlowError, Meta, Role};
 use crate::logging::chain;
 use crate::mqtt::codec::{CodecError, ConnectOptions, Encoder, Reader, Version};
-use crate::mqtt::tcp::{quick_ack, AckPolicy, QuickAck};
+use crate::mqtt::tcp::{quick_ack, QuickAck, QuickAckRate};
 use crate::pipeline::pool::{run_stage, Pool, SharedStage};
 use crate::pipeline::stage::{Batch, Stage};
 use crate::pipeline::verdict::FieldPath;
@@ -85,7 +85,7 @@ impl ConnectionError {
 }
 
 /// How to reach the broker and keep the connection (resolved once, see `plan`).
-pub struct Link {
+pub struct ConnectPlan {
     pub version: Version,
     pub endpoint: Endpoint,
     pub connect: ConnectOptions,
@@ -119,7 +119,7 @@ pub struct Stages {
 /// Runs the filter's connection until the shutdown fired and the flow drained (`outbox`: the
 /// outbox policy's file, already replayed into `flow`).
 pub async fn run(
-    link: Link,
+    plan: ConnectPlan,
     flow: Flow,
     stages: Stages,
     outbox: Option<OutboxIo>,
@@ -140,23 +140,25 @@ pub async fn run(
     } else {
         None
     };
-    let mut conn = Connection {
-        link,
+    let mut driver = Driver {
+        plan,
         flow,
         stages,
         pool,
         results,
         outbox,
     };
-    let result = conn.run(shutdown).await;
-    if let Some(pool) = conn.pool.take() {
+    let result = driver.run(shutdown).await;
+    if let Some(pool) = driver.pool.take() {
         pool.shutdown();
     }
     result
 }
 
-struct Connection {
-    link: Link,
+/// What drives `Flow`: how to reach the broker, the stages and workers that decide batches, the
+/// workers' results, and the outbox file.
+struct Driver {
+    plan: ConnectPlan,
     flow: Flow,
     stages: Vec<SharedStage>,
     pool: Option<Pool<Meta>>,
@@ -165,25 +167,25 @@ struct Connection {
 }
 
 /// A connected socket with what was read but not yet decoded.
-struct Conn {
+struct Socket {
     role: Role,
     transport: Transport,
     rbuf: BytesMut,
     reader: Reader,
-    acks: AckPolicy,
+    quick_acks: QuickAckRate,
 }
 
 /// How long a connection closed on purpose waits for the broker to close its end.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-impl Conn {
+impl Socket {
     /// Reads into the buffer; `Closed` at the end of the stream.
     async fn read(&mut self) -> Result<Instant, ConnectionError> {
         if self.transport.read_buf(&mut self.rbuf).await? == 0 {
             return Err(ConnectionError::Closed);
         }
         let now = Instant::now();
-        if self.acks.after_read(now) {
+        if self.quick_acks.after_read(now) {
             quick_ack(self.transport.tcp());
         }
         Ok(now)
@@ -192,7 +194,7 @@ impl Conn {
     /// Every complete packet in the read buffer, into the flow.
     fn decode(&mut self, flow: &mut Flow, now: Instant) -> Result<(), ConnectionError> {
         while let Some(p) = self.reader.next(&mut self.rbuf)? {
-            self.acks.packets(1);
+            self.quick_acks.packets(1);
             flow.on_packet(self.role, p, now)?;
         }
         if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
@@ -239,15 +241,15 @@ impl Conn {
 
 /// The live connections: the input one and, when our publishes have their own, the
 /// publisher one.
-struct Conns {
-    input: Conn,
-    publisher: Option<Conn>,
+struct Sockets {
+    input: Socket,
+    publisher: Option<Socket>,
 }
 
-impl Conns {
+impl Sockets {
     /// Both closed on purpose (`said`: the drain already wrote their DISCONNECTs).
     async fn close(self, version: Version, said: bool) {
-        let Conns { input, publisher } = self;
+        let Sockets { input, publisher } = self;
         match publisher {
             Some(p) => {
                 tokio::join!(input.close(version, !said), p.close(version, !said));
@@ -257,7 +259,7 @@ impl Conns {
     }
 }
 
-impl Connection {
+impl Driver {
     async fn run(&mut self, mut shutdown: Shutdown) -> Result<(), ConnectionError> {
         let mut backoff = Backoff::new(
             Duration::from_millis(100),
@@ -276,10 +278,10 @@ impl Connection {
                     return Ok(());
                 }
             };
-            let mut conns = match attempt {
-                Ok(conns) => conns,
+            let mut sockets = match attempt {
+                Ok(sockets) => sockets,
                 Err(e) => {
-                    let first = !connected_before && !self.link.retry_first_connect;
+                    let first = !connected_before && !self.plan.retry_first_connect;
                     if first && (e.is_fatal_at_startup() || backoff.attempts() >= 3) {
                         return Err(e);
                     }
@@ -298,10 +300,10 @@ impl Connection {
             };
             backoff.connected(Instant::now());
             connected_before = true;
-            let result = self.serve(&mut conns, &mut shutdown).await;
+            let result = self.serve(&mut sockets, &mut shutdown).await;
             // Whatever ended it, the sockets are closed cleanly (a DISCONNECT where the drain
             // did not already write one) before any new CONNECT.
-            conns.close(self.link.version, result.is_ok()).await;
+            sockets.close(self.plan.version, result.is_ok()).await;
             let dropped = self.flow.connection_lost(Role::Input);
             self.flow.connection_lost(Role::Publish);
             backoff.lost(Instant::now());
@@ -332,19 +334,19 @@ impl Connection {
     }
 
     /// The publisher connection (when our publishes have their own), then the input one.
-    async fn open(&mut self) -> Result<Conns, ConnectionError> {
-        let publisher = match self.link.publisher_client_id.clone() {
+    async fn open(&mut self) -> Result<Sockets, ConnectionError> {
+        let publisher = match self.plan.publisher_client_id.clone() {
             // Its failure reads like the input connection's would (same broker, same
             // credentials): a refused login or certificate is named as such.
             Some(id) => Some(self.open_one(Role::Publish, Some(id)).await?),
             None => None,
         };
         match self.open_one(Role::Input, None).await {
-            Ok(input) => Ok(Conns { input, publisher }),
+            Ok(input) => Ok(Sockets { input, publisher }),
             Err(e) => {
                 if let Some(p) = publisher {
                     self.flow.connection_lost(Role::Publish);
-                    p.close(self.link.version, true).await;
+                    p.close(self.plan.version, true).await;
                 }
                 Err(e)
             }
@@ -357,14 +359,14 @@ impl Connection {
         &mut self,
         role: Role,
         client_id: Option<String>,
-    ) -> Result<Conn, ConnectionError> {
-        let mut connect = self.link.connect.clone();
+    ) -> Result<Socket, ConnectionError> {
+        let mut connect = self.plan.connect.clone();
         if let Some(id) = client_id {
             connect.client_id = id;
         }
-        let mut endpoint = self.link.endpoint.clone();
+        let mut endpoint = self.plan.endpoint.clone();
         let mut renew_at = None;
-        if let Some(azure) = &self.link.azure {
+        if let Some(azure) = &self.plan.azure {
             // A fresh SAS token (signed by the workload API or the connection string's key) and
             // the trust bundle as the only roots, at every connect.
             let now_unix = std::time::SystemTime::now()
@@ -384,7 +386,7 @@ impl Connection {
         }
         let mut transport = Transport::connect(&endpoint).await?;
         let mut rbuf = BytesMut::with_capacity(64 * 1024);
-        let version = self.link.version;
+        let version = self.plan.version;
         let info = handshake::connect(&mut transport, &mut rbuf, version, &connect, &endpoint.addr)
             .await?;
         let now = Instant::now();
@@ -396,7 +398,7 @@ impl Connection {
             "connected to {} (MQTT {}, {}session {})",
             endpoint.addr,
             if version == Version::V5 { "5" } else { "3.1.1" },
-            match (role, self.link.publisher_client_id.is_some()) {
+            match (role, self.plan.publisher_client_id.is_some()) {
                 (Role::Publish, _) => "publisher connection, ",
                 (Role::Input, true) => "input connection, ",
                 (Role::Input, false) => "",
@@ -407,12 +409,12 @@ impl Connection {
                 "new"
             }
         );
-        Ok(Conn {
+        Ok(Socket {
             role,
             transport,
             rbuf,
-            reader: Reader::new(version, self.link.read_limit, OVERSIZE_KEEP),
-            acks: AckPolicy::new(self.link.quick_ack, now),
+            reader: Reader::new(version, self.plan.read_limit, OVERSIZE_KEEP),
+            quick_acks: QuickAckRate::new(self.plan.quick_ack, now),
         })
     }
 
@@ -420,15 +422,15 @@ impl Connection {
     /// error that lost a connection.
     async fn serve(
         &mut self,
-        conns: &mut Conns,
+        sockets: &mut Sockets,
         shutdown: &mut Shutdown,
     ) -> Result<Drain, ConnectionError> {
         // Whatever arrived with the CONNACKs is decoded before the first wait.
         let now = Instant::now();
-        if let Some(p) = conns.publisher.as_mut() {
+        if let Some(p) = sockets.publisher.as_mut() {
             p.decode(&mut self.flow, now).map_err(publisher_error)?;
         }
-        conns.input.decode(&mut self.flow, now)?;
+        sockets.input.decode(&mut self.flow, now)?;
         loop {
             let now = Instant::now();
             self.run_dispatches(now)?;
@@ -440,23 +442,23 @@ impl Connection {
                     poll = self.flow.poll(now);
                 }
             }
-            if let Some(p) = conns.publisher.as_mut() {
+            if let Some(p) = sockets.publisher.as_mut() {
                 p.flush(&mut self.flow).await.map_err(publisher_error)?;
             }
-            conns.input.flush(&mut self.flow).await?;
+            sockets.input.flush(&mut self.flow).await?;
             if let Some(why) = poll.exit {
                 return Ok(why);
             }
             let wake = poll.wake.unwrap_or_else(|| now + Duration::from_secs(3600));
-            let has_publisher = conns.publisher.is_some();
+            let has_publisher = sockets.publisher.is_some();
             tokio::select! {
-                r = conns.input.read(), if poll.read => {
+                r = sockets.input.read(), if poll.read => {
                     let now = r?;
-                    conns.input.decode(&mut self.flow, now)?;
+                    sockets.input.decode(&mut self.flow, now)?;
                 }
-                r = read_opt(conns.publisher.as_mut()), if has_publisher => {
+                r = read_opt(sockets.publisher.as_mut()), if has_publisher => {
                     let now = r.map_err(publisher_error)?;
-                    if let Some(p) = conns.publisher.as_mut() {
+                    if let Some(p) = sockets.publisher.as_mut() {
                         p.decode(&mut self.flow, now).map_err(publisher_error)?;
                     }
                 }
@@ -501,8 +503,8 @@ impl Connection {
 }
 
 /// Reads the publisher connection (never called without one).
-async fn read_opt(conn: Option<&mut Conn>) -> Result<Instant, ConnectionError> {
-    match conn {
+async fn read_opt(socket: Option<&mut Socket>) -> Result<Instant, ConnectionError> {
+    match socket {
         Some(c) => c.read().await,
         None => std::future::pending().await,
     }

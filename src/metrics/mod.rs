@@ -20,7 +20,7 @@ mod delivery;
 mod labels;
 mod pipeline;
 pub mod process;
-mod rules;
+mod rule_metrics;
 mod snapshot;
 
 pub use delivery::DeliveryMetrics;
@@ -31,7 +31,7 @@ pub use labels::{
 };
 use pipeline::PipelineGauges;
 pub use pipeline::PipelineState;
-use rules::RuleMetrics;
+use rule_metrics::RuleMetrics;
 pub use snapshot::Snapshot;
 
 /// All counters, and the registry that renders them.

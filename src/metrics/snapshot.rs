@@ -3,7 +3,7 @@
 
 use crate::pipeline::verdict::RejectReason;
 
-use super::rules::RuleMetrics;
+use super::rule_metrics::RuleMetrics;
 use super::{BrokerDrop, BrokerDropLabels, Metrics, ReasonLabels, ResultLabels, TwinResult};
 
 /// A copy of the counters, for the stats line and summaries.

@@ -5,10 +5,10 @@
 //! configuration of `edgefilter run`, which `plan` resolves and `run` wires; [`Target`] is
 //! where the filter's connections go; [`defaults`] are the flags' defaults, in one place.
 
+mod alert_rules;
 mod broker;
 mod delivery;
 mod passwd;
-mod rules;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,10 +20,10 @@ use crate::mqtt::broker_url::BrokerUrl;
 pub use crate::mqtt::codec::Version;
 use crate::mqtt::topic;
 use crate::pipeline::verdict::FieldPath;
+pub use alert_rules::{default_v4_clear_template, RuleConfig, SUMMARY_OUTPUT, SUMMARY_TOPIC};
 pub use broker::{BrokerOptions, Cluster};
 pub use delivery::{AckPolicyArg, Delivery, OutboxDurability};
 pub use passwd::{PasswdError, Passwords};
-pub use rules::{default_v4_clear_template, RuleConfig, SUMMARY_OUTPUT, SUMMARY_TOPIC};
 
 /// TLS material named on the command line (read when connecting).
 #[derive(Debug, Clone, Default)]
@@ -161,7 +161,7 @@ pub struct Settings {
     pub max_inflight: u16,
     pub keep_alive: Duration,
     pub broker: BrokerOptions,
-    pub rules: rules::RuleConfig,
+    pub rules: RuleConfig,
     pub delivery: Delivery,
 }
 
@@ -254,7 +254,7 @@ impl Settings {
                 tls: None,
                 cluster: None,
             },
-            rules: rules::RuleConfig::off(),
+            rules: RuleConfig::off(),
             delivery: Delivery {
                 ack_policy: AckPolicyArg::Auto,
                 outbox_dir: PathBuf::from(defaults::OUTBOX_DIR),

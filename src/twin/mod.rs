@@ -9,14 +9,14 @@
 //!   stale), and the reported document with the threshold and the rules in force, the last
 //!   applied `$version` and the status of the last patch.
 
-pub mod rules;
+pub mod rule_keys;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value};
 
 use crate::pipeline::rules::RuleSettings;
-pub use rules::RulePatch;
+pub use rule_keys::RulePatch;
 
 /// The threshold in force, shared lock-free between the twin and the pipeline.
 #[derive(Debug)]
@@ -304,14 +304,14 @@ impl Twin {
         doc.insert("$version".into(), Value::from(self.version));
         doc.insert("status".into(), Value::from(self.status.clone()));
         doc.insert("source".into(), Value::from(self.source.as_str()));
-        rules::report(&self.rules, &mut doc);
+        rule_keys::report(&self.rules, &mut doc);
         Value::Object(doc)
     }
 
     /// The rules in force as reported properties (without the threshold and the version).
     pub fn reported_rules(&self) -> Map<String, Value> {
         let mut doc = Map::new();
-        rules::report(&self.rules, &mut doc);
+        rule_keys::report(&self.rules, &mut doc);
         doc
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use super::{invalid, ConfigError};
-use crate::rules::RuleSpec;
+use crate::rule_model::RuleSpec;
 use crate::target::Target;
 use crate::wire::Version;
 
