@@ -81,9 +81,9 @@ pub struct OutboxPlan {
 /// The largest packet MQTT can carry (a 4-byte remaining length plus the fixed header).
 pub const MAX_PACKET: u32 = 268_435_455 + 5;
 
-/// On one connection, inputs held at most (`FlowConfig::max_held`) per `--max-pending`: room
-/// for a broker that sends past our Receive Maximum while PUBACKs for our publishes are due on
-/// the same socket (mosquitto 2.0.11 overshoots it on in-order PUBACKs).
+/// On one connection, QoS 0 inputs held at most (`FlowConfig::max_held`) per `--max-pending`:
+/// room for a broker that sends past our Receive Maximum while PUBACKs for our publishes are
+/// due on the same socket (mosquitto 2.0.11 overshoots it on in-order PUBACKs).
 pub const HELD_PER_PENDING: usize = 8;
 
 /// The publisher connection's client id for the filter's `client_id`.

@@ -99,11 +99,11 @@ pub struct FlowConfig {
     /// Inputs in the pipeline (received, not yet acknowledged) before reading pauses; also
     /// our Receive Maximum (MQTT 5).
     pub max_pending: usize,
-    /// One connection only (IoT Edge: one module identity): the most inputs held while
-    /// reading goes on past `max_pending` for the PUBACKs of our own publishes, which arrive on
-    /// that same socket; past it reading stops whatever is in flight, and QoS 0 inputs already
-    /// read are dropped (counted). Unused with a separate publisher connection, which stops
-    /// reading at `max_pending`.
+    /// One connection only (IoT Edge, `--publisher-connection shared`, QoS 0): reading goes on
+    /// past `max_pending` while PUBACKs of our own publishes are due (they arrive on the same
+    /// socket), and a QoS 0 input read past this many held inputs is dropped (counted). QoS 1
+    /// inputs are always held: none may be left unacknowledged while later ones are
+    /// acknowledged. Unused with a separate publisher connection.
     pub max_held: usize,
     /// Our publishes (alerts, dead letters, twin reports) go on a connection of their own
     /// ([`Role::Publish`]), so that the input connection can stop reading when `max_pending`
@@ -638,15 +638,15 @@ impl Flow {
         // Input credit. With a publisher connection of its own, reading stops at
         // --max-pending held inputs: TCP pushes back on the broker, and the PUBACKs those
         // inputs wait for arrive on the other socket. On one connection those PUBACKs come
-        // through this socket, so reading goes on while some are due, up to the hard bound.
-        // (The tracker holds every input of this connection not yet acknowledged; jobs of a
-        // lost connection may still be in the stages.)
+        // through this socket, behind whatever input the broker sent first, so reading goes on
+        // while some are due: held input is then bounded by the broker's respect of our
+        // Receive Maximum, not by us (stopping would stall the connection until the keep-alive
+        // gave up). (The tracker holds every input of this connection not yet acknowledged;
+        // jobs of a lost connection may still be in the stages.)
         let pending = self.acks.len().max(self.in_stages);
         let read = exit.is_none()
             && (pending < self.cfg.max_pending
-                || (!self.cfg.separate_publisher
-                    && self.out.inflight() > 0
-                    && self.acks.len() < self.cfg.max_held));
+                || (!self.cfg.separate_publisher && self.out.inflight() > 0));
         if let Some(link) = self.input.as_mut() {
             if link.reading != read {
                 link.reading = read;

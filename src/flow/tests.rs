@@ -954,3 +954,26 @@ fn what_was_not_written_before_a_connection_was_lost_never_reaches_the_next_one(
     let wire = h.connect(connack(true));
     assert!(pubacks(&wire).is_empty(), "{wire:?}");
 }
+
+#[test]
+fn on_one_connection_reading_goes_on_while_a_puback_is_due_whatever_is_held() {
+    // The PUBACKs the held inputs wait for come through this socket, behind whatever input the
+    // broker sent first: to stop reading is to stall until the keep-alive gives up (a broker
+    // past its Receive Maximum — mosquitto 2.0.11 — did that at a hard bound of held inputs).
+    let mut h = connected(Version::V5, |c| {
+        c.max_pending = 1;
+        c.max_held = 2;
+    });
+    for pkid in 1..=3 {
+        h.input("telemetry/a", ALERT, pkid);
+    }
+    h.decide_all();
+    let alerts = alert_ids(&h.out());
+    assert_eq!(alerts.len(), 3);
+    assert!(h.flow.poll(h.now).read, "three held, PUBACKs due: read on");
+    for id in alerts {
+        h.puback(id);
+    }
+    assert_eq!(pubacks(&h.out()), vec![1, 2, 3]);
+    assert!(h.flow.poll(h.now).read);
+}

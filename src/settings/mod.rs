@@ -57,9 +57,9 @@ pub enum PublisherConnection {
     /// broker) without holding up the PUBACKs those inputs wait for. (At `--qos 0` nothing
     /// waits for a PUBACK: one connection.)
     Separate,
-    /// The input connection: one client id, but under overload reading goes on for those
-    /// PUBACKs (up to 8 × `--max-pending` held inputs), so a broker that overshoots its
-    /// Receive Maximum can stall it until the keep-alive gives up. Always so under IoT Edge.
+    /// The input connection: one client id, but under overload reading goes on while those
+    /// PUBACKs are due, so held input is bounded only by the broker's respect of our Receive
+    /// Maximum (mosquitto 2.0.11 overshoots it). Always so under IoT Edge.
     Shared,
 }
 
