@@ -3,7 +3,7 @@
 //! publishers record which sequence numbers they expected as alerts, and [`Accounting::finish`]
 //! turns both into the exact lost / duplicate / unexpected counts.
 
-use crate::timeline::Timeline;
+use crate::timeline::{Timeline, LATENCY_MAX_US};
 use hdrhistogram::Histogram;
 use memchr::memmem::FinderRev;
 
@@ -183,9 +183,6 @@ pub struct Accounting {
     /// Per-second counts and latency for `--report`.
     pub timeline: Timeline,
 }
-
-/// The highest latency the histogram tracks (one hour, in µs); larger values saturate.
-pub const LATENCY_MAX_US: u64 = 3_600_000_000;
 
 impl Default for Accounting {
     fn default() -> Self {

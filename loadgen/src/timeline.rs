@@ -8,6 +8,9 @@ use crate::report::Latency;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+/// The highest latency the histograms track (one hour, in µs); larger values saturate.
+pub const LATENCY_MAX_US: u64 = 3_600_000_000;
+
 /// One interval of the run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Interval {
@@ -38,8 +41,7 @@ impl Timeline {
             interval_us: interval_us.max(1),
             rows: Vec::new(),
             // 2 significant digits: per-interval percentiles, not the run's exact figures.
-            cur: Histogram::new_with_bounds(1, crate::account::LATENCY_MAX_US, 2)
-                .expect("valid histogram bounds"),
+            cur: Histogram::new_with_bounds(1, LATENCY_MAX_US, 2).expect("valid histogram bounds"),
             cur_alerts: 0,
             sent: Vec::new(),
         }

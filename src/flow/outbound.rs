@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use super::dead_letter::dead_letter_envelope;
 use super::dialect::{InputProps, Output as PubKind};
-use super::rules::kind_of;
 use super::{Flow, Role};
 use crate::logging::chain;
 use crate::mqtt::codec::{Encoder, OutPublish, Unpublishable};
@@ -48,6 +47,17 @@ pub(super) enum Kind {
     DeadLetter,
     /// Twin reports and requests.
     Control,
+}
+
+impl Kind {
+    /// The counter kind of `n` publishes of `kind`.
+    pub(super) fn of(kind: PubKind, n: u64) -> Kind {
+        match kind {
+            PubKind::Alert => Kind::Alert(n),
+            PubKind::Clear => Kind::Clear(n),
+            PubKind::Summary => Kind::Summary(n),
+        }
+    }
 }
 
 /// A QoS 1 publish's tag in the outgoing window.
@@ -161,7 +171,7 @@ impl Flow {
                         }
                     };
                     match self.check(&packet) {
-                        Ok(()) => self.publish(packet, Covers::of(a.seq), kind_of(a.kind, 1)),
+                        Ok(()) => self.publish(packet, Covers::of(a.seq), Kind::of(a.kind, 1)),
                         Err(why) => self.unpublishable_alert(a.seq, &a.topic, &a.payload, &why),
                     }
                 }
@@ -187,7 +197,7 @@ impl Flow {
                     }
                     let seqs: Vec<u64> = group.iter().filter_map(|a| a.seq).collect();
                     let n = group.len() as u64;
-                    self.publish(packet, Covers::Many(seqs), kind_of(kind, n));
+                    self.publish(packet, Covers::Many(seqs), Kind::of(kind, n));
                 }
             }
         }

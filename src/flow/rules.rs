@@ -10,20 +10,11 @@
 
 use std::time::Instant;
 
-use super::outbound::{Kind, PendingAlert};
+use super::outbound::PendingAlert;
 use super::{Flow, PubKind};
 use crate::flow::dialect::InputProps;
 use crate::pipeline::rules::device::RuleStats;
 use crate::pipeline::stage::{Batch, Out, OutKind, Work};
-
-/// The counter kind of `n` publishes of `kind`.
-pub(super) fn kind_of(kind: PubKind, n: u64) -> Kind {
-    match kind {
-        PubKind::Alert => Kind::Alert(n),
-        PubKind::Clear => Kind::Clear(n),
-        PubKind::Summary => Kind::Summary(n),
-    }
-}
 
 impl Flow {
     /// What a stage reported with a batch: counters, devices with state, a control batch back.

@@ -49,10 +49,8 @@ const OVERSIZE_KEEP: usize = crate::flow::DEAD_LETTER_KEEP;
 pub enum ConnectionError {
     #[error(transparent)]
     Transport(#[from] TransportError),
-    #[error("{addr} refused the connection: {reason}")]
-    Refused { addr: String, reason: String },
-    #[error("no CONNACK from {addr} within {secs} s")]
-    ConnAckTimeout { addr: String, secs: u64 },
+    #[error(transparent)]
+    Handshake(#[from] handshake::HandshakeError),
     #[error("connection lost")]
     Io(#[from] std::io::Error),
     #[error("broker closed the connection")]
@@ -79,6 +77,7 @@ impl ConnectionError {
             ConnectionError::Io(_) | ConnectionError::Closed => false,
             ConnectionError::Flow(e) => e.is_fatal_at_startup(),
             ConnectionError::Publisher(e) => e.is_fatal_at_startup(),
+            ConnectionError::Handshake(e) => e.is_fatal_at_startup(),
             _ => true,
         }
     }
@@ -481,6 +480,23 @@ impl Driver {
                     self.flow.tick(Instant::now())?;
                 }
             }
+            // Whatever else is ready now joins this turn, so that one write per socket carries
+            // it all: with two sockets, an input and the PUBACK of an alert arrive apart.
+            if let Some(p) = sockets.publisher.as_mut() {
+                if let Some(r) = now_or_never(p.read()) {
+                    let now = r.map_err(publisher_error)?;
+                    p.decode(&mut self.flow, now).map_err(publisher_error)?;
+                }
+            }
+            if poll.read {
+                if let Some(r) = now_or_never(sockets.input.read()) {
+                    let now = r?;
+                    sockets.input.decode(&mut self.flow, now)?;
+                }
+            }
+            while let Ok(batch) = self.results.try_recv() {
+                self.flow.on_verdicts(batch, Instant::now());
+            }
         }
     }
 
@@ -515,5 +531,16 @@ fn publisher_error(e: ConnectionError) -> ConnectionError {
     match e {
         ConnectionError::Publisher(_) => e,
         e => ConnectionError::Publisher(Box::new(e)),
+    }
+}
+
+/// Polls `fut` once: its output when it is ready now, `None` when it would wait (it is
+/// dropped then; the reads here lose nothing when dropped).
+fn now_or_never<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
     }
 }

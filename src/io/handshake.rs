@@ -7,9 +7,37 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::connection::ConnectionError;
+use thiserror::Error;
+
 use super::transport::Transport;
-use crate::mqtt::codec::{self, ConnAckInfo, ConnectOptions, Encoder, Inbound, Version};
+use crate::mqtt::codec::{
+    self, CodecError, ConnAckInfo, ConnectOptions, Encoder, Inbound, Version,
+};
+
+/// Why a CONNECT did not get an accepting CONNACK.
+#[derive(Debug, Error)]
+pub enum HandshakeError {
+    #[error("{addr} refused the connection: {reason}")]
+    Refused { addr: String, reason: String },
+    #[error("no CONNACK from {addr} within {secs} s")]
+    ConnAckTimeout { addr: String, secs: u64 },
+    #[error("connection lost")]
+    Io(#[from] std::io::Error),
+    #[error("broker closed the connection")]
+    Closed,
+    #[error("unexpected packet {0} from the broker")]
+    Unexpected(&'static str),
+    #[error("protocol error")]
+    Codec(#[from] CodecError),
+}
+
+impl HandshakeError {
+    /// A lost or closed socket may work on the next attempt; a refusal or a broker that does
+    /// not speak our MQTT will not.
+    pub fn is_fatal_at_startup(&self) -> bool {
+        !matches!(self, HandshakeError::Io(_) | HandshakeError::Closed)
+    }
+}
 
 /// How long the broker has to answer our CONNECT.
 pub const CONNACK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,7 +52,7 @@ pub async fn connect(
     version: Version,
     options: &ConnectOptions,
     addr: &str,
-) -> Result<ConnAckInfo, ConnectionError> {
+) -> Result<ConnAckInfo, HandshakeError> {
     let mut buf = BytesMut::new();
     Encoder::connect(version, &mut buf, options)?;
     transport.write_all(&buf).await?;
@@ -34,22 +62,22 @@ pub async fn connect(
                 return Ok(p);
             }
             if transport.read_buf(rbuf).await? == 0 {
-                return Err(ConnectionError::Closed);
+                return Err(HandshakeError::Closed);
             }
         }
     })
     .await
-    .map_err(|_| ConnectionError::ConnAckTimeout {
+    .map_err(|_| HandshakeError::ConnAckTimeout {
         addr: addr.to_string(),
         secs: CONNACK_TIMEOUT.as_secs(),
     })??;
     match answer {
         Inbound::ConnAck(info) if info.code == 0 => Ok(info),
-        Inbound::ConnAck(info) => Err(ConnectionError::Refused {
+        Inbound::ConnAck(info) => Err(HandshakeError::Refused {
             addr: addr.to_string(),
             reason: info.reason,
         }),
-        Inbound::Other(name) => Err(ConnectionError::Unexpected(name)),
-        _ => Err(ConnectionError::Unexpected("non-CONNACK")),
+        Inbound::Other(name) => Err(HandshakeError::Unexpected(name)),
+        _ => Err(HandshakeError::Unexpected("non-CONNACK")),
     }
 }
