@@ -1,6 +1,7 @@
 //! Baseline for BENCHMARKS.md: the same filter written the obvious way on rumqttc's own event
 //! loop (`AsyncClient` + `EventLoop`, manual acks), with edgefilter's verdict. It exists to
-//! measure what owning the connection loop on rumqttc's packet codec (SPEC §7) gains: rumqttc
+//! measure what owning the connection loop on rumqttc's packet codec gains (one write per
+//! loop turn for every packet of that turn): rumqttc
 //! flushes the socket once per request and reads at most ten packets per poll.
 //!
 //! It is a generous baseline: it acknowledges an input as soon as its alert is handed to the

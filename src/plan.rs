@@ -214,7 +214,7 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
             session_expiry_secs: SESSION_EXPIRY_SECS,
             receive_maximum: settings.max_pending.clamp(1, 65535) as u16,
             // Any size (MQTT's largest packet): a broker would drop what exceeds our limit
-            // without a trace, while the reader dead-letters it, counted (issue 8 item 9).
+            // without a trace, while the reader dead-letters it, counted.
             maximum_packet_size: MAX_PACKET,
             username: settings.username.clone(),
             password: settings.password.clone(),

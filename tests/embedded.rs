@@ -136,7 +136,7 @@ async fn embedded_twin_and_dead_letters() {
     assert_eq!(dl["reason"], "not_a_number");
 }
 
-/// Issue 8 item 4: rumqttd accepts a newline in a topic; the rejection log line names the topic
+/// A broker may accept a newline in a topic; the rejection log line names the topic
 /// and must not let it start a forged line (edge and text formats).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newline_in_a_topic_cannot_forge_a_log_line() {

@@ -1,4 +1,4 @@
-//! The metrics endpoint against hostile clients (issue 8, item 3): half-sent requests are
+//! The metrics endpoint against hostile clients: half-sent requests are
 //! closed after the header-read timeout and `/metrics` still answers; failed accepts (a
 //! process out of descriptors) back off instead of spinning on a core.
 

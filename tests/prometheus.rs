@@ -580,7 +580,7 @@ fn dashboard_queries_name_only_exposed_metrics() {
         }
         used.extend(names);
     }
-    // What the dashboard is for (issue 12): throughput in/out, alert ratio, rejections,
+    // What the dashboard is for: throughput in/out, alert ratio, rejections,
     // latency percentiles, pending/in-flight, reconnects, twin changes, RSS/CPU.
     for needed in [
         "edgefilter_messages_received_total",

@@ -78,7 +78,7 @@ fn next_packet(s: &mut TcpStream, buf: &mut BytesMut, deadline: Instant) -> Opti
     }
 }
 
-/// Issue 8 item 8: bytes that arrive in the same segment as the last SUBACK must be decoded at
+/// Bytes that arrive in the same segment as the last SUBACK must be decoded at
 /// once, not when the next segment happens to arrive (with nothing else to read, that was the
 /// next keep-alive exchange: a minute here).
 #[test]

@@ -266,7 +266,8 @@ fn int_gt(v: i128, t: f64) -> bool {
     v > t as i128
 }
 
-/// The reference verdict: Python's semantics (SPEC §5) on top of `serde_json::Value`.
+/// The reference verdict: the seed's Python semantics (with the two deviations of
+/// `pipeline::verdict`) on top of `serde_json::Value`.
 fn reference(payload: &[u8], path: &str, t: f64) -> Outcome {
     use serde_json::Value;
     if payload.len() > MAX_PAYLOAD {

@@ -1,5 +1,5 @@
-//! Table test of the hot path's verdict (`pipeline::verdict`): every rule of SPEC §5 (the seed's
-//! Python semantics) as literal payloads with the expected verdict and, for rejections, the
+//! Table test of the hot path's verdict (`pipeline::verdict`): every verdict rule (the seed's
+//! Python semantics, `pipeline::verdict`) as literal payloads with the expected verdict and, for rejections, the
 //! exact detail text. One Evaluator per field path is shared by all rows, every row is
 //! evaluated twice in a row and the table is replayed interleaving valid and invalid rows, in
 //! both orders, so a leak of state between calls through the reused buffers would show.

@@ -29,7 +29,7 @@ fn decode_all(version: Version, chunks: &[&[u8]]) -> (Vec<String>, bool) {
                     }
                     out.push(format!("{p:?}"));
                 }
-                // Finding (fuzzing, issue 8): a complete frame whose body is too short (a v5
+                // A fuzzing finding: a complete frame whose body is too short (a v5
                 // CONNACK `20 02 00 00` without its property length) comes back as Ok(None),
                 // "need more bytes", with the frame already taken out of the buffer: the bad
                 // packet vanishes and the packets behind it wait for the next read. Treated

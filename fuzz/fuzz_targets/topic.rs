@@ -3,7 +3,7 @@
 //! text, up to a little over MQTT's limit. A rendered alert topic is either refused (by
 //! `check_publishable`, and by `write`, which then leaves the buffer untouched) or a valid MQTT
 //! topic of at most 65,535 bytes that encodes and decodes back to itself, for MQTT 3.1.1 and 5
-//! (issue 8 item 1: a 65,537-byte topic wrapped its u16 length). Filter matching agrees with
+//! (a 65,537-byte topic used to wrap its u16 length). Filter matching agrees with
 //! `example_topic`; the cache returns what rendering returns.
 //!
 //! `cargo +nightly fuzz run topic fuzz/corpus/topic fuzz/seeds/topic`

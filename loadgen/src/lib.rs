@@ -1,4 +1,4 @@
-//! loadgen — the bundled stress tester of edgefilter (SPEC §9). It plays both ends of the
+//! loadgen — the bundled stress tester of edgefilter. It plays both ends of the
 //! filter's data flow: the sensors (MQTT in) and the alert consumer (MQTT out).
 //!
 //! # Layout

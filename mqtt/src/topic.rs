@@ -195,8 +195,8 @@ mod tests {
 
     #[test]
     fn rendered_topics_longer_than_mqtt_allows_are_refused() {
-        // Issue 8 item 1: a legal 65,530-byte input topic rendered as alerts/{topic} is
-        // 65,537 bytes; its u16 length would wrap.
+        // A legal 65,530-byte input topic rendered as alerts/{topic} is 65,537 bytes: its
+        // u16 length would wrap (found as a stalled stream under a poison topic).
         let t = Template::parse("alerts/{topic}").unwrap();
         let input = format!("telemetry/{}", "M".repeat(65_520));
         assert_eq!(input.len(), 65_530);

@@ -1,5 +1,6 @@
 //! The SimulatedTemperatureSensor of IoT Edge, reproduced: the message shape and the
-//! temperature profile (`azure/PROTOCOL.md`). Feeds the demo, loadgen and the benches; it is
+//! temperature profile of Microsoft's SimulatedTemperatureSensor module (the tutorial's
+//! sensor). Feeds the demo, loadgen and the benches; it is
 //! the input side of the data flow, before MQTT.
 //!
 //! Profile: machine temperature starts at 21 and moves by uniform[-0.25, 1.25) per message;

@@ -12,9 +12,9 @@
 //! alert ─▶ propbag::OutputProperties::alert_from_input ─▶ topics::ModuleTopics::events_topic
 //! ```
 //!
-//! The wire format is specified in `shared/azure/PROTOCOL.md`; where that leaves a choice open,
-//! the Python device SDK (azure-iot-device 2.x, which the replaced module used) is followed and
-//! cited at the place of the choice.
+//! The wire format is edgeHub's MQTT dialect (module topics, property bags, SAS tokens, the
+//! workload API); where it leaves a choice open, the Python device SDK (azure-iot-device 2.x,
+//! which the replaced module used) is followed and cited at the place of the choice.
 
 pub mod env;
 pub mod workload;

@@ -5,7 +5,8 @@
 //! HTTP/1.1 with hyper's connection-level client: one short connection per request (a module
 //! makes two requests per token lifetime, so pooling buys nothing; the daemon allows at most 10
 //! concurrent requests per module socket and we never make more than one at a time).
-//! Requests as in PROTOCOL.md and the Python SDK's `iothub/edge_hsm.py`:
+//! Requests as the IoT Edge security daemon serves them (and the Python SDK's
+//! `iothub/edge_hsm.py` makes them):
 //! - `POST /modules/{moduleId}/genid/{generationId}/sign?api-version=…` with
 //!   `{"keyId":"primary","algo":"HMACSHA256","data":"<base64>"}` → `{"digest":"<base64>"}`;
 //! - `GET /trust-bundle?api-version=…` → `{"certificate":"<PEM>"}`;

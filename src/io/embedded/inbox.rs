@@ -2,7 +2,8 @@
 //! (in the publisher's task) into the recipient session's inbox, an unbounded channel; the
 //! session's own task moves it into the bounded queue (`--broker-queue`) and on to the socket.
 //! While that task is stuck — writing to a client that stopped reading, up to the send timeout
-//! — the inbox took all the traffic for that client (issue 10: +600 MB in 30 s).
+//! — the inbox took all the traffic for that client (+600 MB in 30 s at 30k msg/s, measured
+//! before this bound: BENCHMARKS.md §9).
 //!
 //! This module wraps rmqtt's router: every local recipient of a message passes [`Ledger`],
 //! which counts what was routed to the session and what is known to have left its inbox.

@@ -7,13 +7,14 @@
 //! # Semantics
 //! The oracle is the seed's Python module, `json.loads(body.decode('utf-8'))` then
 //! `"machine" in data and "temperature" in data["machine"] and data["machine"]["temperature"] > T`,
-//! as SPEC §5 pins it down, generalised to the configured dotted [`FieldPath`]. In order:
+//! as the product contract pins it down (Python's verdicts, minus the two deviations below),
+//! generalised to the configured dotted [`FieldPath`]. In order:
 //! 1. longer than `max_payload` → [`RejectReason::TooLarge`], before any parsing;
 //! 2. not UTF-8 (strict, like Python's decoder: overlongs and encoded surrogates are
 //!    invalid) → [`RejectReason::NotUtf8`];
 //! 3. not JSON as Python reads it → [`RejectReason::NotJson`]: empty body, UTF-8 BOM, trailing
 //!    data, unescaped control characters in strings, bad escapes, … plus the `NaN`,
-//!    `Infinity` and `-Infinity` literals, which Python accepts but the SPEC refuses;
+//!    `Infinity` and `-Infinity` literals, which Python accepts but JSON does not have;
 //! 4. top level not an object → [`RejectReason::NotObject`];
 //! 5. path absent → [`Verdict::Unmatched`]; so is a path that crosses a non-object
 //!    (`"machine": "x"`, `"machine": [...]`): the path is absent;
@@ -48,8 +49,10 @@
 //! refuses them; Python keeps them in the string). [`Evaluator::evaluate_slow`] runs it alone.
 //!
 //! # Deviations from Python, kept on purpose
-//! - `NaN`, `Infinity`, `-Infinity` are rejected as not JSON (SPEC §5); Python accepts them.
-//! - A boolean field is rejected as not a number (SPEC §5); Python compares `True` as 1
+//! - `NaN`, `Infinity`, `-Infinity` are rejected as not JSON (they are not JSON, and a
+//!   consumer of the alert would choke on them); Python accepts them.
+//! - A boolean field is rejected as not a number (a sensor sending `true` is broken, not
+//!   hot); Python compares `True` as 1
 //!   (`true` would alert against a threshold of 0.5).
 //! - Where Python raises an exception — field a string/null/object/array (`TypeError` on
 //!   `>`), top level not an object, a path crossing a string or list (`in` is a substring or
