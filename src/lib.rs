@@ -1,4 +1,6 @@
-//! edgefilter — a telemetry filter for IoT gateways.
+//! edgefilter — a telemetry filter for IoT gateways, the successor of the Python filter module
+//! of Azure IoT Edge's tutorial (*the seed*, wherever the code compares with it: its
+//! verdicts, its twin, its properties).
 //!
 //! # Layout
 //!
@@ -15,31 +17,23 @@
 //!               └─ twin patches ─▶ new rules snapshot (exact arrival point)
 //! ```
 //!
-//! - [`run`] (and [`demo`]): the faces; [`plan`] resolves the validated settings ([`config`])
-//!   into what to start and how, in one pure step; [`config_file`]: `--config` TOML files
-//!   under the flags and variables, `config check|print`; [`shutdown`] is the stop signal.
-//! - [`io`]: everything that touches a socket — the connection loop ([`io::connection`]) with
-//!   its transport, handshake and reconnect policy, TLS, the IoT Edge identity and workload
-//!   API, the embedded broker, the metrics endpoint. Its parts take small settings of their
-//!   own, which [`plan`] builds: `io` does not read [`config`].
-//! - [`flow`]: the per-connection protocol logic as one synchronous state machine (events in,
-//!   effects out, time as an argument), with the broker's dialect ([`flow::dialect`]: generic
-//!   MQTT or IoT Edge topics).
-//! - [`pipeline`]: the hot path — [`pipeline::verdict`] decides one payload,
-//!   [`pipeline::stage`] applies the rules to a batch (one stage per shard, the home of
-//!   per-device state), [`pipeline::pool`] runs stages on worker threads,
-//!   [`pipeline::batch`] groups alerts into flushes (or JSON-array payloads).
-//! - [`mqtt`] (workspace crate `edgefilter-mqtt`, shared with loadgen): pure MQTT pieces —
-//!   codec adapter, outgoing window, arrival-ordered acks, keep-alive, topics, broker URLs,
-//!   IoT Edge topics and property bags, TCP quick ACKs.
-//! - [`twin`]: desired-property patches, their validation, the reported document.
-//! - [`metrics`]: counters and histograms as named events, rendered as Prometheus text, and
-//!   the standard `process_*` figures read from `/proc` at each scrape ([`metrics::process`]).
-//! - [`io::outbox`]: a durable append-only file of alerts, replayed after a crash: the
-//!   `--ack-policy outbox` acknowledges an input once its alert is committed there
-//!   ([`flow`] says what to append, [`io::outbox`] writes it once per loop turn).
-//! - [`sensor`] (workspace crate `edgefilter-sensor`): the SimulatedTemperatureSensor profile
-//!   (demo, loadgen, benches).
+//! The layers, top to bottom (an import only ever points down; `tests/layers.rs` checks it):
+//!
+//! | layer | where | what lives there |
+//! |---|---|---|
+//! | flags | [`cli`] | clap flags, `--config` TOML files under flags and variables, their validation into [`settings`], `config check\|print` |
+//! | faces | [`run`], [`demo`] | what `edgefilter run` and `edgefilter demo` start |
+//! | plan | [`plan`] | settings → what to start and how, in one pure step |
+//! | sockets, files, clocks | [`io`] | the connection loop ([`io::connection`]) with its transport, handshake and reconnect policy, TLS, the IoT Edge identity and workload API, the embedded broker, the outbox file ([`io::outbox`]), the metrics endpoint |
+//! | protocol | [`flow`] | the filter's connections as one synchronous state machine: events in, effects out, time an argument; the broker's dialect ([`flow::dialect`]: generic MQTT or IoT Edge topics) |
+//! | twin | [`twin`] | desired-property patches, their validation, the reported document |
+//! | observability | [`metrics`], [`logging`], [`shutdown`] | counters and histograms as named events, the `process_*` figures ([`metrics::process`]); log formats; the stop signal |
+//! | settings | [`settings`] | plain values everything above reads: `Settings`, defaults, targets |
+//! | hot path | [`pipeline`] | [`pipeline::verdict`] decides one payload, [`pipeline::stage`] applies the rules to a batch (one stage per shard, the home of per-device state), [`pipeline::pool`] runs stages on worker threads, [`pipeline::batch`] groups alerts into flushes (or JSON-array payloads) |
+//! | MQTT | [`mqtt`], [`sensor`] | workspace crates shared with loadgen: codec adapter, outgoing window, arrival-ordered acks, keep-alive, topics, broker URLs, IoT Edge topics and property bags, TCP quick ACKs; the SimulatedTemperatureSensor profile |
+//!
+//! So a socket lives under `io/`, a clock is read only there (and in the faces), a flag only
+//! under `cli/`, a verdict only under `pipeline/`.
 
 #![forbid(unsafe_code)]
 

@@ -1,5 +1,5 @@
 //! The command line, at the top of the crate: raw clap arguments (`Cli`, `RunArgs`), the
-//! `--config` file under them ([`file`]), and their validation into the ready-to-use
+//! `--config` file under them ([`file`](self::file)), and their validation into the ready-to-use
 //! [`Settings`] (the `settings` layer) that `run` wires into the pipeline. Everything a user
 //! can get wrong is caught here and reported as one [`ConfigError`] line, before any socket is
 //! opened. Nothing below imports this layer.

@@ -1,4 +1,4 @@
-//! The twin: desired-property patches in, the threshold (and the alert rules, [`rules`]) the
+//! The twin: desired-property patches in, the threshold (and the alert rules, [`rule_keys`]) the
 //! verdicts use, reported properties out. It sits beside the data flow — the connection hands
 //! it the bodies that arrive on the twin topic, it validates them into a typed [`Patch`], and
 //! only then swaps the threshold and the rules (all or nothing).
@@ -294,7 +294,7 @@ impl Twin {
 
     /// The reported properties: `{"TemperatureThreshold":…,"$version":…,"status":…,
     /// "source":"default"|"pending"|"desired"|"restored"}` and the rules in force
-    /// (`"AlertMode":"every",…`, see [`rules`]). (`$version` is null until a versioned desired
+    /// (`"AlertMode":"every",…`, see [`rule_keys`]). (`$version` is null until a versioned desired
     /// document was applied; `source` says whether the settings come from the command line,
     /// the command line while the twin has not answered, a desired document, or an earlier
     /// run's report.)
