@@ -29,7 +29,8 @@ use azure_common::{runtime_env, start_stand_in, Behaviour, StandIn};
 use bytes::{Bytes, BytesMut};
 use common::{Client4, FilterProcess, Received};
 use edgehub_standin::{
-    hmac_base64, new_ca, server_cert, Ca, Config, EdgeHub, Event, Expected, MAX_PACKET_BYTES,
+    hmac_base64, new_ca, server_cert, Ca, Config, EdgeHub, Event, Expected, MAX_MESSAGE_SIZE,
+    MAX_PACKET_BYTES,
 };
 use rumqttc::mqttbytes::v4::{Connect, Login, Packet, PubAck, Publish, Subscribe};
 use rumqttc::mqttbytes::QoS;
@@ -352,9 +353,11 @@ async fn unknown_topics_are_dropped_but_acknowledged_and_events_wait_for_the_sto
 async fn an_oversized_packet_or_a_qos2_publish_closes_the_connection() {
     let edge = Edge::start("dev1", "m", |_| {}).await;
     let events = format!("{}/messages/events/", edge.base());
-    // Exactly at the limit (remaining length 262,144): accepted.
+    // Exactly at the limit, counted as edgeHub's decoder counts, the fixed header included
+    // (1 byte of type and flags, 3 of remaining length): accepted. (Its message size is
+    // over edgeHub's limit: dropped, but acknowledged.)
     let mut m = RawModule::connect(&edge).await;
-    let fixed = 2 + events.len() + 2;
+    let fixed = 1 + 3 + 2 + events.len() + 2;
     m.publish_qos1(&events, &vec![b'x'; MAX_PACKET_BYTES - fixed], 1)
         .await;
     assert!(matches!(m.next().await, Some(Packet::PubAck(_))));
@@ -379,12 +382,38 @@ async fn an_oversized_packet_or_a_qos2_publish_closes_the_connection() {
             _ => None,
         })
         .collect();
-    assert!(
-        closes[0].starts_with("packet over 262144 bytes"),
-        "{closes:?}"
-    );
+    assert_eq!(closes[0], "packet over 262144 bytes (262145)", "{closes:?}");
     assert_eq!(closes.last().unwrap(), "QoS 2 publish", "{closes:?}");
-    assert_eq!(edge.stats().upstream, 1);
+    assert_eq!(edge.stats().upstream, 0);
+}
+
+#[tokio::test]
+async fn an_event_over_edgehubs_message_size_is_acknowledged_and_dropped() {
+    let edge = Edge::start("dev1", "m", |_| {}).await;
+    let sink = Client4::connect(edge.hub.side_addr.port(), "iothub").await;
+    sink.subscribe("devices/+/modules/+/messages/events/#")
+        .await;
+    let mut m = RawModule::connect(&edge).await;
+    let topic = format!("{}/messages/events/%24.on=output1", edge.base());
+    // Message.Size(): the body plus connectionDeviceId+dev1 (22), connectionModuleId+m (19),
+    // edgeMessageId+GUID (49), edgeHubOriginInterface+internal (30), outputName+output1 (17).
+    let props = 22 + 19 + 49 + 30 + 17;
+    let body = MAX_MESSAGE_SIZE - props;
+    m.publish_qos1(&topic, &vec![b'x'; body], 1).await;
+    assert!(matches!(m.next().await, Some(Packet::PubAck(a)) if a.pkid == 1));
+    m.publish_qos1(&topic, &vec![b'x'; body + 1], 2).await;
+    assert!(
+        matches!(m.next().await, Some(Packet::PubAck(a)) if a.pkid == 2),
+        "acknowledged all the same"
+    );
+    sink.inbox.wait_count("devices/", 1, WAIT).await;
+    let s = edge.stats();
+    assert_eq!((s.upstream, s.too_large), (1, 1), "{s:?}");
+    assert!(edge.hub.events().contains(&Event::TooLarge {
+        client_id: "dev1/m".into(),
+        topic,
+        size: MAX_MESSAGE_SIZE + 1,
+    }));
 }
 
 #[tokio::test]

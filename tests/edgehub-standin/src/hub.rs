@@ -22,9 +22,12 @@ use crate::auth::Expected;
 use crate::delivery::{Delivery, DeliveryStats, Stored};
 use crate::twin::Twin;
 
-/// edgeHub's MQTT decoder limit (`MaxInboundMessageSize`, 262,144): a packet whose remaining
-/// length is larger closes the connection.
+/// edgeHub's MQTT decoder limit (`MaxInboundMessageSize`, 262,144): a packet whose whole size,
+/// fixed header included, is larger closes the connection.
 pub const MAX_PACKET_BYTES: usize = 262_144;
+/// edgeHub's largest message (`Constants.MaxMessageSize`) as `Message.Size()` counts it (see
+/// [`crate::routes::message_size`]): a module's event over it is acknowledged and dropped.
+pub const MAX_MESSAGE_SIZE: usize = 262_144;
 /// edgeHub's default `messageAckTimeout`.
 pub const EDGEHUB_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -40,7 +43,7 @@ pub struct Config {
     /// How long edgeHub takes to put a module's message into its store before the PUBACK
     /// (one at a time per connection, as the protocol gateway processes a client's publishes).
     pub store_delay: Duration,
-    /// The largest packet (remaining length) accepted from a module.
+    /// The largest packet (whole size, fixed header included) accepted from a module.
     pub max_packet: usize,
     /// Every module twin's initial desired properties.
     pub desired: Value,
@@ -99,6 +102,13 @@ pub enum Event {
     Closed { client_id: String, reason: String },
     /// A module publish matched no template and was dropped (PUBACKed all the same).
     Dropped { client_id: String, topic: String },
+    /// A module event whose `Message.Size()` is over [`MAX_MESSAGE_SIZE`] was dropped
+    /// (PUBACKed all the same, as edgeHub does).
+    TooLarge {
+        client_id: String,
+        topic: String,
+        size: usize,
+    },
     /// A module message was routed upstream (to the sinks).
     Upstream { client_id: String, topic: String },
     /// A twin operation: `GET`, `GET lost`, `reported 204`, `reported 400`, `desired`.
@@ -115,6 +125,8 @@ pub struct ModuleStats {
     pub backlog: usize,
     pub upstream: u64,
     pub dropped: u64,
+    /// Events dropped for their `Message.Size()`.
+    pub too_large: u64,
     pub connections: u64,
 }
 
@@ -133,6 +145,7 @@ pub(crate) struct ModuleState {
     pub lose_gets: u32,
     pub upstream: u64,
     pub dropped: u64,
+    pub too_large: u64,
     pub connections: u64,
 }
 
@@ -292,6 +305,7 @@ impl EdgeHub {
                         lose_gets: config.lose_twin_gets,
                         upstream: 0,
                         dropped: 0,
+                        too_large: 0,
                         connections: 0,
                     }),
                     wake: Notify::new(),
@@ -347,6 +361,7 @@ impl EdgeHub {
             backlog: st.delivery.backlog(),
             upstream: st.upstream,
             dropped: st.dropped,
+            too_large: st.too_large,
             connections: st.connections,
         })
     }

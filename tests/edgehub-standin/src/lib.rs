@@ -10,9 +10,10 @@
 //!   PUBACK up to the ack timeout (edgeHub: 30 s) and then redelivered; out-of-order PUBACKs
 //!   ignored ([`delivery`]);
 //! - the module's own publishes processed one at a time: events routed upstream after a
-//!   configurable store delay and then PUBACKed; topics matching no template dropped and
-//!   PUBACKed; a QoS 2 publish or a packet over 262,144 bytes closes the connection
-//!   ([`routes`], `module_conn.rs`);
+//!   configurable store delay and then PUBACKed; topics matching no template, and events
+//!   whose `Message.Size()` is over 262,144, dropped and PUBACKed; a QoS 2 publish or a
+//!   packet whose whole size is over 262,144 bytes closes the connection ([`routes`],
+//!   `module_conn.rs`);
 //! - the module twin: GET, reported patches (204, or 400 for `$ # .`/whitespace names),
 //!   desired patches ([`twin`]);
 //! - a plain-TCP side port where sources feed module inputs and sinks receive what went
@@ -37,5 +38,6 @@ pub mod workload;
 pub use auth::{hmac_base64, token_fields, unix_now, verify_sas, Expected, SKEW_SECS};
 pub use certs::{new_ca, server_cert, server_config, Ca, Chain};
 pub use hub::{
-    Config, EdgeHub, Event, ModuleStats, SeenConnect, EDGEHUB_ACK_TIMEOUT, MAX_PACKET_BYTES,
+    Config, EdgeHub, Event, ModuleStats, SeenConnect, EDGEHUB_ACK_TIMEOUT, MAX_MESSAGE_SIZE,
+    MAX_PACKET_BYTES,
 };

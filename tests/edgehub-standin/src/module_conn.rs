@@ -3,8 +3,8 @@
 //! then the session — SUBSCRIBEs, PUBACKs for delivered messages, and the module's own
 //! publishes, processed one at a time as the protocol gateway does: events are routed
 //! upstream after the store delay and then PUBACKed, twin requests answered, anything else
-//! dropped and PUBACKed. A QoS 2 publish or a packet over the size limit closes the
-//! connection, as edgeHub does.
+//! (an event over edgeHub's message size too) dropped and PUBACKed. A QoS 2 publish or a
+//! packet whose whole size is over the limit closes the connection, as edgeHub does.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,8 +20,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
 use crate::auth::unix_now;
-use crate::hub::{encode, send_other, Conn, Event, SeenConnect, Shared, Slot};
-use crate::routes::{classify, FromModule};
+use crate::hub::{encode, send_other, Conn, Event, SeenConnect, Shared, Slot, MAX_MESSAGE_SIZE};
+use crate::routes::{classify, message_size, FromModule};
 
 pub(crate) async fn accept_loop(
     listener: TcpListener,
@@ -37,13 +37,32 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// Reads one whole packet into `buf` (more bytes may follow it there).
+/// The whole size of the packet at the head of `buf`, fixed header included, as soon as its
+/// fixed header is there: what edgeHub's decoder compares with `MaxInboundMessageSize`
+/// before it waits for the rest (DotNetty `MqttDecoder.TryDecodeRemainingLength`:
+/// `completeMessageSize = remaining + 1 + length bytes`). None until the header is complete.
+pub(crate) fn whole_size(buf: &[u8]) -> Option<usize> {
+    let mut remaining = 0usize;
+    for (i, b) in buf.iter().skip(1).take(4).enumerate() {
+        remaining += usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(1 + (i + 1) + remaining);
+        }
+    }
+    None
+}
+
+/// Reads one whole packet into `buf` (more bytes may follow it there). A packet whose whole
+/// size is over `max` is refused as soon as its fixed header is read.
 async fn read_packet<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<Packet, String> {
     loop {
+        if let Some(size) = whole_size(buf).filter(|&n| n > max) {
+            return Err(format!("packet over {max} bytes ({size})"));
+        }
         match Packet::read(buf, max) {
             Ok(p) => return Ok(p),
             Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
@@ -226,7 +245,8 @@ async fn session<R: AsyncRead + Unpin>(
 }
 
 /// The module's publishes, in order: events after the store delay, then their PUBACK; twin
-/// requests answered, then PUBACKed; unknown topics dropped and PUBACKed.
+/// requests answered, then PUBACKed; unknown topics and events over edgeHub's message size
+/// dropped and PUBACKed.
 async fn process_publishes(
     mut prx: mpsc::UnboundedReceiver<Publish>,
     slot: Arc<Slot>,
@@ -237,7 +257,23 @@ async fn process_publishes(
     let delay = shared.config.store_delay;
     while let Some(p) = prx.recv().await {
         let kind = classify(&p.topic, &slot.expected.device, &slot.expected.module);
+        let size = message_size(
+            &p.topic,
+            &slot.expected.device,
+            &slot.expected.module,
+            p.payload.len(),
+        );
         match kind {
+            FromModule::Event { .. } if size.is_some_and(|n| n > MAX_MESSAGE_SIZE) => {
+                // edgeHub's routing refuses it (`EdgeHubMessageTooLargeException`), the
+                // protocol head logs that and completes the publish all the same.
+                slot.state.lock().unwrap().too_large += 1;
+                shared.record(Event::TooLarge {
+                    client_id: client_id.clone(),
+                    topic: p.topic.clone(),
+                    size: size.unwrap_or_default(),
+                });
+            }
             FromModule::Event { .. } => {
                 if !delay.is_zero() {
                     // tokio's timer has a 1 ms resolution; a blocking-pool thread sleeps to
@@ -304,5 +340,20 @@ async fn process_publishes(
         if p.qos == QoS::AtLeastOnce {
             let _ = tx.send(encode(&Packet::PubAck(PubAck::new(p.pkid))));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_size;
+
+    #[test]
+    fn whole_size_counts_the_fixed_header() {
+        assert_eq!(whole_size(&[0x30]), None, "length not read yet");
+        assert_eq!(whole_size(&[0xC0, 0x00]), Some(2), "PINGREQ");
+        // Remaining length 262,140 = 0xFC 0xFF 0x0F: 1 + 3 + 262,140 = 262,144.
+        assert_eq!(whole_size(&[0x32, 0xFC, 0xFF, 0x0F]), Some(262_144));
+        assert_eq!(whole_size(&[0x32, 0xFD, 0xFF, 0x0F]), Some(262_145));
+        assert_eq!(whole_size(&[0x32, 0xFD, 0xFF]), None);
     }
 }
