@@ -530,6 +530,17 @@ fn spawn_edgefilter(edge: &Edge, daemon: Option<StandIn>, extra: &[&str]) -> Mod
     Module { daemon, process }
 }
 
+/// Waits until edgeHub accepted the module's first reported patch.
+async fn wait_reported(edge: &Edge, module: &Module) {
+    edge.hub
+        .wait_until(WAIT, |_, ev| {
+            ev.iter()
+                .any(|e| matches!(e, Event::Twin { what, .. } if what == "reported 204"))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", module.process.log()));
+}
+
 fn sensor_body(seq: u64, temperature: &str) -> String {
     format!(
         r#"{{"machine":{{"temperature":{temperature},"pressure":1.5}},"ambient":{{"temperature":21.1,"humidity":25}},"timeCreated":"2026-11-26T07:00:00.1234567Z","seq":{seq}}}"#
@@ -544,13 +555,7 @@ async fn edgefilter_with_a_raw_id_device_gets_its_inputs_and_names_itself_right(
         .await;
     let mut module = spawn_edgefilter(&edge, None, &[]);
     // The twin: GET answered with threshold 25, reported back.
-    edge.hub
-        .wait_until(WAIT, |_, ev| {
-            ev.iter()
-                .any(|e| matches!(e, Event::Twin { what, .. } if what == "reported 204"))
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", module.process.log()));
+    wait_reported(&edge, &module).await;
     let connect = edge.hub.connects().remove(0);
     assert_eq!(connect.client_id, "gw:01@plant/filtermodule");
     assert!(connect.verdict.is_ok(), "{connect:?}");
@@ -793,4 +798,122 @@ async fn a_lost_twin_get_is_asked_again_and_the_module_ends_on_the_twins_thresho
         .filter_map(|r| common::seq_of(&r.payload))
         .collect();
     assert_eq!(seqs, vec![1], "judged with the twin's threshold");
+}
+
+/// An alerting body of exactly `len` bytes carrying `seq`.
+fn padded_alert(seq: u64, len: usize) -> Bytes {
+    let mut b = format!(r#"{{"machine":{{"temperature":40}},"seq":{seq},"pad":""#).into_bytes();
+    b.resize(len - 2, b'x');
+    b.extend_from_slice(b"\"}");
+    Bytes::from(b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_over_edgehubs_limits_are_dead_lettered_and_later_alerts_arrive() {
+    // The stand-in counts as edgeHub does: it closes the connection on a packet over 262,144
+    // bytes (whole) and drops an event whose Message.Size() is over 262,144. Without the
+    // check, the first alert below closed the connection at every reconnect (the outbox
+    // sent it again first each time) and no later alert arrived.
+    let edge = Edge::start("dev1", "filtermodule", |_| {}).await;
+    let sink = Client4::connect(edge.hub.side_addr.port(), "iothub").await;
+    sink.subscribe("devices/+/modules/+/messages/events/#")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    let mut module = spawn_edgefilter(&edge, None, &["--outbox-dir", outbox.to_str().unwrap()]);
+    wait_reported(&edge, &module).await;
+    let base = edge.base();
+    let alert_topic = |seq: u64| {
+        format!(
+            "{base}/messages/events/%24.on=output1&%24.ct=application%2Fjson&%24.ce=utf-8\
+             &MessageType=Alert&sequenceNumber={seq}"
+        )
+    };
+    // The whole packet of a QoS 1 publish (3 bytes of remaining length at these sizes).
+    let packet = |topic: &str, body: usize| 1 + 3 + 2 + topic.len() + 2 + body;
+    let size = |topic: &str, body: usize| {
+        edgehub_standin::routes::message_size(topic, "dev1", "filtermodule", body).unwrap()
+    };
+    // 0: its alert over the packet limit by one byte.
+    let over_packet = MAX_PACKET_BYTES - packet(&alert_topic(0), 0) + 1;
+    // 1: its alert's packet exactly at the limit, its message size over.
+    let at_packet = MAX_PACKET_BYTES - packet(&alert_topic(1), 0);
+    assert!(size(&alert_topic(1), at_packet) > MAX_MESSAGE_SIZE);
+    // 2: its alert's message size exactly at the limit: delivered.
+    let at_message = MAX_MESSAGE_SIZE - size(&alert_topic(2), 0);
+    let bodies = [
+        padded_alert(0, over_packet),
+        padded_alert(1, at_packet),
+        padded_alert(2, at_message),
+        Bytes::from(sensor_body(3, "40")),
+    ];
+    for (seq, body) in bodies.iter().enumerate() {
+        edge.hub
+            .route_to_input(&edge.input_topic("input1", seq as u64), body.clone());
+    }
+    sink.inbox
+        .wait_until(WAIT, "the last alert", |m| {
+            m.iter().any(|r| r.topic == alert_topic(3))
+        })
+        .await;
+    let got = sink.inbox.snapshot();
+    let dead_letter = format!(
+        "{base}/messages/events/%24.on=deadletter&%24.ct=application%2Fjson&%24.ce=utf-8\
+         &edgefilter-input=input1&edgefilter-reason=too_large_for_edgehub"
+    );
+    let topics: Vec<&str> = got.iter().map(|r| r.topic.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            dead_letter.as_str(),
+            &dead_letter,
+            &alert_topic(2),
+            &alert_topic(3)
+        ],
+        "{}",
+        module.process.log()
+    );
+    for (r, len) in got.iter().zip([over_packet, at_packet]) {
+        let doc: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        assert_eq!(
+            (doc["reason"].as_str(), doc["size"].as_u64()),
+            (Some("too_large_for_edgehub"), Some(len as u64))
+        );
+    }
+    assert_eq!(got[2].payload, bodies[2], "byte for byte");
+    edge.wait("every input acknowledged", |h| {
+        h.stats("dev1/filtermodule").unwrap().delivery.completed == 4
+    })
+    .await;
+    let s = edge.stats();
+    assert_eq!((s.connections, s.too_large, s.dropped), (1, 0, 0), "{s:?}");
+    assert!(
+        !edge
+            .hub
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::Closed { .. })),
+        "{:?}",
+        edge.hub.events()
+    );
+    // Nothing is sent again after a restart: the outbox holds no refused alert.
+    module.process.signal("TERM");
+    assert!(module.process.wait_exit(WAIT).await.success());
+    let restarted = spawn_edgefilter(
+        &edge,
+        Some(module.daemon),
+        &["--outbox-dir", outbox.to_str().unwrap()],
+    );
+    edge.wait("the restart connected", |h| {
+        h.stats("dev1/filtermodule").unwrap().connections == 2
+    })
+    .await;
+    edge.hub.route_to_input(
+        &edge.input_topic("input1", 4),
+        Bytes::from(sensor_body(4, "40")),
+    );
+    sink.inbox.wait_count("devices/", 5, WAIT).await;
+    assert_eq!(sink.inbox.snapshot()[4].topic, alert_topic(4));
+    assert_eq!(edge.stats().upstream, 5);
+    drop(restarted);
 }

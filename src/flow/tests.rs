@@ -14,6 +14,7 @@ use dialect::Generic;
 use rumqttc::mqttbytes::v4;
 use rumqttc::v5::mqttbytes::v5;
 
+mod edgehub_limits;
 mod outbox;
 mod publisher;
 mod rules;
