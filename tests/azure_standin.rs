@@ -579,7 +579,8 @@ async fn edgefilter_with_a_raw_id_device_gets_its_inputs_and_names_itself_right(
             expected.push((
                 format!(
                     "devices/gw:01@plant/modules/filtermodule/messages/events/%24.on=output1\
-                     &%24.ct=application%2Fjson&%24.ce=utf-8&MessageType=Alert\
+                     &%24.ct=application%2Fjson&%24.ce=utf-8&%24.cdid=gw%3A01%40plant\
+                     &%24.cmid=SimulatedTemperatureSensor&MessageType=Alert\
                      &sequenceNumber={seq}"
                 ),
                 body,
@@ -826,7 +827,8 @@ async fn alerts_over_edgehubs_limits_are_dead_lettered_and_later_alerts_arrive()
     let alert_topic = |seq: u64| {
         format!(
             "{base}/messages/events/%24.on=output1&%24.ct=application%2Fjson&%24.ce=utf-8\
-             &MessageType=Alert&sequenceNumber={seq}"
+             &%24.cdid=dev1&%24.cmid=SimulatedTemperatureSensor&MessageType=Alert\
+             &sequenceNumber={seq}"
         )
     };
     // The whole packet of a QoS 1 publish (3 bytes of remaining length at these sizes).
@@ -834,8 +836,12 @@ async fn alerts_over_edgehubs_limits_are_dead_lettered_and_later_alerts_arrive()
     let size = |topic: &str, body: usize| {
         edgehub_standin::routes::message_size(topic, "dev1", "filtermodule", body).unwrap()
     };
-    // 0: its alert over the packet limit by one byte.
+    // 0: its input under the packet limit, its alert (a topic 35 bytes longer) over it.
     let over_packet = MAX_PACKET_BYTES - packet(&alert_topic(0), 0) + 1;
+    assert_eq!(
+        alert_topic(0).len(),
+        edge.input_topic("input1", 0).len() + 35
+    );
     // 1: its alert's packet exactly at the limit, its message size over.
     let at_packet = MAX_PACKET_BYTES - packet(&alert_topic(1), 0);
     assert!(size(&alert_topic(1), at_packet) > MAX_MESSAGE_SIZE);

@@ -18,7 +18,9 @@
 //!   desired patches ([`twin`]);
 //! - a plain-TCP side port where sources feed module inputs and sinks receive what went
 //!   upstream ([`side`]);
-//! - the workload API on a unix socket: sign and trust bundle ([`workload`]).
+//! - the workload API on a unix socket: sign and trust bundle ([`workload`]);
+//! - for tests that run the seed's module on the Python SDK beside it: the venv, the script
+//!   and a network namespace of their own ([`peer`]).
 //!
 //! Used in-process by the Rust integration tests and as the `edgehub-standin` binary by the
 //! benchmarks and the Python SDK peer. What it does not model: edgeHub's routing language
@@ -30,6 +32,7 @@ pub mod certs;
 pub mod delivery;
 mod hub;
 mod module_conn;
+pub mod peer;
 pub mod routes;
 pub mod side;
 pub mod twin;
