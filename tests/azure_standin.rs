@@ -437,7 +437,10 @@ async fn the_twin_answers_get_reported_and_sends_desired_patches() {
     )
     .await;
     let ok = m.publish().await;
-    assert_eq!(ok.topic, "$iothub/twin/res/204/?$rid=b&$version=2");
+    assert_eq!(
+        ok.topic, "$iothub/twin/res/204/?$rid=b",
+        "no $version, as edgeHub"
+    );
     m.puback(ok.pkid).await;
     assert!(matches!(m.next().await, Some(Packet::PubAck(_))));
     m.publish_qos1(
@@ -471,6 +474,48 @@ async fn the_twin_answers_get_reported_and_sends_desired_patches() {
         edge.hub.reported("dev1/m").unwrap(),
         serde_json::json!({"TemperatureThreshold":25,"status":"ok"})
     );
+}
+
+#[tokio::test]
+async fn a_twin_answer_before_the_subscription_takes_effect_is_not_delivered() {
+    // edgeHub applies a SUBSCRIBE asynchronously and completes, without delivering, an answer
+    // that matches no subscription yet.
+    let edge = Edge::start("dev1", "m", |c| {
+        c.subscribe_delay = Duration::from_millis(300)
+    })
+    .await;
+    let mut m = RawModule::connect(&edge).await;
+    // SUBSCRIBE and GET in one write, as a module that does not wait for the SUBACK sends them.
+    let mut buf = BytesMut::new();
+    Packet::Subscribe(Subscribe::new("$iothub/twin/res/#", QoS::AtLeastOnce))
+        .write(&mut buf, usize::MAX)
+        .unwrap();
+    let mut get = Publish::new("$iothub/twin/GET/?$rid=1", QoS::AtLeastOnce, Vec::new());
+    get.pkid = 7;
+    Packet::Publish(get).write(&mut buf, usize::MAX).unwrap();
+    m.send_raw(&buf).await;
+    assert!(
+        matches!(m.next().await, Some(Packet::PubAck(a)) if a.pkid == 7),
+        "the GET is acknowledged at once"
+    );
+    assert!(
+        matches!(m.next().await, Some(Packet::SubAck(_))),
+        "then the SUBACK, and no answer"
+    );
+    m.nothing_for(Duration::from_millis(200)).await;
+    // After the SUBACK the same request is answered.
+    m.publish_qos1("$iothub/twin/GET/?$rid=2", b"", 8).await;
+    assert_eq!(m.publish().await.topic, "$iothub/twin/res/200/?$rid=2");
+    let twin: Vec<String> = edge
+        .hub
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Twin { what, .. } => Some(what),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(twin, ["GET not delivered", "GET"]);
 }
 
 #[tokio::test]

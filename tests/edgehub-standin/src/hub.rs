@@ -50,6 +50,13 @@ pub struct Config {
     /// This many of each module's first twin GETs are lost: acknowledged (PUBACK) but never
     /// answered, as when edgeHub drops a request it could not serve (tests of the retry).
     pub lose_twin_gets: u32,
+    /// How long a SUBSCRIBE takes to take effect; its SUBACK goes out then. edgeHub applies
+    /// subscriptions asynchronously: it stores the new session state and registers each
+    /// subscription, then sends the SUBACK (protocol gateway `MqttAdapter`,
+    /// `ProcessPendingSubscriptionChanges`), while the module's publishes are processed
+    /// meanwhile; an answer that matches no subscription yet is completed without being
+    /// delivered.
+    pub subscribe_delay: Duration,
 }
 
 impl Config {
@@ -62,6 +69,7 @@ impl Config {
             max_packet: MAX_PACKET_BYTES,
             desired: serde_json::json!({ "TemperatureThreshold": 25 }),
             lose_twin_gets: 0,
+            subscribe_delay: Duration::from_millis(20),
         }
     }
 }
@@ -111,7 +119,9 @@ pub enum Event {
     },
     /// A module message was routed upstream (to the sinks).
     Upstream { client_id: String, topic: String },
-    /// A twin operation: `GET`, `GET lost`, `reported 204`, `reported 400`, `desired`.
+    /// A twin operation: `GET`, `GET lost`, `reported 204`, `reported 400`, `desired`; an
+    /// answer the module had not subscribed to yet is completed without delivery: `GET not
+    /// delivered`, `reported 204 not delivered`.
     Twin { client_id: String, what: String },
     /// A TLS handshake failed.
     TlsFailure(String),
@@ -226,13 +236,8 @@ impl Shared {
             return false;
         };
         let topic = format!("$iothub/twin/PATCH/properties/desired/?$version={version}");
-        let listens = st
-            .delivery
-            .filters()
-            .iter()
-            .any(|f| f.starts_with("$iothub/twin/PATCH/properties/desired/"));
-        if listens && st.conn.is_some() {
-            send_other(&mut st, &topic, Bytes::from(body));
+        if st.conn.is_some() {
+            answer(&mut st, &topic, Bytes::from(body));
         }
         drop(st);
         self.record(Event::Twin {
@@ -241,6 +246,17 @@ impl Shared {
         });
         true
     }
+}
+
+/// Sends a twin answer as edgeHub does: only when a subscription of the module matches it;
+/// otherwise it is completed without delivery (protocol gateway `MqttAdapter`: "no matching
+/// subscription found - complete the message without publishing"). Whether it was sent.
+pub(crate) fn answer(st: &mut ModuleState, topic: &str, payload: Bytes) -> bool {
+    if !st.delivery.subscribed_to(topic) {
+        return false;
+    }
+    send_other(st, topic, payload);
+    true
 }
 
 /// Sends a QoS 1 publish that is not a stored message (twin) on the module's connection.

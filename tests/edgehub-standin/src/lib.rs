@@ -14,8 +14,10 @@
 //!   whose `Message.Size()` is over 262,144, dropped and PUBACKed; a QoS 2 publish or a
 //!   packet whose whole size is over 262,144 bytes closes the connection ([`routes`],
 //!   `module_conn.rs`);
-//! - the module twin: GET, reported patches (204, or 400 for `$ # .`/whitespace names),
-//!   desired patches ([`twin`]);
+//! - subscriptions in effect only after a delay, as edgeHub applies them asynchronously; an
+//!   answer the module has not subscribed to yet is completed without delivery;
+//! - the module twin: GET, reported patches (204 without `$version`, or 400 for
+//!   `$ # .`/whitespace names), desired patches ([`twin`]);
 //! - a plain-TCP side port where sources feed module inputs and sinks receive what went
 //!   upstream ([`side`]);
 //! - the workload API on a unix socket: sign and trust bundle ([`workload`]);

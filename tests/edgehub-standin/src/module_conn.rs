@@ -1,8 +1,9 @@
 //! A module's connection to the stand-in's TLS port (test tooling, edgeHub's MQTT protocol
 //! head): TLS, the CONNECT checked as edgeHub's authenticator does (CONNACK 5 otherwise),
-//! then the session — SUBSCRIBEs, PUBACKs for delivered messages, and the module's own
-//! publishes, processed one at a time as the protocol gateway does: events are routed
-//! upstream after the store delay and then PUBACKed, twin requests answered, anything else
+//! then the session — SUBSCRIBEs (in effect, and acknowledged, after the subscribe delay),
+//! PUBACKs for delivered messages, and the module's own publishes, processed one at a time as
+//! the protocol gateway does: events are routed upstream after the store delay and then
+//! PUBACKed, twin requests answered (when the module subscribed to the answer), anything else
 //! (an event over edgeHub's message size too) dropped and PUBACKed. A QoS 2 publish or a
 //! packet whose whole size is over the limit closes the connection, as edgeHub does.
 
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{
-    ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
+    ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, Subscribe, SubscribeReasonCode,
+    UnsubAck,
 };
 use rumqttc::mqttbytes::QoS;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -20,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
 use crate::auth::unix_now;
-use crate::hub::{encode, send_other, Conn, Event, SeenConnect, Shared, Slot, MAX_MESSAGE_SIZE};
+use crate::hub::{answer, encode, Conn, Event, SeenConnect, Shared, Slot, MAX_MESSAGE_SIZE};
 use crate::routes::{classify, message_size, FromModule};
 
 pub(crate) async fn accept_loop(
@@ -162,9 +164,17 @@ async fn connection(tcp: TcpStream, acceptor: tokio_rustls::TlsAcceptor, shared:
         shared.clone(),
         tx.clone(),
     ));
+    // Its SUBSCRIBEs, one after another, each in effect only after the subscribe delay.
+    let (stx, srx) = mpsc::unbounded_channel::<Subscribe>();
+    let subscriber = tokio::spawn(apply_subscriptions(
+        srx,
+        slot.clone(),
+        tx.clone(),
+        shared.config.subscribe_delay,
+    ));
 
     let reason = tokio::select! {
-        r = session(&mut rd, &mut buf, max, &slot, &tx, &ptx) => r,
+        r = session(&mut rd, &mut buf, max, &slot, &tx, &ptx, &stx) => r,
         _ = kill.notified() => None,
     };
     if let Some(reason) = reason {
@@ -182,7 +192,40 @@ async fn connection(tcp: TcpStream, acceptor: tokio_rustls::TlsAcceptor, shared:
     }
     slot.wake.notify_one();
     processor.abort();
+    subscriber.abort();
     writer.abort();
+}
+
+/// A connection's SUBSCRIBEs in order: each takes effect after `delay` (edgeHub stores the
+/// session state and registers the subscriptions first), then its SUBACK goes out.
+async fn apply_subscriptions(
+    mut srx: mpsc::UnboundedReceiver<Subscribe>,
+    slot: Arc<Slot>,
+    tx: mpsc::UnboundedSender<Bytes>,
+    delay: Duration,
+) {
+    while let Some(s) = srx.recv().await {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let codes = s
+            .filters
+            .iter()
+            .map(|f| {
+                SubscribeReasonCode::Success(match f.qos {
+                    QoS::AtMostOnce => QoS::AtMostOnce,
+                    _ => QoS::AtLeastOnce,
+                })
+            })
+            .collect();
+        slot.state
+            .lock()
+            .unwrap()
+            .delivery
+            .subscribe(s.filters.into_iter().map(|f| f.path));
+        let _ = tx.send(encode(&Packet::SubAck(SubAck::new(s.pkid, codes))));
+        slot.wake.notify_one();
+    }
 }
 
 /// The session's read side. Returns why the stand-in closed the connection (None when the
@@ -194,6 +237,7 @@ async fn session<R: AsyncRead + Unpin>(
     slot: &Slot,
     tx: &mpsc::UnboundedSender<Bytes>,
     ptx: &mpsc::UnboundedSender<Publish>,
+    stx: &mpsc::UnboundedSender<Subscribe>,
 ) -> Option<String> {
     loop {
         let packet = match read_packet(rd, buf, max).await {
@@ -213,23 +257,7 @@ async fn session<R: AsyncRead + Unpin>(
                 slot.wake.notify_one();
             }
             Packet::Subscribe(s) => {
-                let codes = s
-                    .filters
-                    .iter()
-                    .map(|f| {
-                        SubscribeReasonCode::Success(match f.qos {
-                            QoS::AtMostOnce => QoS::AtMostOnce,
-                            _ => QoS::AtLeastOnce,
-                        })
-                    })
-                    .collect();
-                slot.state
-                    .lock()
-                    .unwrap()
-                    .delivery
-                    .subscribe(s.filters.into_iter().map(|f| f.path));
-                let _ = tx.send(encode(&Packet::SubAck(SubAck::new(s.pkid, codes))));
-                slot.wake.notify_one();
+                let _ = stx.send(s);
             }
             Packet::Unsubscribe(u) => {
                 let _ = tx.send(encode(&Packet::UnsubAck(UnsubAck::new(u.pkid))));
@@ -302,30 +330,31 @@ async fn process_publishes(
                     continue;
                 }
                 let body = Bytes::from(st.twin.full());
-                send_other(&mut st, &format!("$iothub/twin/res/200/?$rid={rid}"), body);
+                let sent = answer(&mut st, &format!("$iothub/twin/res/200/?$rid={rid}"), body);
                 drop(st);
                 shared.record(Event::Twin {
                     client_id: client_id.clone(),
-                    what: "GET".into(),
+                    what: if sent { "GET" } else { "GET not delivered" }.into(),
                 });
             }
             FromModule::TwinReported { rid } => {
                 let mut st = slot.state.lock().unwrap();
+                // edgeHub's answer names the request only (its TwinEndpoint template,
+                // `$iothub/twin/res/{statusCode}/?$rid={correlationId}`): no `$version`.
+                let topic = |status| format!("$iothub/twin/res/{status}/?$rid={rid}");
                 let (topic, what) = match st.twin.patch_reported(&p.payload) {
-                    Ok(v) => (
-                        format!("$iothub/twin/res/204/?$rid={rid}&$version={v}"),
-                        "reported 204".to_string(),
-                    ),
-                    Err(status) => (
-                        format!("$iothub/twin/res/{status}/?$rid={rid}"),
-                        format!("reported {status}"),
-                    ),
+                    Ok(_) => (topic(204), "reported 204".to_string()),
+                    Err(status) => (topic(status), format!("reported {status}")),
                 };
-                send_other(&mut st, &topic, Bytes::new());
+                let sent = answer(&mut st, &topic, Bytes::new());
                 drop(st);
                 shared.record(Event::Twin {
                     client_id: client_id.clone(),
-                    what,
+                    what: if sent {
+                        what
+                    } else {
+                        format!("{what} not delivered")
+                    },
                 });
             }
             FromModule::MethodResponse => {}
