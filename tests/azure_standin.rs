@@ -968,3 +968,72 @@ async fn alerts_over_edgehubs_limits_are_dead_lettered_and_later_alerts_arrive()
     assert_eq!(edge.stats().upstream, 5);
     drop(restarted);
 }
+
+/// The twin events the stand-in recorded (`GET`, `GET not delivered`, `reported 204`, …).
+fn twin_events(edge: &Edge) -> Vec<String> {
+    edge.hub
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Twin { what, .. } => Some(what),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_twin_is_asked_for_once_the_subscriptions_are_in_effect() {
+    // The stand-in applies a SUBSCRIBE 300 ms late, as edgeHub applies subscriptions
+    // asynchronously, and drops an answer no subscription matches yet. A GET sent with the
+    // SUBSCRIBE went unanswered, and the threshold stayed the command line's for
+    // --twin-timeout (here a minute).
+    let edge = Edge::start("dev1", "filtermodule", |c| {
+        c.subscribe_delay = Duration::from_millis(300);
+        c.desired = serde_json::json!({ "TemperatureThreshold": 30 });
+    })
+    .await;
+    let module = spawn_edgefilter(&edge, None, &["--twin-timeout", "60s"]);
+    edge.wait("the twin's threshold reported", |h| {
+        let r = h.reported("dev1/filtermodule").unwrap();
+        r["TemperatureThreshold"] == 30.0 && r["source"] == "desired"
+    })
+    .await;
+    let twin = twin_events(&edge);
+    assert!(
+        !twin.iter().any(|w| w.ends_with("not delivered")),
+        "{twin:?}\n{}",
+        module.process.log()
+    );
+    assert_eq!(
+        twin.iter().filter(|w| *w == "GET").count(),
+        1,
+        "answered at once: {twin:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_renewal_reports_nothing_when_nothing_changed() {
+    // A 4 s token: the module drains and reconnects every 2 s, as it does every hour with
+    // the default lifetime.
+    let edge = Edge::start("dev1", "filtermodule", |_| {}).await;
+    let module = spawn_edgefilter(&edge, None, &["--azure-token-ttl", "4s"]);
+    // Three connections, each with its GET answered: the first reports twice (pending, then
+    // the twin's threshold), the renewals nothing.
+    edge.hub
+        .wait_until(Duration::from_secs(30), |_, ev| {
+            ev.iter()
+                .filter(|e| matches!(e, Event::Twin { what, .. } if what == "GET"))
+                .count()
+                >= 3
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", module.process.log()));
+    assert!(edge.stats().connections >= 3, "{:?}", edge.stats());
+    let twin = twin_events(&edge);
+    let reports = twin.iter().filter(|w| w.starts_with("reported")).count();
+    assert_eq!(reports, 2, "{twin:?}");
+    assert_eq!(
+        edge.hub.reported("dev1/filtermodule").unwrap()["source"],
+        "desired"
+    );
+}
