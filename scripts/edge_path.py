@@ -28,6 +28,7 @@ prototype).
 
 usage: scripts/edge_path.py [--delays 200us,1ms,5ms] [--modules edgefilter,edgefilter-alert,seed] ...
        scripts/edge_path.py --from bench-results/edge-<stamp>.jsonl   (the table again)
+       scripts/edge_path.py --from <run1>.jsonl,<run2>.jsonl,…        (each, then the medians)
 Needs: cargo build --release -p edgefilter -p loadgen -p edgehub-standin --bins --examples,
 and the SDK venv (scripts/peers/setup.sh); scripts/bench.sh edge does both.
 """
@@ -259,6 +260,46 @@ def summarize(records, title):
     return "\n".join(out)
 
 
+def medians(runs):
+    """Per store delay and module, the medians over several runs of the capacity, the
+    sustained rate and the module's CPU per message (from each run's burst and paced runs)."""
+    cells = {}
+    for records in runs:
+        best = {}
+        for r in records:
+            s, key = r.get("summary") or {}, (r.get("delay"), r.get("module"))
+            if r.get("mode") == "no-alerts":
+                cells.setdefault(("turn (no alerts)", r.get("module")), []).append(
+                    {"capacity": r.get("turn_rate", 0)})
+                continue
+            cell = best.setdefault(key, {"capacity": 0, "sustained": 0, "cpu_us": None})
+            if r.get("mode") == "burst" and s:
+                cell["capacity"] = s["throughput"]
+                if r.get("module_cpu_s") is not None:
+                    cell["cpu_us"] = r["module_cpu_s"] * 1e6 / max(1, s["sent"])
+            elif r.get("mode") == "paced" and sustained_ok(r):
+                cell["sustained"] = max(cell["sustained"], s["rate"])
+        for key, cell in best.items():
+            cells.setdefault(key, []).append(cell)
+
+    def med(values):
+        values = sorted(v for v in values if v is not None)
+        if not values:
+            return None
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+    out = [f"## Medians of {len(runs)} runs", "",
+           "| store delay | module | capacity msg/s | sustained msg/s | module µs CPU/msg |",
+           "|---|---|---|---|---|"]
+    for (delay, module), cs in cells.items():
+        cap = med([c.get("capacity") for c in cs])
+        sus, cpu = med([c.get("sustained") for c in cs]), med([c.get("cpu_us") for c in cs])
+        out.append(f"| {delay} | {module} | {cap:,.0f} | " + ("–" if sus is None else f"{sus:,.0f}")
+                   + " | " + ("–" if cpu is None else f"{cpu:.0f}") + " |")
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--delays", default="200us,1ms,5ms", help="store delays (humantime)")
@@ -269,14 +310,22 @@ def main():
     ap.add_argument("--kill-fraction", type=float, default=0.8)
     ap.add_argument("--no-kill", action="store_true")
     ap.add_argument("--timeout", type=int, default=180)
-    ap.add_argument("--from", dest="from_file", help="only print the table of a recorded run (.jsonl)")
+    ap.add_argument("--from", dest="from_file",
+                    help="only print the table of a recorded run (.jsonl); several, comma-separated: "
+                         "each run's table, then the medians of capacity, sustained rate and CPU")
     ap.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.from_file:
-        with open(a.from_file) as f:
-            lines = [json.loads(line) for line in f if line.strip()]
-        m = lines[0]["machine"]
-        print(summarize(lines[1:], f"## IoT Edge path {m['stamp']} ({m['cpus']} CPUs, load {' '.join(m['load'])})"))
+        runs = []
+        for path in a.from_file.split(","):
+            with open(path) as f:
+                lines = [json.loads(line) for line in f if line.strip()]
+            m = lines[0]["machine"]
+            runs.append(lines[1:])
+            print(summarize(lines[1:], f"## IoT Edge path {m['stamp']} ({m['cpus']} CPUs, load {' '.join(m['load'])})"))
+            print()
+        if len(runs) > 1:
+            print(medians(runs))
         return
     if not a.in_netns:
         # edgeHub's port 8883 in a network namespace of our own: no clash, no privilege.

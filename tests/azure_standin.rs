@@ -29,7 +29,8 @@ use azure_common::{runtime_env, start_stand_in, Behaviour, StandIn};
 use bytes::{Bytes, BytesMut};
 use common::{Client4, FilterProcess, Received};
 use edgehub_standin::{
-    hmac_base64, new_ca, server_cert, Ca, Config, EdgeHub, Event, Expected, MAX_PACKET_BYTES,
+    hmac_base64, new_ca, server_cert, Ca, Config, EdgeHub, Event, Expected, MAX_MESSAGE_SIZE,
+    MAX_PACKET_BYTES,
 };
 use rumqttc::mqttbytes::v4::{Connect, Login, Packet, PubAck, Publish, Subscribe};
 use rumqttc::mqttbytes::QoS;
@@ -352,9 +353,11 @@ async fn unknown_topics_are_dropped_but_acknowledged_and_events_wait_for_the_sto
 async fn an_oversized_packet_or_a_qos2_publish_closes_the_connection() {
     let edge = Edge::start("dev1", "m", |_| {}).await;
     let events = format!("{}/messages/events/", edge.base());
-    // Exactly at the limit (remaining length 262,144): accepted.
+    // Exactly at the limit, counted as edgeHub's decoder counts, the fixed header included
+    // (1 byte of type and flags, 3 of remaining length): accepted. (Its message size is
+    // over edgeHub's limit: dropped, but acknowledged.)
     let mut m = RawModule::connect(&edge).await;
-    let fixed = 2 + events.len() + 2;
+    let fixed = 1 + 3 + 2 + events.len() + 2;
     m.publish_qos1(&events, &vec![b'x'; MAX_PACKET_BYTES - fixed], 1)
         .await;
     assert!(matches!(m.next().await, Some(Packet::PubAck(_))));
@@ -379,12 +382,38 @@ async fn an_oversized_packet_or_a_qos2_publish_closes_the_connection() {
             _ => None,
         })
         .collect();
-    assert!(
-        closes[0].starts_with("packet over 262144 bytes"),
-        "{closes:?}"
-    );
+    assert_eq!(closes[0], "packet over 262144 bytes (262145)", "{closes:?}");
     assert_eq!(closes.last().unwrap(), "QoS 2 publish", "{closes:?}");
-    assert_eq!(edge.stats().upstream, 1);
+    assert_eq!(edge.stats().upstream, 0);
+}
+
+#[tokio::test]
+async fn an_event_over_edgehubs_message_size_is_acknowledged_and_dropped() {
+    let edge = Edge::start("dev1", "m", |_| {}).await;
+    let sink = Client4::connect(edge.hub.side_addr.port(), "iothub").await;
+    sink.subscribe("devices/+/modules/+/messages/events/#")
+        .await;
+    let mut m = RawModule::connect(&edge).await;
+    let topic = format!("{}/messages/events/%24.on=output1", edge.base());
+    // Message.Size(): the body plus connectionDeviceId+dev1 (22), connectionModuleId+m (19),
+    // edgeMessageId+GUID (49), edgeHubOriginInterface+internal (30), outputName+output1 (17).
+    let props = 22 + 19 + 49 + 30 + 17;
+    let body = MAX_MESSAGE_SIZE - props;
+    m.publish_qos1(&topic, &vec![b'x'; body], 1).await;
+    assert!(matches!(m.next().await, Some(Packet::PubAck(a)) if a.pkid == 1));
+    m.publish_qos1(&topic, &vec![b'x'; body + 1], 2).await;
+    assert!(
+        matches!(m.next().await, Some(Packet::PubAck(a)) if a.pkid == 2),
+        "acknowledged all the same"
+    );
+    sink.inbox.wait_count("devices/", 1, WAIT).await;
+    let s = edge.stats();
+    assert_eq!((s.upstream, s.too_large), (1, 1), "{s:?}");
+    assert!(edge.hub.events().contains(&Event::TooLarge {
+        client_id: "dev1/m".into(),
+        topic,
+        size: MAX_MESSAGE_SIZE + 1,
+    }));
 }
 
 #[tokio::test]
@@ -408,7 +437,10 @@ async fn the_twin_answers_get_reported_and_sends_desired_patches() {
     )
     .await;
     let ok = m.publish().await;
-    assert_eq!(ok.topic, "$iothub/twin/res/204/?$rid=b&$version=2");
+    assert_eq!(
+        ok.topic, "$iothub/twin/res/204/?$rid=b",
+        "no $version, as edgeHub"
+    );
     m.puback(ok.pkid).await;
     assert!(matches!(m.next().await, Some(Packet::PubAck(_))));
     m.publish_qos1(
@@ -442,6 +474,48 @@ async fn the_twin_answers_get_reported_and_sends_desired_patches() {
         edge.hub.reported("dev1/m").unwrap(),
         serde_json::json!({"TemperatureThreshold":25,"status":"ok"})
     );
+}
+
+#[tokio::test]
+async fn a_twin_answer_before_the_subscription_takes_effect_is_not_delivered() {
+    // edgeHub applies a SUBSCRIBE asynchronously and completes, without delivering, an answer
+    // that matches no subscription yet.
+    let edge = Edge::start("dev1", "m", |c| {
+        c.subscribe_delay = Duration::from_millis(300)
+    })
+    .await;
+    let mut m = RawModule::connect(&edge).await;
+    // SUBSCRIBE and GET in one write, as a module that does not wait for the SUBACK sends them.
+    let mut buf = BytesMut::new();
+    Packet::Subscribe(Subscribe::new("$iothub/twin/res/#", QoS::AtLeastOnce))
+        .write(&mut buf, usize::MAX)
+        .unwrap();
+    let mut get = Publish::new("$iothub/twin/GET/?$rid=1", QoS::AtLeastOnce, Vec::new());
+    get.pkid = 7;
+    Packet::Publish(get).write(&mut buf, usize::MAX).unwrap();
+    m.send_raw(&buf).await;
+    assert!(
+        matches!(m.next().await, Some(Packet::PubAck(a)) if a.pkid == 7),
+        "the GET is acknowledged at once"
+    );
+    assert!(
+        matches!(m.next().await, Some(Packet::SubAck(_))),
+        "then the SUBACK, and no answer"
+    );
+    m.nothing_for(Duration::from_millis(200)).await;
+    // After the SUBACK the same request is answered.
+    m.publish_qos1("$iothub/twin/GET/?$rid=2", b"", 8).await;
+    assert_eq!(m.publish().await.topic, "$iothub/twin/res/200/?$rid=2");
+    let twin: Vec<String> = edge
+        .hub
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Twin { what, .. } => Some(what),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(twin, ["GET not delivered", "GET"]);
 }
 
 #[tokio::test]
@@ -501,6 +575,17 @@ fn spawn_edgefilter(edge: &Edge, daemon: Option<StandIn>, extra: &[&str]) -> Mod
     Module { daemon, process }
 }
 
+/// Waits until edgeHub accepted the module's first reported patch.
+async fn wait_reported(edge: &Edge, module: &Module) {
+    edge.hub
+        .wait_until(WAIT, |_, ev| {
+            ev.iter()
+                .any(|e| matches!(e, Event::Twin { what, .. } if what == "reported 204"))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", module.process.log()));
+}
+
 fn sensor_body(seq: u64, temperature: &str) -> String {
     format!(
         r#"{{"machine":{{"temperature":{temperature},"pressure":1.5}},"ambient":{{"temperature":21.1,"humidity":25}},"timeCreated":"2026-11-26T07:00:00.1234567Z","seq":{seq}}}"#
@@ -515,13 +600,7 @@ async fn edgefilter_with_a_raw_id_device_gets_its_inputs_and_names_itself_right(
         .await;
     let mut module = spawn_edgefilter(&edge, None, &[]);
     // The twin: GET answered with threshold 25, reported back.
-    edge.hub
-        .wait_until(WAIT, |_, ev| {
-            ev.iter()
-                .any(|e| matches!(e, Event::Twin { what, .. } if what == "reported 204"))
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", module.process.log()));
+    wait_reported(&edge, &module).await;
     let connect = edge.hub.connects().remove(0);
     assert_eq!(connect.client_id, "gw:01@plant/filtermodule");
     assert!(connect.verdict.is_ok(), "{connect:?}");
@@ -545,7 +624,8 @@ async fn edgefilter_with_a_raw_id_device_gets_its_inputs_and_names_itself_right(
             expected.push((
                 format!(
                     "devices/gw:01@plant/modules/filtermodule/messages/events/%24.on=output1\
-                     &%24.ct=application%2Fjson&%24.ce=utf-8&MessageType=Alert\
+                     &%24.ct=application%2Fjson&%24.ce=utf-8&%24.cdid=gw%3A01%40plant\
+                     &%24.cmid=SimulatedTemperatureSensor&MessageType=Alert\
                      &sequenceNumber={seq}"
                 ),
                 body,
@@ -764,4 +844,196 @@ async fn a_lost_twin_get_is_asked_again_and_the_module_ends_on_the_twins_thresho
         .filter_map(|r| common::seq_of(&r.payload))
         .collect();
     assert_eq!(seqs, vec![1], "judged with the twin's threshold");
+}
+
+/// An alerting body of exactly `len` bytes carrying `seq`.
+fn padded_alert(seq: u64, len: usize) -> Bytes {
+    let mut b = format!(r#"{{"machine":{{"temperature":40}},"seq":{seq},"pad":""#).into_bytes();
+    b.resize(len - 2, b'x');
+    b.extend_from_slice(b"\"}");
+    Bytes::from(b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_over_edgehubs_limits_are_dead_lettered_and_later_alerts_arrive() {
+    // The stand-in counts as edgeHub does: it closes the connection on a packet over 262,144
+    // bytes (whole) and drops an event whose Message.Size() is over 262,144. Without the
+    // check, the first alert below closed the connection at every reconnect (the outbox
+    // sent it again first each time) and no later alert arrived.
+    let edge = Edge::start("dev1", "filtermodule", |_| {}).await;
+    let sink = Client4::connect(edge.hub.side_addr.port(), "iothub").await;
+    sink.subscribe("devices/+/modules/+/messages/events/#")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    let mut module = spawn_edgefilter(&edge, None, &["--outbox-dir", outbox.to_str().unwrap()]);
+    wait_reported(&edge, &module).await;
+    let base = edge.base();
+    let alert_topic = |seq: u64| {
+        format!(
+            "{base}/messages/events/%24.on=output1&%24.ct=application%2Fjson&%24.ce=utf-8\
+             &%24.cdid=dev1&%24.cmid=SimulatedTemperatureSensor&MessageType=Alert\
+             &sequenceNumber={seq}"
+        )
+    };
+    // The whole packet of a QoS 1 publish (3 bytes of remaining length at these sizes).
+    let packet = |topic: &str, body: usize| 1 + 3 + 2 + topic.len() + 2 + body;
+    let size = |topic: &str, body: usize| {
+        edgehub_standin::routes::message_size(topic, "dev1", "filtermodule", body).unwrap()
+    };
+    // 0: its input under the packet limit, its alert (a topic 35 bytes longer) over it.
+    let over_packet = MAX_PACKET_BYTES - packet(&alert_topic(0), 0) + 1;
+    assert_eq!(
+        alert_topic(0).len(),
+        edge.input_topic("input1", 0).len() + 35
+    );
+    // 1: its alert's packet exactly at the limit, its message size over.
+    let at_packet = MAX_PACKET_BYTES - packet(&alert_topic(1), 0);
+    assert!(size(&alert_topic(1), at_packet) > MAX_MESSAGE_SIZE);
+    // 2: its alert's message size exactly at the limit: delivered.
+    let at_message = MAX_MESSAGE_SIZE - size(&alert_topic(2), 0);
+    let bodies = [
+        padded_alert(0, over_packet),
+        padded_alert(1, at_packet),
+        padded_alert(2, at_message),
+        Bytes::from(sensor_body(3, "40")),
+    ];
+    for (seq, body) in bodies.iter().enumerate() {
+        edge.hub
+            .route_to_input(&edge.input_topic("input1", seq as u64), body.clone());
+    }
+    sink.inbox
+        .wait_until(WAIT, "the last alert", |m| {
+            m.iter().any(|r| r.topic == alert_topic(3))
+        })
+        .await;
+    let got = sink.inbox.snapshot();
+    let dead_letter = format!(
+        "{base}/messages/events/%24.on=deadletter&%24.ct=application%2Fjson&%24.ce=utf-8\
+         &edgefilter-input=input1&edgefilter-reason=too_large_for_edgehub"
+    );
+    let topics: Vec<&str> = got.iter().map(|r| r.topic.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            dead_letter.as_str(),
+            &dead_letter,
+            &alert_topic(2),
+            &alert_topic(3)
+        ],
+        "{}",
+        module.process.log()
+    );
+    for (r, len) in got.iter().zip([over_packet, at_packet]) {
+        let doc: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        assert_eq!(
+            (doc["reason"].as_str(), doc["size"].as_u64()),
+            (Some("too_large_for_edgehub"), Some(len as u64))
+        );
+    }
+    assert_eq!(got[2].payload, bodies[2], "byte for byte");
+    edge.wait("every input acknowledged", |h| {
+        h.stats("dev1/filtermodule").unwrap().delivery.completed == 4
+    })
+    .await;
+    let s = edge.stats();
+    assert_eq!((s.connections, s.too_large, s.dropped), (1, 0, 0), "{s:?}");
+    assert!(
+        !edge
+            .hub
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::Closed { .. })),
+        "{:?}",
+        edge.hub.events()
+    );
+    // Nothing is sent again after a restart: the outbox holds no refused alert.
+    module.process.signal("TERM");
+    assert!(module.process.wait_exit(WAIT).await.success());
+    let restarted = spawn_edgefilter(
+        &edge,
+        Some(module.daemon),
+        &["--outbox-dir", outbox.to_str().unwrap()],
+    );
+    edge.wait("the restart connected", |h| {
+        h.stats("dev1/filtermodule").unwrap().connections == 2
+    })
+    .await;
+    edge.hub.route_to_input(
+        &edge.input_topic("input1", 4),
+        Bytes::from(sensor_body(4, "40")),
+    );
+    sink.inbox.wait_count("devices/", 5, WAIT).await;
+    assert_eq!(sink.inbox.snapshot()[4].topic, alert_topic(4));
+    assert_eq!(edge.stats().upstream, 5);
+    drop(restarted);
+}
+
+/// The twin events the stand-in recorded (`GET`, `GET not delivered`, `reported 204`, …).
+fn twin_events(edge: &Edge) -> Vec<String> {
+    edge.hub
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Twin { what, .. } => Some(what),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_twin_is_asked_for_once_the_subscriptions_are_in_effect() {
+    // The stand-in applies a SUBSCRIBE 300 ms late, as edgeHub applies subscriptions
+    // asynchronously, and drops an answer no subscription matches yet. A GET sent with the
+    // SUBSCRIBE went unanswered, and the threshold stayed the command line's for
+    // --twin-timeout (here a minute).
+    let edge = Edge::start("dev1", "filtermodule", |c| {
+        c.subscribe_delay = Duration::from_millis(300);
+        c.desired = serde_json::json!({ "TemperatureThreshold": 30 });
+    })
+    .await;
+    let module = spawn_edgefilter(&edge, None, &["--twin-timeout", "60s"]);
+    edge.wait("the twin's threshold reported", |h| {
+        let r = h.reported("dev1/filtermodule").unwrap();
+        r["TemperatureThreshold"] == 30.0 && r["source"] == "desired"
+    })
+    .await;
+    let twin = twin_events(&edge);
+    assert!(
+        !twin.iter().any(|w| w.ends_with("not delivered")),
+        "{twin:?}\n{}",
+        module.process.log()
+    );
+    assert_eq!(
+        twin.iter().filter(|w| *w == "GET").count(),
+        1,
+        "answered at once: {twin:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_renewal_reports_nothing_when_nothing_changed() {
+    // A 4 s token: the module drains and reconnects every 2 s, as it does every hour with
+    // the default lifetime.
+    let edge = Edge::start("dev1", "filtermodule", |_| {}).await;
+    let module = spawn_edgefilter(&edge, None, &["--azure-token-ttl", "4s"]);
+    // Three connections, each with its GET answered: the first reports twice (pending, then
+    // the twin's threshold), the renewals nothing.
+    edge.hub
+        .wait_until(Duration::from_secs(30), |_, ev| {
+            ev.iter()
+                .filter(|e| matches!(e, Event::Twin { what, .. } if what == "GET"))
+                .count()
+                >= 3
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", module.process.log()));
+    assert!(edge.stats().connections >= 3, "{:?}", edge.stats());
+    let twin = twin_events(&edge);
+    let reports = twin.iter().filter(|w| w.starts_with("reported")).count();
+    assert_eq!(reports, 2, "{twin:?}");
+    assert_eq!(
+        edge.hub.reported("dev1/filtermodule").unwrap()["source"],
+        "desired"
+    );
 }

@@ -636,6 +636,25 @@ fn genconfig_manifest_validates_and_wires_sensor_filter_upstream() {
                 "{platform}: edgeHub publishes {port}"
             );
         }
+        // edgeHub's store (messages, delivery checkpoints) on the host, as Microsoft's docs
+        // give it ("Give Azure IoT Edge modules access to a device's local storage"): the
+        // `StorageFolder` variable names a folder bound to a host directory; without it the
+        // store lives in the container's /tmp and goes when the container is re-created.
+        let folder = sys["edgeHub"]["env"]["StorageFolder"]["value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{platform}: edgeHub has no StorageFolder"));
+        let binds: Vec<&str> = hub_opts["HostConfig"]["Binds"]
+            .as_array()
+            .map(|b| b.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        assert!(
+            binds
+                .iter()
+                .any(|b| b.split_once(':').is_some_and(|(host, inside)| {
+                    host.starts_with('/') && inside.trim_end_matches('/') == folder
+                })),
+            "{platform}: edgeHub's StorageFolder {folder} bound to a host directory: {binds:?}"
+        );
 
         let modules = agent["modules"].as_object().unwrap();
         let names: BTreeSet<&str> = modules.keys().map(String::as_str).collect();

@@ -323,7 +323,8 @@ pub struct RunArgs {
     pub outbox_dir: PathBuf,
 
     /// `written`: alerts in the outbox survive the process dying (kill -9, crash), not a
-    /// power cut; `fsync`: they survive a power cut too (one fdatasync per commit).
+    /// power cut; `fsync`: a committed alert survives a power cut too (one fdatasync per
+    /// commit). The README's "Delivery guarantees" says what each leaves open under IoT Edge.
     #[arg(
         long,
         env = "EDGEFILTER_OUTBOX_DURABILITY",

@@ -11,7 +11,7 @@ pub const DEAD_LETTER_KEEP: usize = 1024;
 /// it is UTF-8 (`payload_base64` otherwise). `payload` is what was read of the input's `size`
 /// bytes (all of it, except for inputs too large to read). The payload is cut to 1 KiB
 /// (`"truncated":true`, `"size"`) for oversize messages and for alerts that could not be
-/// published.
+/// published (over edgeHub's limits, or otherwise).
 pub fn dead_letter_envelope(
     reason: &str,
     detail: &str,
@@ -19,7 +19,10 @@ pub fn dead_letter_envelope(
     payload: &[u8],
     size: usize,
 ) -> Bytes {
-    let cut = matches!(reason, "too_large" | "unpublishable");
+    let cut = matches!(
+        reason,
+        "too_large" | "unpublishable" | "too_large_for_edgehub"
+    );
     let (kept, truncated) = if cut && payload.len() > DEAD_LETTER_KEEP {
         (&payload[..DEAD_LETTER_KEEP], true)
     } else {

@@ -17,7 +17,12 @@ use crate::pipeline::verdict::{RejectReason, Rejection};
 use crate::twin::Outcome;
 
 impl Flow {
-    pub(super) fn on_suback(&mut self, pkid: u16, granted: &[Option<u8>]) -> Result<(), FlowError> {
+    pub(super) fn on_suback(
+        &mut self,
+        pkid: u16,
+        granted: &[Option<u8>],
+        now: Instant,
+    ) -> Result<(), FlowError> {
         let Some(link) = &mut self.input else {
             return Ok(());
         };
@@ -34,6 +39,7 @@ impl Flow {
         if link.subscribing.is_empty() {
             self.metrics.connected(true, self.subscribed_once);
             self.subscribed_once = true;
+            self.twin_subscribed(now);
         }
         Ok(())
     }
@@ -246,9 +252,19 @@ impl Flow {
         };
         self.metrics.twin_update(result);
         if result != TwinResult::stale {
-            let reported = self.dialect.reported(&self.twin);
-            self.publish(reported, Covers::Nothing, Kind::Control);
+            self.report(false);
         }
+    }
+
+    /// Publishes the reported properties of the twin's state, unless they are what was last
+    /// reported (and not `force`d).
+    pub(super) fn report(&mut self, force: bool) {
+        let reported = self.dialect.reported(&self.twin);
+        if !force && self.reported_last.as_ref() == Some(reported.payload()) {
+            return;
+        }
+        self.reported_last = Some(reported.payload().clone());
+        self.publish(reported, Covers::Nothing, Kind::Control);
     }
 
     /// Forms batches of the collected jobs, with the rules in force.

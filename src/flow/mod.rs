@@ -58,7 +58,7 @@ use crate::twin::{Source, Threshold, Twin};
 
 pub use dead_letter::{dead_letter_envelope, DEAD_LETTER_KEEP};
 use dialect::{Dialect, InputProps, Output as PubKind};
-use outbound::{write_publish, Covers, Kind, PendingAlert, Sent};
+use outbound::{write_publish, PendingAlert, Sent};
 use outbox::OutboxSide;
 pub use outbox::{AckPolicy, OutboxAppend};
 
@@ -260,6 +260,9 @@ pub struct Flow {
     outbox: OutboxSide,
     /// IoT Edge: the twin GET awaiting its answer.
     twin_wait: Option<twin_get::TwinWait>,
+    /// The body of the last reported patch published: an unchanged state is not reported
+    /// again (IoT Edge reconnects hourly to renew its token).
+    reported_last: Option<Bytes>,
 }
 
 impl Flow {
@@ -301,6 +304,7 @@ impl Flow {
             renew_at: None,
             outbox: OutboxSide::new(cfg.ack_policy),
             twin_wait: None,
+            reported_last: None,
             twin,
             dialect,
             metrics,
@@ -313,8 +317,8 @@ impl Flow {
 
     /// The broker accepted the CONNECT of one of our connections. Whichever carries our
     /// publishes resends (the session resumed) or requeues (a new session) what was in flight;
-    /// the input connection subscribes, reports the twin state and, under IoT Edge, asks for
-    /// the full twin.
+    /// the input connection subscribes and reports the twin state — under IoT Edge only once
+    /// every SUBACK is in (`on_suback`), with the full-twin GET.
     pub fn on_connack(
         &mut self,
         role: Role,
@@ -365,14 +369,23 @@ impl Flow {
             subscribing,
             ..link
         });
-        if matches!(self.dialect, Dialect::Azure(_)) && self.twin.source() == Source::Default {
-            // IoT Edge: the GET below answers; until then the report says so.
+        if !matches!(self.dialect, Dialect::Azure(_)) {
+            // The retained report, at every connect (a broker may have lost it).
+            self.report(true);
+            return Ok(());
+        }
+        if self.twin.source() == Source::Default {
+            // IoT Edge: the GET answers; until then the report says so.
             self.twin.await_twin();
             self.metrics.delivery.twin_waiting(true);
         }
-        let reported = self.dialect.reported(&self.twin);
-        self.publish(reported, Covers::Nothing, Kind::Control);
-        self.ask_twin(now, 1);
+        if self
+            .input
+            .as_ref()
+            .is_some_and(|l| l.subscribing.is_empty())
+        {
+            self.twin_subscribed(now);
+        }
         Ok(())
     }
 
@@ -393,7 +406,7 @@ impl Flow {
             Inbound::PubAck { pkid, .. } => {
                 tracing::debug!("PUBACK {pkid} on the input connection, which publishes nothing")
             }
-            Inbound::SubAck { pkid, granted } => self.on_suback(pkid, &granted)?,
+            Inbound::SubAck { pkid, granted } => self.on_suback(pkid, &granted, now)?,
             Inbound::PingResp => {
                 if let Some(link) = self.link_mut(role) {
                     link.keepalive.pong();

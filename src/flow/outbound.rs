@@ -121,7 +121,12 @@ impl Flow {
     ) {
         let topic_str = String::from_utf8_lossy(topic);
         let envelope = dead_letter_envelope(reason, detail, &topic_str, payload, size);
-        if let Some(packet) = self.dialect.dead_letter(envelope, reason, topic, props) {
+        if let Some(mut packet) = self.dialect.dead_letter(envelope, reason, topic, props) {
+            if !payload.is_empty() && self.check(&packet).is_err() {
+                // Too large with the payload's head (a long input topic in the envelope too):
+                // without it. If even that is too large, `publish` counts it.
+                packet.set_payload(dead_letter_envelope(reason, detail, &topic_str, &[], size));
+            }
             if let Some(seq) = seq {
                 self.acks.hold(seq, 1);
             }
@@ -181,38 +186,54 @@ impl Flow {
                 let groups =
                     group_by_key(alerts, |a| (a.kind, dialect.array_key(a.kind, &a.topic)));
                 for ((kind, out_topic), group) in groups {
-                    let payload = json_array(group.iter().map(|a| &a.payload[..]));
-                    let packet = self.dialect.array(kind, &out_topic, payload);
-                    if let Err(why) = self.check(&packet) {
-                        for a in group {
-                            if kind == PubKind::Summary {
-                                // Too large as one array: each on its own.
-                                let packet = self.dialect.summary(&a.topic, a.payload);
-                                self.publish(packet, Covers::Nothing, Kind::Summary(1));
-                            } else {
-                                self.unpublishable_alert(a.seq, &a.topic, &a.payload, &why);
-                            }
-                        }
-                        continue;
-                    }
-                    let seqs: Vec<u64> = group.iter().filter_map(|a| a.seq).collect();
-                    let n = group.len() as u64;
-                    self.publish(packet, Covers::Many(seqs), Kind::of(kind, n));
+                    self.publish_array(kind, &out_topic, group);
                 }
             }
         }
     }
 
-    /// Whether a publish can go on the wire: a valid topic name for the dialect, encodable,
-    /// within the broker's Maximum Packet Size.
+    /// One array publish of `group` (publishes of one kind and key, in arrival order). An
+    /// array too large for the broker is split in halves until each part fits; a single one
+    /// that does not fit alone is published on its own (a summary) or dead-lettered (an
+    /// alert or a clearing message).
+    fn publish_array(&mut self, kind: PubKind, key: &Bytes, mut group: Vec<PendingAlert>) {
+        let payload = json_array(group.iter().map(|a| &a.payload[..]));
+        let packet = self.dialect.array(kind, key, payload);
+        match self.check(&packet) {
+            Ok(()) => {
+                let seqs: Vec<u64> = group.iter().filter_map(|a| a.seq).collect();
+                let n = group.len() as u64;
+                self.publish(packet, Covers::Many(seqs), Kind::of(kind, n));
+            }
+            Err(_) if group.len() > 1 => {
+                let second = group.split_off(group.len() / 2);
+                self.publish_array(kind, key, group);
+                self.publish_array(kind, key, second);
+            }
+            Err(why) => {
+                for a in group {
+                    if kind == PubKind::Summary {
+                        let packet = self.dialect.summary(&a.topic, a.payload);
+                        self.publish(packet, Covers::Nothing, Kind::Summary(1));
+                    } else {
+                        self.unpublishable_alert(a.seq, &a.topic, &a.payload, &why);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a publish can go on the wire: what the dialect's broker takes (a valid topic
+    /// name; edgeHub's size limits), encodable, within the broker's Maximum Packet Size.
     pub(super) fn check(&self, packet: &OutPublish) -> Result<(), Unpublishable> {
-        self.dialect.check_topic(packet.topic())?;
+        self.dialect.check(packet)?;
         packet.check(self.max_packet)
     }
 
-    /// An alert that cannot go on the wire (its topic too long to encode, or larger than the
-    /// broker accepts): counted, explained, dead-lettered in its place, and its input
-    /// finished — one bad message never blocks the stream.
+    /// An alert that cannot go on the wire (its topic too long to encode, larger than the
+    /// broker accepts, or over one of edgeHub's limits): counted, explained, dead-lettered in
+    /// its place (reason `too_large_for_edgehub` or `unpublishable`), and its input finished
+    /// — one bad message never blocks the stream, and it is never resent.
     pub(super) fn unpublishable_alert(
         &mut self,
         seq: Option<u64>,
@@ -220,12 +241,16 @@ impl Flow {
         payload: &Bytes,
         why: &Unpublishable,
     ) {
+        let reason = match why {
+            Unpublishable::EdgeHub(_) => "too_large_for_edgehub",
+            _ => "unpublishable",
+        };
         let detail = format!("the alert cannot be published: {why}");
         self.metrics
             .unpublishable("alert", &detail, &String::from_utf8_lossy(topic));
         self.dead_letter(
             seq,
-            "unpublishable",
+            reason,
             &detail,
             topic,
             payload,

@@ -208,12 +208,19 @@ impl OutboxSide {
 impl Flow {
     /// Before the first connection: the outbox file's next sequence number and the alerts an
     /// earlier run left in it (oldest first), which go out before anything else and are
-    /// marked done on their PUBACK.
+    /// marked done on their PUBACK. One the broker would not take (an earlier version
+    /// committed an alert over edgeHub's limits) is dead-lettered and marked done instead:
+    /// sent again at every start, it would stop the module every time.
     pub fn outbox_replay(&mut self, next_seq: u64, pending: Vec<OutboxAppend>) {
         self.outbox.start_at(next_seq);
         for a in pending {
             self.outbox.replayed(a.seq);
-            let packet = self.dialect.replayed_alert(&a.topic, a.payload);
+            let packet = self.dialect.replayed_alert(&a.topic, a.payload.clone());
+            if let Err(why) = self.check(&packet) {
+                self.unpublishable_alert(None, &a.topic, &a.payload, &why);
+                let _ = self.outbox.acked(a.seq);
+                continue;
+            }
             let sent = Sent {
                 covers: Covers::Nothing,
                 kind: Kind::Alert(1),

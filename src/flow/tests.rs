@@ -14,6 +14,7 @@ use dialect::Generic;
 use rumqttc::mqttbytes::v4;
 use rumqttc::v5::mqttbytes::v5;
 
+mod edgehub_limits;
 mod outbox;
 mod publisher;
 mod rules;
@@ -113,18 +114,25 @@ impl Harness {
         }
     }
 
-    /// CONNACK, then the SUBACKs for what the flow subscribed, and the PUBACK of its report.
+    /// CONNACK, then the SUBACKs for what the flow subscribed; what the flow wrote after
+    /// each.
     fn connect(&mut self, info: ConnAckInfo) -> Vec<Wire> {
         self.flow.on_connack(Role::Input, &info, self.now).unwrap();
-        let wire = self.out();
-        for w in &wire {
-            if let Wire::Subscribe(pkid, filters) = w {
-                self.packet(Inbound::SubAck {
-                    pkid: *pkid,
-                    granted: vec![Some(1); filters.len()],
-                });
-            }
+        let mut wire = self.out();
+        let subscribes: Vec<(u16, usize)> = wire
+            .iter()
+            .filter_map(|w| match w {
+                Wire::Subscribe(pkid, filters) => Some((*pkid, filters.len())),
+                _ => None,
+            })
+            .collect();
+        for (pkid, n) in subscribes {
+            self.packet(Inbound::SubAck {
+                pkid,
+                granted: vec![Some(1); n],
+            });
         }
+        wire.extend(self.out());
         wire
     }
 

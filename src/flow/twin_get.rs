@@ -1,13 +1,19 @@
 //! `Flow`'s IoT Edge twin GET (beside the data flow): the full twin is asked for at every
-//! connect and, when no answer comes within `--twin-timeout`, asked for again — the wait
-//! doubling up to 8× — with a log line and a metric each time, until edgeHub answers. The GET
-//! and the reported patches go at QoS 1 (as the Python SDK sends them), so a lost connection
-//! resends them too; a GET edgeHub acknowledged but never answered is what the timer is for.
-//! Until the first answer the reported state says `"source":"pending"` (the threshold is the
-//! command line's, not the twin's). Pure: time is an argument.
+//! connect, once every SUBACK of the connection is in — edgeHub applies subscriptions
+//! asynchronously and completes, without delivering, an answer that matches none yet
+//! (protocol gateway `MqttAdapter`), so a GET sent with the SUBSCRIBE could go unanswered; the
+//! Python SDK waits for the SUBACK too. The reported patch goes then as well, and only when
+//! the state differs from the last one reported (a token renewal reconnects every hour). When
+//! no answer comes within `--twin-timeout` the GET is asked again — the wait doubling up to
+//! 8× — with a log line and a metric each time, until edgeHub answers. The GET and the
+//! reported patches go at QoS 1 (as the Python SDK sends them), so a lost connection resends
+//! them too; a GET edgeHub acknowledged but never answered is what the timer is for. Until
+//! the first answer the reported state says `"source":"pending"` (the threshold is the command
+//! line's, not the twin's). Pure: time is an argument.
 
 use std::time::{Duration, Instant};
 
+use super::dialect::Dialect;
 use super::outbound::{Covers, Kind};
 use super::Flow;
 
@@ -24,6 +30,15 @@ fn wait_for(timeout: Duration, attempt: u32) -> Duration {
 }
 
 impl Flow {
+    /// Every subscription of the connection is in effect: under IoT Edge, report the twin
+    /// state if it changed and ask for the full twin.
+    pub(super) fn twin_subscribed(&mut self, now: Instant) {
+        if matches!(self.dialect, Dialect::Azure(_)) {
+            self.report(false);
+            self.ask_twin(now, 1);
+        }
+    }
+
     /// Sends the full-twin GET (IoT Edge only) and starts its timer.
     pub(super) fn ask_twin(&mut self, now: Instant, attempt: u32) {
         let Some(get) = self.dialect.twin_get() else {

@@ -1,8 +1,9 @@
 //! Azure IoT Edge's MQTT dialect, the pure half (`azure/PROTOCOL.md`): module topics
-//! ([`topics`]), property bags ([`propbag`]), SAS token text and local signing ([`sas`]) and
-//! twin documents ([`twin_doc`]). The identity, the workload API and TLS live in the filter's
+//! ([`topics`]), property bags ([`propbag`]), edgeHub's size limits ([`limits`]), SAS token
+//! text and local signing ([`sas`]) and twin documents ([`twin_doc`]). The identity, the workload API and TLS live in the filter's
 //! `io::azure`.
 
+pub mod limits;
 pub mod propbag;
 pub mod sas;
 pub mod topics;

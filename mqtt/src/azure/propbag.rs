@@ -32,6 +32,8 @@ pub mod sys {
     pub const TO: &str = "$.to";
     pub const CREATION_TIME: &str = "$.ctime";
     pub const SCHEMA: &str = "$.schema";
+    /// The SDK's name for a message's acknowledgement mode (kept on the message, not sent).
+    pub const IOTHUB_ACK: &str = "iothub-ack";
     /// Device that sent the message to edgeHub (edgeHub → module).
     pub const CONNECTION_DEVICE_ID: &str = "$.cdid";
     /// Module that sent the message to edgeHub (edgeHub → module).
@@ -87,7 +89,7 @@ impl PropertyBag {
     }
 
     /// The pairs in wire order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&str, &str)> {
         self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
@@ -151,18 +153,20 @@ pub struct OutputProperties {
 }
 
 impl OutputProperties {
-    /// The properties to forward with an input message, as the replaced Python module did by
-    /// sending the received `Message` on:
-    /// - `$.mid`, `$.cid`, `$.uid`, `$.ct`, `$.ce`, `$.exp` are kept (the SDK reads them into
-    ///   the message's fields and writes them back out);
-    /// - application properties (the sensor's `sequenceNumber`, `batchId`, …) are kept;
-    /// - every other `$.`-prefixed name (`$.cdid`, `$.cmid`, `$.to`, `$.ctime`, `$.schema`,
-    ///   `$.on`, `$.ifid`, …) and every `iothub-`-prefixed name (`iothub-ack`,
-    ///   `iothub-operation`, …) is dropped. These describe the previous hop, not the message:
-    ///   the SDK itself ignores `$.to` and `iothub-ack`; it would pass `$.cdid`/`$.cmid` on as
-    ///   custom properties, but edgeHub stamps the sending connection's device and module ids
-    ///   onto every message it receives, so forwarding them only adds a misleading claim that
-    ///   the alert came from the sensor (PROTOCOL.md: they "need not be forwarded").
+    /// The properties to forward with an input message: exactly those the replaced Python
+    /// module forwarded by sending the received `Message` on (azure-iot-device 2.14,
+    /// `extract_message_properties_from_topic` then `encode_message_properties_in_topic`):
+    /// - `$.mid`, `$.cid`, `$.uid`, `$.ct`, `$.ce`, `$.exp` are kept as system properties
+    ///   (the SDK reads them into the message's fields and writes them back out; an empty
+    ///   one is left out);
+    /// - `$.to` is dropped (the SDK ignores it), and `iothub-ack` (the SDK keeps it as the
+    ///   message's `ack`, which it never sends);
+    /// - every other key is kept as an application property: the sensor's `sequenceNumber`
+    ///   and `batchId`, and what edgeHub tells about the message — `$.ctime`, `$.schema`,
+    ///   `$.sub`, `iothub-operation`, `ack` (which edgeHub takes back as system properties)
+    ///   and `$.cdid`, `$.cmid` (the sensor's device and module, application properties
+    ///   from then on);
+    /// - except `$.on`, which edgeHub never hands a module: the output is ours to name.
     pub fn from_input(input: &PropertyBag) -> OutputProperties {
         let mut out = OutputProperties::default();
         for (k, v) in input.iter() {
@@ -173,7 +177,7 @@ impl OutputProperties {
                 sys::CONTENT_TYPE => &mut out.content_type,
                 sys::CONTENT_ENCODING => &mut out.content_encoding,
                 sys::EXPIRY => &mut out.expiry_time_utc,
-                _ if k.starts_with("$.") || k.starts_with("iothub-") => continue,
+                sys::TO | sys::IOTHUB_ACK | sys::OUTPUT_NAME => continue,
                 _ => {
                     out.custom.insert(k.to_string(), v.to_string());
                     continue;
@@ -286,26 +290,33 @@ mod tests {
         );
         let out = OutputProperties::alert_from_input(&input);
         assert_eq!(out.content_type.as_deref(), Some("application/json"));
-        assert_eq!(out.custom.len(), 3);
+        assert_eq!(out.custom.len(), 5);
+        // The sensor's device and module stay, as application properties sorted by code
+        // point (`$` before capitals).
         assert_eq!(
             out.encode("output1"),
-            "%24.on=output1&%24.ct=application%2Fjson&%24.ce=utf-8&MessageType=Alert\
+            "%24.on=output1&%24.ct=application%2Fjson&%24.ce=utf-8\
+             &%24.cdid=dev1&%24.cmid=SimulatedTemperatureSensor&MessageType=Alert\
              &batchId=6f1ed5f2-4b9c-4a7a-8f7e-0c2a1d3e5b7f&sequenceNumber=42"
         );
     }
 
     #[test]
-    fn system_properties_keep_the_sdk_order_and_hop_properties_are_dropped() {
+    fn the_seeds_properties_system_ones_in_the_sdk_order_the_rest_as_application_ones() {
+        // Everything edgeHub hands a module (its OutgoingSystemPropertiesMap), and more.
         let input = PropertyBag::decode(
             "%24.exp=2030-01-01T00%3A00%3A00Z&%24.uid=u&%24.cid=c&%24.mid=m\
-             &%24.to=%2Fdevices%2Fd&%24.ctime=t&%24.schema=s&%24.on=old&%24.ifid=i\
-             &iothub-ack=full&iothub-operation=x&%24.ct=&MessageType=Info&z=1",
+             &%24.to=%2Fdevices%2Fd&%24.ctime=t&%24.schema=s&%24.sub=c1&%24.on=old\
+             &%24.ifid=i&iothub-ack=full&ack=none&iothub-operation=x&%24.ct=\
+             &MessageType=Info&z=1",
         );
         let out = OutputProperties::alert_from_input(&input);
         assert_eq!(
             out.encode("output1"),
             "%24.on=output1&%24.mid=m&%24.cid=c&%24.uid=u\
-             &%24.exp=2030-01-01T00%3A00%3A00Z&MessageType=Alert&z=1"
+             &%24.exp=2030-01-01T00%3A00%3A00Z\
+             &%24.ctime=t&%24.ifid=i&%24.schema=s&%24.sub=c1&MessageType=Alert&ack=none\
+             &iothub-operation=x&z=1"
         );
     }
 

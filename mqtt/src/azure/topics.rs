@@ -366,7 +366,9 @@ mod tests {
                 t.alert_topic(&input, "output1").unwrap(),
                 format!(
                     "devices/{dev}/modules/filtermodule/messages/events/\
-                     %24.on=output1&%24.ct=application%2Fjson&MessageType=Alert&sequenceNumber=3"
+                     %24.on=output1&%24.ct=application%2Fjson&%24.cdid={}\
+                     &MessageType=Alert&sequenceNumber=3",
+                    crate::azure::sas::encode_component(dev)
                 ),
                 "{dev}"
             );
@@ -490,7 +492,8 @@ mod tests {
         assert_eq!(
             alert,
             "devices/dev1/modules/filtermodule/messages/events/%24.on=output1\
-             &%24.ct=application%2Fjson&%24.ce=utf-8&MessageType=Alert&batchId=b-1&sequenceNumber=7"
+             &%24.ct=application%2Fjson&%24.ce=utf-8&%24.cdid=dev1\
+             &%24.cmid=SimulatedTemperatureSensor&MessageType=Alert&batchId=b-1&sequenceNumber=7"
         );
         assert!(t
             .alert_topic("devices/dev1/modules/x/inputs/input1", "o")

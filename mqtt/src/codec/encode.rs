@@ -97,6 +97,14 @@ impl OutPublish {
         }
     }
 
+    /// Replaces the body (a dead letter cut down to fit).
+    pub fn set_payload(&mut self, payload: Bytes) {
+        match self {
+            OutPublish::V4(p) => p.payload = payload,
+            OutPublish::V5(p) => p.payload = payload,
+        }
+    }
+
     pub fn topic(&self) -> &[u8] {
         match self {
             OutPublish::V4(p) => p.topic.as_bytes(),

@@ -83,6 +83,9 @@ pub enum Unpublishable {
     Topic(#[from] crate::topic::Unpublishable),
     #[error("its packet would be {size} bytes, more than the broker accepts ({max})")]
     TooLarge { size: usize, max: u32 },
+    /// Over one of edgeHub's limits (IoT Edge).
+    #[error(transparent)]
+    EdgeHub(#[from] crate::azure::limits::TooLarge),
 }
 /// Largest remaining length MQTT can encode (four bytes of variable-length integer).
 pub const MAX_REMAINING: usize = 268_435_455;

@@ -7,8 +7,9 @@
 
 use bytes::Bytes;
 
+use crate::mqtt::azure::limits;
 use crate::mqtt::azure::propbag::PropertyBag;
-use crate::mqtt::codec::{InPublish, OutPublish, PublishProperties, Version};
+use crate::mqtt::codec::{InPublish, OutPublish, PublishProperties, Unpublishable, Version};
 use crate::mqtt::topic::{self, Template};
 use crate::twin::Twin;
 
@@ -191,18 +192,24 @@ impl Dialect {
         }
     }
 
-    /// Whether `topic` may be published to, as a name (encodability is the codec's check):
-    /// a generic broker's topic names hold no wildcard and no NUL — a PUBLISH to
-    /// `telemetry/#`, which some brokers accept, must not give an alert on `alerts/telemetry/#`.
-    /// IoT Edge device ids may hold `+` and `#` (PROTOCOL.md), so edgeHub's topics are not
-    /// checked here.
-    pub fn check_topic(&self, topic: &[u8]) -> Result<(), topic::Unpublishable> {
+    /// Whether the broker takes `packet`, beyond what the codec checks (encodability, an
+    /// MQTT 5 broker's Maximum Packet Size). A generic broker: its topic name holds no
+    /// wildcard and no NUL — a PUBLISH to `telemetry/#`, which some brokers accept, must not
+    /// give an alert on `alerts/telemetry/#`. edgeHub: its two size limits (the whole packet,
+    /// and the message as edgeHub counts it, `mqtt::azure::limits`), which it never announces
+    /// (MQTT 3.1.1); its topics are not checked as names, since IoT Edge device ids may hold
+    /// `+` and `#` (PROTOCOL.md).
+    pub fn check(&self, packet: &OutPublish) -> Result<(), Unpublishable> {
         match self {
-            Dialect::Generic(_) => match std::str::from_utf8(topic) {
-                Ok(t) => topic::check_publishable(t),
-                Err(_) => Err(topic::Unpublishable::Invalid),
+            Dialect::Generic(_) => match std::str::from_utf8(packet.topic()) {
+                Ok(t) => Ok(topic::check_publishable(t)?),
+                Err(_) => Err(topic::Unpublishable::Invalid.into()),
             },
-            Dialect::Azure(_) => Ok(()),
+            Dialect::Azure(_) => Ok(limits::check(
+                packet.topic(),
+                packet.payload().len(),
+                packet.size(),
+            )?),
         }
     }
 

@@ -143,11 +143,71 @@ fn a_reconnect_asks_again_at_once_and_keeps_what_the_twin_said() {
     assert_eq!(h.flow.threshold.get(), 31.0);
     let _ = h.out();
     h.flow.connection_lost(Role::Input);
+    // A reconnect (the hourly token renewal) with nothing changed: the GET, no report.
     let wire = h.connect(connack(true));
-    let report = twin_publishes(&wire).remove(0);
-    let report: serde_json::Value = serde_json::from_slice(&report.2).unwrap();
+    let twin = twin_publishes(&wire);
+    assert_eq!(twin.len(), 1, "{twin:?}");
+    assert!(twin[0].0.starts_with("$iothub/twin/GET/"), "{twin:?}");
+    // Its answer, the same desired version: applied again, nothing to report either.
+    let rid = twin[0].0.rsplit('=').next().unwrap().to_string();
+    h.input(
+        &format!("$iothub/twin/res/200/?$rid={rid}"),
+        br#"{"desired":{"TemperatureThreshold":31,"$version":3},"reported":{}}"#,
+        6,
+    );
+    assert!(twin_publishes(&h.out()).is_empty());
+    // A change is reported.
+    h.input(
+        "$iothub/twin/PATCH/properties/desired/?$version=4",
+        br#"{"TemperatureThreshold":32,"$version":4}"#,
+        7,
+    );
+    let twin = twin_publishes(&h.out());
+    assert_eq!(twin.len(), 1, "{twin:?}");
+    let report: serde_json::Value = serde_json::from_slice(&twin[0].2).unwrap();
     assert_eq!(
-        report["source"], "desired",
-        "not pending again after a reconnect"
+        (&report["TemperatureThreshold"], &report["source"]),
+        (&serde_json::json!(32.0), &serde_json::json!("desired"))
+    );
+}
+
+#[test]
+fn the_get_and_the_report_wait_for_every_suback() {
+    let mut h = azure();
+    h.flow
+        .on_connack(Role::Input, &connack(false), h.now)
+        .unwrap();
+    let wire = h.out();
+    let subscribes: Vec<u16> = wire
+        .iter()
+        .filter_map(|w| match w {
+            Wire::Subscribe(pkid, _) => Some(*pkid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(subscribes.len(), 1, "{wire:?}");
+    assert!(
+        twin_publishes(&wire).is_empty(),
+        "not with the SUBSCRIBE: {wire:?}"
+    );
+    assert_eq!(h.flow.twin_deadline(), None, "no GET, no timer");
+    h.now += Duration::from_millis(300);
+    h.packet(Inbound::SubAck {
+        pkid: subscribes[0],
+        granted: vec![Some(1); 3],
+    });
+    let twin = twin_publishes(&h.out());
+    let topics: Vec<&str> = twin.iter().map(|t| t.0.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            "$iothub/twin/PATCH/properties/reported/?$rid=1",
+            "$iothub/twin/GET/?$rid=2"
+        ]
+    );
+    assert_eq!(
+        h.flow.twin_deadline(),
+        Some(h.now + Duration::from_secs(10)),
+        "the timer from the SUBACK"
     );
 }

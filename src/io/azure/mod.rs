@@ -39,10 +39,6 @@ pub const EDGEHUB_MQTT_PORT: u16 = 8883;
 /// the one the Python SDK 2.14 sends (`constant.IOTHUB_API_VERSION`).
 pub const MQTT_API_VERSION: &str = "2019-10-01";
 
-/// edgeHub's largest message; raise the MQTT client's maximum packet size to at least this
-/// plus the topic and header (rumqttc defaults to 10 KiB).
-pub const EDGEHUB_MAX_MESSAGE_BYTES: usize = 256 * 1024;
-
 /// Our product name and version, sent as `DeviceClientType` in the username (the SDK sends its
 /// own user agent there) and as the workload API's `User-Agent`.
 pub const USER_AGENT: &str = concat!("edgefilter/", env!("CARGO_PKG_VERSION"));

@@ -150,9 +150,7 @@ impl Delivery {
 
     /// Whether some subscription filter matches `topic`.
     pub fn subscribed_to(&self, topic: &str) -> bool {
-        self.filters
-            .iter()
-            .any(|f| rumqttc::mqttbytes::matches(topic, f))
+        self.filters.iter().any(|f| filter_matches(topic, f))
     }
 
     fn allocate_pkid(&mut self) -> u16 {
@@ -264,9 +262,43 @@ pub fn is_module_messages_filter(filter: &str) -> bool {
         .is_some_and(|(d, m)| !d.is_empty() && !m.is_empty())
 }
 
+/// Whether `filter` matches `topic` as the protocol gateway matches them
+/// (`Util.CheckTopicFilterMatch`): MQTT's `+` and `#`, `a/#` matching `a` too, and no
+/// exception for topics that start with `$` (edgeHub's twin topics do).
+fn filter_matches(topic: &str, filter: &str) -> bool {
+    let mut levels = topic.split('/');
+    for f in filter.split('/') {
+        if f == "#" {
+            return true;
+        }
+        match levels.next() {
+            Some(_) if f == "+" => {}
+            Some(level) if level == f => {}
+            _ => return false,
+        }
+    }
+    levels.next().is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_match_as_the_protocol_gateway_matches_them() {
+        assert!(filter_matches(
+            "$iothub/twin/res/200/?$rid=1",
+            "$iothub/twin/res/#"
+        ));
+        assert!(filter_matches("a/b/c", "a/+/c"));
+        assert!(filter_matches("a", "a/#"));
+        assert!(!filter_matches(
+            "$iothub/twin/PATCH/x",
+            "$iothub/twin/res/#"
+        ));
+        assert!(!filter_matches("a/b", "a"));
+        assert!(!filter_matches("a", "a/b"));
+    }
 
     const INPUTS: &str = "devices/gw:01@plant/modules/m/inputs/#";
 

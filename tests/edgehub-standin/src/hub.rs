@@ -22,9 +22,12 @@ use crate::auth::Expected;
 use crate::delivery::{Delivery, DeliveryStats, Stored};
 use crate::twin::Twin;
 
-/// edgeHub's MQTT decoder limit (`MaxInboundMessageSize`, 262,144): a packet whose remaining
-/// length is larger closes the connection.
+/// edgeHub's MQTT decoder limit (`MaxInboundMessageSize`, 262,144): a packet whose whole size,
+/// fixed header included, is larger closes the connection.
 pub const MAX_PACKET_BYTES: usize = 262_144;
+/// edgeHub's largest message (`Constants.MaxMessageSize`) as `Message.Size()` counts it (see
+/// [`crate::routes::message_size`]): a module's event over it is acknowledged and dropped.
+pub const MAX_MESSAGE_SIZE: usize = 262_144;
 /// edgeHub's default `messageAckTimeout`.
 pub const EDGEHUB_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -40,13 +43,20 @@ pub struct Config {
     /// How long edgeHub takes to put a module's message into its store before the PUBACK
     /// (one at a time per connection, as the protocol gateway processes a client's publishes).
     pub store_delay: Duration,
-    /// The largest packet (remaining length) accepted from a module.
+    /// The largest packet (whole size, fixed header included) accepted from a module.
     pub max_packet: usize,
     /// Every module twin's initial desired properties.
     pub desired: Value,
     /// This many of each module's first twin GETs are lost: acknowledged (PUBACK) but never
     /// answered, as when edgeHub drops a request it could not serve (tests of the retry).
     pub lose_twin_gets: u32,
+    /// How long a SUBSCRIBE takes to take effect; its SUBACK goes out then. edgeHub applies
+    /// subscriptions asynchronously: it stores the new session state and registers each
+    /// subscription, then sends the SUBACK (protocol gateway `MqttAdapter`,
+    /// `ProcessPendingSubscriptionChanges`), while the module's publishes are processed
+    /// meanwhile; an answer that matches no subscription yet is completed without being
+    /// delivered.
+    pub subscribe_delay: Duration,
 }
 
 impl Config {
@@ -59,6 +69,7 @@ impl Config {
             max_packet: MAX_PACKET_BYTES,
             desired: serde_json::json!({ "TemperatureThreshold": 25 }),
             lose_twin_gets: 0,
+            subscribe_delay: Duration::from_millis(20),
         }
     }
 }
@@ -99,9 +110,18 @@ pub enum Event {
     Closed { client_id: String, reason: String },
     /// A module publish matched no template and was dropped (PUBACKed all the same).
     Dropped { client_id: String, topic: String },
+    /// A module event whose `Message.Size()` is over [`MAX_MESSAGE_SIZE`] was dropped
+    /// (PUBACKed all the same, as edgeHub does).
+    TooLarge {
+        client_id: String,
+        topic: String,
+        size: usize,
+    },
     /// A module message was routed upstream (to the sinks).
     Upstream { client_id: String, topic: String },
-    /// A twin operation: `GET`, `GET lost`, `reported 204`, `reported 400`, `desired`.
+    /// A twin operation: `GET`, `GET lost`, `reported 204`, `reported 400`, `desired`; an
+    /// answer the module had not subscribed to yet is completed without delivery: `GET not
+    /// delivered`, `reported 204 not delivered`.
     Twin { client_id: String, what: String },
     /// A TLS handshake failed.
     TlsFailure(String),
@@ -115,6 +135,8 @@ pub struct ModuleStats {
     pub backlog: usize,
     pub upstream: u64,
     pub dropped: u64,
+    /// Events dropped for their `Message.Size()`.
+    pub too_large: u64,
     pub connections: u64,
 }
 
@@ -133,6 +155,7 @@ pub(crate) struct ModuleState {
     pub lose_gets: u32,
     pub upstream: u64,
     pub dropped: u64,
+    pub too_large: u64,
     pub connections: u64,
 }
 
@@ -213,13 +236,8 @@ impl Shared {
             return false;
         };
         let topic = format!("$iothub/twin/PATCH/properties/desired/?$version={version}");
-        let listens = st
-            .delivery
-            .filters()
-            .iter()
-            .any(|f| f.starts_with("$iothub/twin/PATCH/properties/desired/"));
-        if listens && st.conn.is_some() {
-            send_other(&mut st, &topic, Bytes::from(body));
+        if st.conn.is_some() {
+            answer(&mut st, &topic, Bytes::from(body));
         }
         drop(st);
         self.record(Event::Twin {
@@ -228,6 +246,17 @@ impl Shared {
         });
         true
     }
+}
+
+/// Sends a twin answer as edgeHub does: only when a subscription of the module matches it;
+/// otherwise it is completed without delivery (protocol gateway `MqttAdapter`: "no matching
+/// subscription found - complete the message without publishing"). Whether it was sent.
+pub(crate) fn answer(st: &mut ModuleState, topic: &str, payload: Bytes) -> bool {
+    if !st.delivery.subscribed_to(topic) {
+        return false;
+    }
+    send_other(st, topic, payload);
+    true
 }
 
 /// Sends a QoS 1 publish that is not a stored message (twin) on the module's connection.
@@ -292,6 +321,7 @@ impl EdgeHub {
                         lose_gets: config.lose_twin_gets,
                         upstream: 0,
                         dropped: 0,
+                        too_large: 0,
                         connections: 0,
                     }),
                     wake: Notify::new(),
@@ -347,6 +377,7 @@ impl EdgeHub {
             backlog: st.delivery.backlog(),
             upstream: st.upstream,
             dropped: st.dropped,
+            too_large: st.too_large,
             connections: st.connections,
         })
     }

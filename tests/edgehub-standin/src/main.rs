@@ -159,7 +159,8 @@ fn stats(hub: &EdgeHub, cli: &Cli) -> serde_json::Value {
                     "completed": d.completed, "timeouts": d.timeouts,
                     "out_of_order_acks": d.out_of_order_acks, "unknown_acks": d.unknown_acks,
                     "unsubscribed": d.unsubscribed, "backlog": s.backlog,
-                    "upstream": s.upstream, "dropped": s.dropped, "connections": s.connections,
+                    "upstream": s.upstream, "dropped": s.dropped, "too_large": s.too_large,
+                    "connections": s.connections,
                     "reported": hub.reported(&id),
                 }),
             );

@@ -1,10 +1,11 @@
 //! A module's connection to the stand-in's TLS port (test tooling, edgeHub's MQTT protocol
 //! head): TLS, the CONNECT checked as edgeHub's authenticator does (CONNACK 5 otherwise),
-//! then the session — SUBSCRIBEs, PUBACKs for delivered messages, and the module's own
-//! publishes, processed one at a time as the protocol gateway does: events are routed
-//! upstream after the store delay and then PUBACKed, twin requests answered, anything else
-//! dropped and PUBACKed. A QoS 2 publish or a packet over the size limit closes the
-//! connection, as edgeHub does.
+//! then the session — SUBSCRIBEs (in effect, and acknowledged, after the subscribe delay),
+//! PUBACKs for delivered messages, and the module's own publishes, processed one at a time as
+//! the protocol gateway does: events are routed upstream after the store delay and then
+//! PUBACKed, twin requests answered (when the module subscribed to the answer), anything else
+//! (an event over edgeHub's message size too) dropped and PUBACKed. A QoS 2 publish or a
+//! packet whose whole size is over the limit closes the connection, as edgeHub does.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{
-    ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
+    ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, Subscribe, SubscribeReasonCode,
+    UnsubAck,
 };
 use rumqttc::mqttbytes::QoS;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -20,8 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
 use crate::auth::unix_now;
-use crate::hub::{encode, send_other, Conn, Event, SeenConnect, Shared, Slot};
-use crate::routes::{classify, FromModule};
+use crate::hub::{answer, encode, Conn, Event, SeenConnect, Shared, Slot, MAX_MESSAGE_SIZE};
+use crate::routes::{classify, message_size, FromModule};
 
 pub(crate) async fn accept_loop(
     listener: TcpListener,
@@ -37,13 +39,32 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// Reads one whole packet into `buf` (more bytes may follow it there).
+/// The whole size of the packet at the head of `buf`, fixed header included, as soon as its
+/// fixed header is there: what edgeHub's decoder compares with `MaxInboundMessageSize`
+/// before it waits for the rest (DotNetty `MqttDecoder.TryDecodeRemainingLength`:
+/// `completeMessageSize = remaining + 1 + length bytes`). None until the header is complete.
+pub(crate) fn whole_size(buf: &[u8]) -> Option<usize> {
+    let mut remaining = 0usize;
+    for (i, b) in buf.iter().skip(1).take(4).enumerate() {
+        remaining += usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(1 + (i + 1) + remaining);
+        }
+    }
+    None
+}
+
+/// Reads one whole packet into `buf` (more bytes may follow it there). A packet whose whole
+/// size is over `max` is refused as soon as its fixed header is read.
 async fn read_packet<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<Packet, String> {
     loop {
+        if let Some(size) = whole_size(buf).filter(|&n| n > max) {
+            return Err(format!("packet over {max} bytes ({size})"));
+        }
         match Packet::read(buf, max) {
             Ok(p) => return Ok(p),
             Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
@@ -143,9 +164,17 @@ async fn connection(tcp: TcpStream, acceptor: tokio_rustls::TlsAcceptor, shared:
         shared.clone(),
         tx.clone(),
     ));
+    // Its SUBSCRIBEs, one after another, each in effect only after the subscribe delay.
+    let (stx, srx) = mpsc::unbounded_channel::<Subscribe>();
+    let subscriber = tokio::spawn(apply_subscriptions(
+        srx,
+        slot.clone(),
+        tx.clone(),
+        shared.config.subscribe_delay,
+    ));
 
     let reason = tokio::select! {
-        r = session(&mut rd, &mut buf, max, &slot, &tx, &ptx) => r,
+        r = session(&mut rd, &mut buf, max, &slot, &tx, &ptx, &stx) => r,
         _ = kill.notified() => None,
     };
     if let Some(reason) = reason {
@@ -163,7 +192,40 @@ async fn connection(tcp: TcpStream, acceptor: tokio_rustls::TlsAcceptor, shared:
     }
     slot.wake.notify_one();
     processor.abort();
+    subscriber.abort();
     writer.abort();
+}
+
+/// A connection's SUBSCRIBEs in order: each takes effect after `delay` (edgeHub stores the
+/// session state and registers the subscriptions first), then its SUBACK goes out.
+async fn apply_subscriptions(
+    mut srx: mpsc::UnboundedReceiver<Subscribe>,
+    slot: Arc<Slot>,
+    tx: mpsc::UnboundedSender<Bytes>,
+    delay: Duration,
+) {
+    while let Some(s) = srx.recv().await {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let codes = s
+            .filters
+            .iter()
+            .map(|f| {
+                SubscribeReasonCode::Success(match f.qos {
+                    QoS::AtMostOnce => QoS::AtMostOnce,
+                    _ => QoS::AtLeastOnce,
+                })
+            })
+            .collect();
+        slot.state
+            .lock()
+            .unwrap()
+            .delivery
+            .subscribe(s.filters.into_iter().map(|f| f.path));
+        let _ = tx.send(encode(&Packet::SubAck(SubAck::new(s.pkid, codes))));
+        slot.wake.notify_one();
+    }
 }
 
 /// The session's read side. Returns why the stand-in closed the connection (None when the
@@ -175,6 +237,7 @@ async fn session<R: AsyncRead + Unpin>(
     slot: &Slot,
     tx: &mpsc::UnboundedSender<Bytes>,
     ptx: &mpsc::UnboundedSender<Publish>,
+    stx: &mpsc::UnboundedSender<Subscribe>,
 ) -> Option<String> {
     loop {
         let packet = match read_packet(rd, buf, max).await {
@@ -194,23 +257,7 @@ async fn session<R: AsyncRead + Unpin>(
                 slot.wake.notify_one();
             }
             Packet::Subscribe(s) => {
-                let codes = s
-                    .filters
-                    .iter()
-                    .map(|f| {
-                        SubscribeReasonCode::Success(match f.qos {
-                            QoS::AtMostOnce => QoS::AtMostOnce,
-                            _ => QoS::AtLeastOnce,
-                        })
-                    })
-                    .collect();
-                slot.state
-                    .lock()
-                    .unwrap()
-                    .delivery
-                    .subscribe(s.filters.into_iter().map(|f| f.path));
-                let _ = tx.send(encode(&Packet::SubAck(SubAck::new(s.pkid, codes))));
-                slot.wake.notify_one();
+                let _ = stx.send(s);
             }
             Packet::Unsubscribe(u) => {
                 let _ = tx.send(encode(&Packet::UnsubAck(UnsubAck::new(u.pkid))));
@@ -226,7 +273,8 @@ async fn session<R: AsyncRead + Unpin>(
 }
 
 /// The module's publishes, in order: events after the store delay, then their PUBACK; twin
-/// requests answered, then PUBACKed; unknown topics dropped and PUBACKed.
+/// requests answered, then PUBACKed; unknown topics and events over edgeHub's message size
+/// dropped and PUBACKed.
 async fn process_publishes(
     mut prx: mpsc::UnboundedReceiver<Publish>,
     slot: Arc<Slot>,
@@ -237,7 +285,23 @@ async fn process_publishes(
     let delay = shared.config.store_delay;
     while let Some(p) = prx.recv().await {
         let kind = classify(&p.topic, &slot.expected.device, &slot.expected.module);
+        let size = message_size(
+            &p.topic,
+            &slot.expected.device,
+            &slot.expected.module,
+            p.payload.len(),
+        );
         match kind {
+            FromModule::Event { .. } if size.is_some_and(|n| n > MAX_MESSAGE_SIZE) => {
+                // edgeHub's routing refuses it (`EdgeHubMessageTooLargeException`), the
+                // protocol head logs that and completes the publish all the same.
+                slot.state.lock().unwrap().too_large += 1;
+                shared.record(Event::TooLarge {
+                    client_id: client_id.clone(),
+                    topic: p.topic.clone(),
+                    size: size.unwrap_or_default(),
+                });
+            }
             FromModule::Event { .. } => {
                 if !delay.is_zero() {
                     // tokio's timer has a 1 ms resolution; a blocking-pool thread sleeps to
@@ -266,30 +330,31 @@ async fn process_publishes(
                     continue;
                 }
                 let body = Bytes::from(st.twin.full());
-                send_other(&mut st, &format!("$iothub/twin/res/200/?$rid={rid}"), body);
+                let sent = answer(&mut st, &format!("$iothub/twin/res/200/?$rid={rid}"), body);
                 drop(st);
                 shared.record(Event::Twin {
                     client_id: client_id.clone(),
-                    what: "GET".into(),
+                    what: if sent { "GET" } else { "GET not delivered" }.into(),
                 });
             }
             FromModule::TwinReported { rid } => {
                 let mut st = slot.state.lock().unwrap();
+                // edgeHub's answer names the request only (its TwinEndpoint template,
+                // `$iothub/twin/res/{statusCode}/?$rid={correlationId}`): no `$version`.
+                let topic = |status| format!("$iothub/twin/res/{status}/?$rid={rid}");
                 let (topic, what) = match st.twin.patch_reported(&p.payload) {
-                    Ok(v) => (
-                        format!("$iothub/twin/res/204/?$rid={rid}&$version={v}"),
-                        "reported 204".to_string(),
-                    ),
-                    Err(status) => (
-                        format!("$iothub/twin/res/{status}/?$rid={rid}"),
-                        format!("reported {status}"),
-                    ),
+                    Ok(_) => (topic(204), "reported 204".to_string()),
+                    Err(status) => (topic(status), format!("reported {status}")),
                 };
-                send_other(&mut st, &topic, Bytes::new());
+                let sent = answer(&mut st, &topic, Bytes::new());
                 drop(st);
                 shared.record(Event::Twin {
                     client_id: client_id.clone(),
-                    what,
+                    what: if sent {
+                        what
+                    } else {
+                        format!("{what} not delivered")
+                    },
                 });
             }
             FromModule::MethodResponse => {}
@@ -304,5 +369,20 @@ async fn process_publishes(
         if p.qos == QoS::AtLeastOnce {
             let _ = tx.send(encode(&Packet::PubAck(PubAck::new(p.pkid))));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_size;
+
+    #[test]
+    fn whole_size_counts_the_fixed_header() {
+        assert_eq!(whole_size(&[0x30]), None, "length not read yet");
+        assert_eq!(whole_size(&[0xC0, 0x00]), Some(2), "PINGREQ");
+        // Remaining length 262,140 = 0xFC 0xFF 0x0F: 1 + 3 + 262,140 = 262,144.
+        assert_eq!(whole_size(&[0x32, 0xFC, 0xFF, 0x0F]), Some(262_144));
+        assert_eq!(whole_size(&[0x32, 0xFD, 0xFF, 0x0F]), Some(262_145));
+        assert_eq!(whole_size(&[0x32, 0xFD, 0xFF]), None);
     }
 }

@@ -1,11 +1,11 @@
 //! The module twin as edgeHub serves it (test tooling, edgeHub ↔ module): the full twin for
-//! a GET, reported patches answered 204 with the new version or 400, desired patches with
-//! their `$version`. Pure JSON state; topics in `routes.rs`.
+//! a GET, reported patches applied (a new reported version) or refused with 400, desired
+//! patches with their `$version`. Pure JSON state; topics in `routes.rs`.
 //!
 //! PROTOCOL.md: GET → `$iothub/twin/res/200/?$rid=<rid>` with
 //! `{"desired":{…,"$version":N},"reported":{…,"$version":M}}`; reported patch →
-//! `$iothub/twin/res/204/?$rid=<rid>&$version=<M>`, or 400 with an empty body when a name holds
-//! `$`, `#`, `.` or whitespace; desired patches on
+//! `$iothub/twin/res/204/?$rid=<rid>` (edgeHub's answer carries no `$version`), or 400 with an
+//! empty body when a name holds `$`, `#`, `.` or whitespace; desired patches on
 //! `$iothub/twin/PATCH/properties/desired/?$version=<v>` with `$version` in the body.
 
 use serde_json::{Map, Value};

@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
+use edgehub_standin::peer::{run_with_seed, seed_module_script};
 use edgehub_standin::workload::{start_stand_in, Behaviour};
 use edgehub_standin::{new_ca, server_cert, Config, EdgeHub, Event, Expected};
 
@@ -24,51 +25,9 @@ const DEVICE: &str = "gw:01@plant";
 const MODULE: &str = "seed";
 const KEY: &[u8] = b"the seed module's key";
 
-fn venv_python() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let venv = std::env::var_os("EDGEFILTER_PEERS_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".venv-peers"));
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "no SDK venv at {}: run scripts/peers/setup.sh",
-        venv.display()
-    );
-    python
-}
-
-fn new_network_namespace() {
-    // SAFETY: a plain syscall with a constant flag, made before this process starts a thread
-    // of its own (threads made later inherit the namespace).
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(
-        rc,
-        0,
-        "unshare(CLONE_NEWNET) failed (needs root): {}",
-        std::io::Error::last_os_error()
-    );
-    let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or("ip");
-    let up = Command::new(ip)
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .expect("ip (iproute2)");
-    assert!(up.success());
-}
-
 #[test]
 fn the_tutorial_module_on_the_python_sdk_filters_through_the_stand_in() {
-    let python = venv_python();
-    new_network_namespace();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(run(python));
+    run_with_seed(run);
 }
 
 async fn run(python: PathBuf) {
@@ -89,8 +48,7 @@ async fn run(python: PathBuf) {
     let side = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hub = EdgeHub::start_on(config, chain, key, tls, side).unwrap();
     let daemon = start_stand_in(Behaviour::daemon(KEY, MODULE, "gen1", &ca.pem));
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/peers/seed_module.py");
+    let script = seed_module_script();
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new(python)
         .arg(script)
