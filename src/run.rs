@@ -18,6 +18,7 @@ use crate::io::outbox::OutboxIo;
 use crate::io::tls::{self, TlsError};
 use crate::io::transport::Endpoint;
 use crate::metrics::Metrics;
+use crate::pipeline::rules::Anchor;
 use crate::plan::{self, TlsPlan};
 use crate::settings::Settings;
 use crate::shutdown::Shutdown;
@@ -144,6 +145,7 @@ pub async fn run(
         plan.dialect,
         shared.metrics.clone(),
         shared.threshold.clone(),
+        Anchor::now(),
     );
     let outbox = outbox.map(|(io, pending)| {
         io.start(&mut flow, pending);

@@ -12,7 +12,7 @@ use crate::metrics::TwinResult;
 use crate::mqtt::azure::twin_doc;
 use crate::mqtt::codec::InPublish;
 use crate::pipeline::pool::shard_of;
-use crate::pipeline::stage::{Batch, Job};
+use crate::pipeline::stage::Job;
 use crate::pipeline::verdict::{RejectReason, Rejection};
 use crate::twin::Outcome;
 
@@ -30,7 +30,7 @@ impl Flow {
             return Ok(());
         };
         let (_, filters) = link.subscribing.swap_remove(i);
-        self.out.unreserve(pkid);
+        self.egress.out.unreserve(pkid);
         if let Some(refused) = granted.iter().position(Option::is_none) {
             return Err(FlowError::SubscribeRefused(
                 filters.get(refused).cloned().unwrap_or_default(),
@@ -71,7 +71,7 @@ impl Flow {
                 let seq = self.acks.push(pkid, now);
                 self.metrics.received(1);
                 let device = self.dialect.device_key(&p.topic, &props);
-                let shard = shard_of(&device, self.shards.len());
+                let shard = shard_of(&device, self.intake.shards());
                 let meta = Meta {
                     seq,
                     qos: p.qos,
@@ -79,24 +79,18 @@ impl Flow {
                     props,
                 };
                 let job = Job::new(p.payload, device, now, meta);
-                let jobs = &mut self.shards[shard].jobs;
-                if jobs.capacity() == 0 {
-                    if let Some(v) = self.spare_jobs.pop() {
-                        *jobs = v;
-                    }
-                }
-                jobs.push(job);
+                self.intake.push(shard, job);
             }
             Route::TwinDesired => {
                 // What arrived before the patch is judged with the rules before it.
-                self.dispatch(true);
+                self.intake.dispatch(true, &self.rules);
                 let seq = self.acks.push_untimed(pkid);
                 self.apply_twin(&p.payload, now);
                 self.acks.done(seq);
             }
             Route::TwinFull => {
                 self.twin_answered();
-                self.dispatch(true);
+                self.intake.dispatch(true, &self.rules);
                 let seq = self.acks.push_untimed(pkid);
                 match twin_doc::parse_full_twin(&p.payload) {
                     Ok(full) => {
@@ -110,7 +104,7 @@ impl Flow {
                 self.acks.done(seq);
             }
             Route::TwinReported => {
-                self.dispatch(true);
+                self.intake.dispatch(true, &self.rules);
                 let seq = self.acks.push_untimed(pkid);
                 match serde_json::from_slice::<serde_json::Value>(&p.payload) {
                     Ok(serde_json::Value::Object(reported)) => {
@@ -158,7 +152,15 @@ impl Flow {
                         p.payload.len()
                     ),
                 };
-                self.reject(Some(seq), &p.topic, &p.payload, size, &rejection, props);
+                self.reject(
+                    Some(seq),
+                    &p.topic,
+                    &p.payload,
+                    size,
+                    &rejection,
+                    props,
+                    now,
+                );
                 self.acks.done(seq);
             }
             _ => {
@@ -252,54 +254,18 @@ impl Flow {
         };
         self.metrics.twin_update(result);
         if result != TwinResult::stale {
-            self.report(false);
+            self.report(false, now);
         }
     }
 
     /// Publishes the reported properties of the twin's state, unless they are what was last
     /// reported (and not `force`d).
-    pub(super) fn report(&mut self, force: bool) {
+    pub(super) fn report(&mut self, force: bool, now: Instant) {
         let reported = self.dialect.reported(&self.twin);
         if !force && self.reported_last.as_ref() == Some(reported.payload()) {
             return;
         }
         self.reported_last = Some(reported.payload().clone());
-        self.publish(reported, Covers::Nothing, Kind::Control);
-    }
-
-    /// Forms batches of the collected jobs, with the rules in force.
-    ///
-    /// A worker gets its next batch only when its previous one came back (unless `force`):
-    /// under load the jobs that arrive meanwhile accumulate into one larger batch, so the
-    /// hand-offs (wake-ups and context switches, the dominant cost on small gateways) per
-    /// message fall as the rate rises, while an idle worker still gets a message at once.
-    /// `force` is for twin patches: what arrived before a patch must go with the old rules.
-    pub(super) fn dispatch(&mut self, force: bool) {
-        for s in 0..self.shards.len() {
-            let shard = &mut self.shards[s];
-            let pending = shard.jobs.len();
-            if pending == 0 {
-                continue;
-            }
-            let idle = shard.with_worker == 0;
-            // A hand-off and the hand-back cost about as much as 40 verdicts (two wake-ups and
-            // context switches): a small batch for an idle worker is decided on the loop's
-            // thread. An idle worker means nothing of this shard is out, so order holds.
-            let inline = !self.cfg.pooled || (idle && pending <= self.cfg.inline_batch);
-            if !inline && !idle && !force {
-                continue;
-            }
-            let jobs = std::mem::take(&mut shard.jobs);
-            if !inline {
-                shard.with_worker += 1;
-            }
-            self.in_stages += pending;
-            let mut batch = Batch::new(s, self.rules.clone(), jobs);
-            batch.pooled = !inline;
-            if let Some(outs) = self.spare_outs.pop() {
-                batch.outs = outs;
-            }
-            self.ready.push_back(batch);
-        }
+        self.publish(reported, Covers::Nothing, Kind::Control, now);
     }
 }

@@ -2,24 +2,21 @@
 //! read from the broker and the bytes written back, except the I/O itself.
 //!
 //! ```text
-//!  on_connack ─┐                       ┌─▶ SUBSCRIBE, resend (DUP) or requeue, reported twin
-//!  on_packet ──┤  inputs ─▶ shards ─▶ next_dispatch() ─▶ (stage, inline or on a worker)
-//!  on_verdicts ┤  alerts ─▶ batcher ─▶ outgoing QoS 1 window ─▶ output(Publish)   (PUBLISH)
-//!  tick(now) ──┤  acks in arrival order, each input once every publish it caused is acked
-//!  start_drain ┘  twin patches, keep-alive (PINGREQ), drain (DISCONNECT)   poll(now): read?, wake, exit
+//!  handle_connack ──┐                        ┌─▶ SUBSCRIBE, resend (DUP) or requeue, reported twin
+//!  handle_packet ───┤  inputs ─▶ intake ─▶ poll_dispatch() ─▶ (stage, inline or on a worker)
+//!  handle_verdicts ─┤  alerts ─▶ egress: batcher ─▶ QoS 1 window ─▶ poll_transmit(Publish)
+//!  handle_timeout ──┤  acks in arrival order, each input once every publish it caused is acked
+//!  handle_drain ────┘  twin patches, keep-alive (PINGREQ), drain (DISCONNECT)
 //! ```
 //!
-//! Events go in (`on_connack`, `on_packet`, `on_verdicts`, `tick`, `start_drain`,
-//! `connection_lost`); effects come out: the bytes to write to each connection
-//! ([`Flow::output`]), the batches to decide ([`Flow::next_dispatch`]) and, from
-//! [`Flow::poll`], whether to read the input connection, when to wake up and whether the
-//! connections are done. There is no socket, no runtime and no clock in here: time is an
-//! argument, so every protocol rule is unit-tested with scripted packets (`tests.rs`).
-//! `io::connection` is the thin I/O loop around it.
+//! See [`Flow`] for the grammar (events in, effects out) and the order a driver calls it in.
+//! There is no socket, no runtime and no clock in here: time is an argument, so every
+//! protocol rule is unit-tested with scripted packets (`tests.rs`). `io::connection` is the
+//! thin I/O loop around it.
 //!
 //! The filter has one or two connections ([`Role`]): inputs, their PUBACKs and the
 //! subscriptions on the input connection; our publishes and their PUBACKs on the publisher
-//! connection when it is separate (generic MQTT), else on the input connection too (IoT Edge).
+//! connection when it is separate (generic MQTT at QoS 1), else on the input connection too.
 //! Separate, the input connection can stop reading at `--max-pending` held inputs — flow
 //! control by TCP — while the PUBACKs those inputs wait for still arrive.
 //!
@@ -30,19 +27,21 @@
 
 mod dead_letter;
 pub mod dialect;
+mod egress;
 mod inbound;
+mod intake;
 mod outbound;
 mod outbox;
 mod rules;
 #[cfg(test)]
 mod tests;
+mod timer;
 mod twin_get;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use thiserror::Error;
 
 use crate::metrics::{Metrics, PipelineState};
@@ -52,15 +51,18 @@ use crate::mqtt::keepalive::{Action, KeepAlive};
 use crate::mqtt::outgoing::Outgoing;
 use crate::pipeline::batch::{Batcher, Format};
 use crate::pipeline::rules::{Anchor, RuleSettings, Rules};
-use crate::pipeline::stage::{Batch, Job, Out, OutKind};
+use crate::pipeline::stage::{Batch, OutKind};
 use crate::pipeline::verdict::{FieldPath, Verdict};
 use crate::twin::{Source, Threshold, Twin};
 
 pub use dead_letter::{dead_letter_envelope, DEAD_LETTER_KEEP};
 use dialect::{Dialect, InputProps, Output as PubKind};
-use outbound::{write_publish, PendingAlert, Sent};
+use egress::Egress;
+use intake::Intake;
+use outbound::PendingAlert;
 use outbox::OutboxSide;
 pub use outbox::{AckPolicy, OutboxAppend};
+use timer::{Timer, TimerTable};
 
 /// What ends a connection from the protocol's side.
 #[derive(Debug, Error)]
@@ -164,19 +166,9 @@ pub struct Poll {
     /// Whether to read from the input connection (input credit). The publisher connection is
     /// always read.
     pub read: bool,
-    /// When to call [`Flow::tick`] at the latest.
-    pub wake: Option<Instant>,
     /// The drain is complete and the DISCONNECT is in the output of every connection: write
     /// it and close.
     pub exit: Option<Drain>,
-}
-
-/// Jobs of one shard not yet handed to its stage.
-#[derive(Debug, Default)]
-struct Shard {
-    jobs: Vec<Job<Meta>>,
-    /// Batches with the shard's worker (one at a time, except after a forced dispatch).
-    with_worker: usize,
 }
 
 /// State of one live connection.
@@ -213,7 +205,35 @@ impl Link {
     }
 }
 
-/// The per-connection protocol logic (see the module documentation).
+/// The filter's protocol logic (see the module documentation).
+///
+/// # Grammar
+///
+/// Events go in through `handle_*`, effects come out through `poll*`; time is an argument of
+/// every event that needs it, and nothing in here reads a clock.
+///
+/// | events in | effects out |
+/// |---|---|
+/// | [`handle_connack`](Self::handle_connack): a connection's CONNACK (and, for the input one, when its credentials must be renewed) | [`poll_dispatch`](Self::poll_dispatch): the next batch to decide (inline, or on the shard's worker) |
+/// | [`handle_packet`](Self::handle_packet): one packet read from a connection | [`poll`](Self::poll): moves work towards the sockets; whether to read the input connection, whether the connections are done |
+/// | [`handle_verdicts`](Self::handle_verdicts): a decided batch, back from its stage | [`poll_outbox`](Self::poll_outbox), [`poll_outbox_done`](Self::poll_outbox_done): what to append to the outbox file, what to mark done there |
+/// | [`handle_timeout`](Self::handle_timeout): the clock reached [`poll_timeout`](Self::poll_timeout) | [`poll_transmit`](Self::poll_transmit): the bytes to write to a connection |
+/// | [`handle_drain`](Self::handle_drain): stop taking input (shutdown) | [`poll_timeout`](Self::poll_timeout): when to call `handle_timeout` at the latest |
+/// | [`handle_transmitted`](Self::handle_transmitted), [`handle_connection_lost`](Self::handle_connection_lost), [`handle_outbox_committed`](Self::handle_outbox_committed), [`handle_outbox_failed`](Self::handle_outbox_failed), [`handle_outbox_replay`](Self::handle_outbox_replay) | |
+///
+/// # Call order
+///
+/// A driver (`io::connection`) loops:
+/// 1. feed the events of this turn (`handle_*`, any number, in the order they happened);
+/// 2. take every batch from `poll_dispatch`, deciding inline ones at once and handing the
+///    result back through `handle_verdicts`;
+/// 3. call `poll(now)`; under the outbox policy, commit `poll_outbox()` to the file, then
+///    `handle_outbox_committed` (or `handle_outbox_failed`) and `poll(now)` again, so the
+///    acknowledgements the commit released go out in the same write;
+/// 4. write `poll_transmit(role)` of each live connection, then `handle_transmitted(role)`;
+///    close the connections when `poll` said `exit`;
+/// 5. wait for a socket (the input one only when `poll` said `read`), a decided batch, or
+///    `poll_timeout()`.
 pub struct Flow {
     cfg: FlowConfig,
     dialect: Dialect,
@@ -223,42 +243,26 @@ pub struct Flow {
     metrics: Arc<Metrics>,
     /// The threshold for readers outside the flow (lock-free).
     threshold: Arc<Threshold>,
+    /// Every input of the input connection, in arrival order, until acknowledged: the ledger
+    /// between intake (arrival) and egress (the PUBACKs of what it caused).
     acks: AckOrder,
-    out: Outgoing<Sent>,
-    batcher: Batcher<PendingAlert>,
-    /// What to write to the input connection (everything, on one connection).
-    wbuf: BytesMut,
-    /// What to write to the publisher connection.
-    pbuf: BytesMut,
-    shards: Vec<Shard>,
-    /// Vectors that came back with decided batches, for reuse.
-    spare_jobs: Vec<Vec<Job<Meta>>>,
-    spare_outs: Vec<Vec<Out>>,
-    /// Jobs handed out and not yet back (any connection).
-    in_stages: usize,
-    /// Tick and flush batches handed out and not yet back.
-    controls_out: usize,
-    /// When the stages must next look at their devices without input (the rules' timer).
-    rule_tick_at: Option<Instant>,
+    intake: Intake<Meta>,
+    egress: Egress,
+    timers: TimerTable,
     /// Devices with rule state, per shard (as the stages last reported).
     devices: Vec<usize>,
-    /// Batches decided on but not yet taken by the I/O loop, in order.
-    ready: VecDeque<Batch<Meta>>,
     /// The input connection, when it is up.
     input: Option<Link>,
     /// The publisher connection, when it is up (separate publisher only).
     publisher: Option<Link>,
-    /// The broker's Maximum Packet Size (MQTT 5) on the connection our publishes take, kept
-    /// across its reconnects.
-    max_packet: Option<u32>,
     /// Every subscription of some connection was granted (a later refusal is not a startup
     /// mistake).
     subscribed_once: bool,
-    draining: Option<(Instant, Drain)>,
-    renew_at: Option<Instant>,
+    /// Why input is no longer taken (its deadline is [`Timer::Drain`]).
+    draining: Option<Drain>,
     /// The outbox policy's bookkeeping (inert under the alert policy).
     outbox: OutboxSide,
-    /// IoT Edge: the twin GET awaiting its answer.
+    /// IoT Edge: the twin GET awaiting its answer (its deadline is [`Timer::TwinGet`]).
     twin_wait: Option<twin_get::TwinWait>,
     /// The body of the last reported patch published: an unchanged state is not reported
     /// again (IoT Edge reconnects hourly to renew its token).
@@ -266,42 +270,45 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// A flow whose rules' clock starts at `anchor` (the process's start: windows align on
+    /// the wall clock).
     pub fn new(
         cfg: FlowConfig,
         dialect: Dialect,
         metrics: Arc<Metrics>,
         threshold: Arc<Threshold>,
+        anchor: Anchor,
     ) -> Flow {
         let twin = Twin::new(threshold.get(), cfg.rules.clone());
         metrics.threshold(twin.threshold());
-        let shards = (0..cfg.shards.max(1)).map(|_| Shard::default()).collect();
         let rules = Rules::with(
             twin.threshold(),
             twin.rules().clone(),
             cfg.event_time.clone(),
-            Anchor::now(),
+            anchor,
         );
+        let publish_role = if cfg.separate_publisher {
+            Role::Publish
+        } else {
+            Role::Input
+        };
+        let mut timers = TimerTable::default();
+        timers.set(Timer::Rules, rules.next_tick(anchor.at));
         Flow {
-            rule_tick_at: rules.next_tick(rules.anchor.at),
             devices: vec![0; cfg.shards.max(1)],
-            controls_out: 0,
             rules,
-            out: Outgoing::new(cfg.max_inflight),
-            batcher: Batcher::new(cfg.batch_max, cfg.batch_linger),
             acks: AckOrder::new(),
-            wbuf: BytesMut::with_capacity(64 * 1024),
-            pbuf: BytesMut::new(),
-            shards,
-            spare_jobs: Vec::new(),
-            spare_outs: Vec::new(),
-            in_stages: 0,
-            ready: VecDeque::new(),
+            intake: Intake::new(cfg.shards, cfg.pooled, cfg.inline_batch),
+            egress: Egress::new(
+                Outgoing::new(cfg.max_inflight),
+                Batcher::new(cfg.batch_max, cfg.batch_linger),
+                publish_role,
+            ),
+            timers,
             input: None,
             publisher: None,
-            max_packet: None,
             subscribed_once: false,
             draining: None,
-            renew_at: None,
             outbox: OutboxSide::new(cfg.ack_policy),
             twin_wait: None,
             reported_last: None,
@@ -313,16 +320,18 @@ impl Flow {
         }
     }
 
-    // ----- events -------------------------------------------------------------------------
+    // ----- events in ----------------------------------------------------------------------
 
     /// The broker accepted the CONNECT of one of our connections. Whichever carries our
     /// publishes resends (the session resumed) or requeues (a new session) what was in flight;
     /// the input connection subscribes and reports the twin state — under IoT Edge only once
-    /// every SUBACK is in (`on_suback`), with the full-twin GET.
-    pub fn on_connack(
+    /// every SUBACK is in, with the full-twin GET. `renew_at`: when the input connection's
+    /// credentials (an IoT Edge SAS token) must be renewed by reconnecting.
+    pub fn handle_connack(
         &mut self,
         role: Role,
         info: &ConnAckInfo,
+        renew_at: Option<Instant>,
         now: Instant,
     ) -> Result<(), FlowError> {
         let link = Link::new(info, self.cfg.keep_alive_secs, now);
@@ -331,33 +340,31 @@ impl Flow {
                 .receive_maximum
                 .unwrap_or(u16::MAX)
                 .min(self.cfg.max_inflight);
-            self.out.set_window(window);
-            self.max_packet = info.maximum_packet_size;
+            self.egress.out.set_window(window);
+            self.egress.max_packet = info.maximum_packet_size;
             if info.session_present {
-                let buf = match role {
-                    Role::Input => &mut self.wbuf,
-                    Role::Publish => &mut self.pbuf,
-                };
-                let n = self.out.resend(|p| write_publish(p, buf));
+                let n = self.egress.resend();
                 if n > 0 {
                     tracing::info!("session resumed: resent {n} unacknowledged publishes");
                 }
             } else {
-                self.out.requeue_all();
+                self.egress.out.requeue_all();
             }
         }
         if role == Role::Publish {
             self.publisher = Some(link);
+            self.sync_timers();
             return Ok(());
         }
+        self.timers.set(Timer::Renew, renew_at);
         let mut subscribing = Vec::new();
         for (filters, qos, no_local) in self.dialect.subscriptions() {
-            let Some(pkid) = self.out.reserve_id() else {
+            let Some(pkid) = self.egress.out.reserve_id() else {
                 break;
             };
             Encoder::subscribe(
                 self.cfg.version,
-                &mut self.wbuf,
+                self.egress.buf(Role::Input),
                 pkid,
                 &filters,
                 qos,
@@ -371,26 +378,27 @@ impl Flow {
         });
         if !matches!(self.dialect, Dialect::Azure(_)) {
             // The retained report, at every connect (a broker may have lost it).
-            self.report(true);
-            return Ok(());
+            self.report(true, now);
+        } else {
+            if self.twin.source() == Source::Default {
+                // IoT Edge: the GET answers; until then the report says so.
+                self.twin.await_twin();
+                self.metrics.delivery.twin_waiting(true);
+            }
+            if self
+                .input
+                .as_ref()
+                .is_some_and(|l| l.subscribing.is_empty())
+            {
+                self.twin_subscribed(now);
+            }
         }
-        if self.twin.source() == Source::Default {
-            // IoT Edge: the GET answers; until then the report says so.
-            self.twin.await_twin();
-            self.metrics.delivery.twin_waiting(true);
-        }
-        if self
-            .input
-            .as_ref()
-            .is_some_and(|l| l.subscribing.is_empty())
-        {
-            self.twin_subscribed(now);
-        }
+        self.sync_timers();
         Ok(())
     }
 
-    /// One packet from the broker on connection `role`.
-    pub fn on_packet(&mut self, role: Role, p: Inbound, now: Instant) -> Result<(), FlowError> {
+    /// One packet read from connection `role`.
+    pub fn handle_packet(&mut self, role: Role, p: Inbound, now: Instant) -> Result<(), FlowError> {
         match p {
             Inbound::Publish(publish) if role == Role::Input => self.on_publish(publish, now),
             Inbound::Publish(publish) => self.stray_publish(publish.qos, publish.pkid),
@@ -398,7 +406,7 @@ impl Flow {
                 if !ok {
                     tracing::warn!("the broker refused publish {pkid}: {reason}");
                 }
-                match self.out.acked(pkid) {
+                match self.egress.out.acked(pkid) {
                     Some(sent) => self.finished(sent),
                     None => tracing::debug!("PUBACK for unknown packet id {pkid}"),
                 }
@@ -422,6 +430,7 @@ impl Flow {
             Inbound::Disconnect { reason } => return Err(FlowError::Disconnected(reason)),
             Inbound::Other(name) => tracing::debug!("ignoring {name} from the broker"),
         }
+        self.sync_timers();
         Ok(())
     }
 
@@ -431,16 +440,13 @@ impl Flow {
     fn stray_publish(&mut self, qos: u8, pkid: u16) {
         self.metrics.ignored(1);
         if qos > 0 {
-            let _ = Encoder::puback(self.cfg.version, &mut self.pbuf, pkid);
+            let _ = Encoder::puback(self.cfg.version, self.egress.buf(Role::Publish), pkid);
         }
     }
 
     /// A batch came back from its stage (a worker, or the I/O loop's thread).
-    pub fn on_verdicts(&mut self, mut batch: Batch<Meta>, now: Instant) {
-        if batch.pooled {
-            let shard = &mut self.shards[batch.shard];
-            shard.with_worker = shard.with_worker.saturating_sub(1);
-        }
+    pub fn handle_verdicts(&mut self, mut batch: Batch<Meta>, now: Instant) {
+        self.intake.returned(&batch);
         self.rule_results(&batch);
         // With per-device state the stage has moved on: a redelivered input will be judged
         // against the state this one left, so what this one caused must go out.
@@ -449,7 +455,6 @@ impl Flow {
         let mut outs = batch.outs.iter().peekable();
         let mut unmatched = 0;
         for (i, job) in batch.jobs.drain(..).enumerate() {
-            self.in_stages -= 1;
             let Meta {
                 seq,
                 qos,
@@ -469,7 +474,7 @@ impl Flow {
                 Verdict::Rejected(rejection) => {
                     let props = props.take().unwrap_or_default();
                     let size = job.payload.len();
-                    self.reject(seq, &topic, &job.payload, size, &rejection, props);
+                    self.reject(seq, &topic, &job.payload, size, &rejection, props, now);
                 }
                 Verdict::Unmatched => unmatched += 1,
                 Verdict::Alert => {}
@@ -496,7 +501,7 @@ impl Flow {
                     payload: job.payload.clone(),
                     props: props.unwrap_or_default(),
                 };
-                self.batcher.push(alert, now);
+                self.egress.batcher.push(alert, now);
             }
             if let Some(seq) = seq {
                 self.acks.done(seq);
@@ -507,49 +512,57 @@ impl Flow {
             self.summary(out, now);
         }
         self.metrics.unmatched(unmatched);
-        let Batch { jobs, mut outs, .. } = batch;
-        if jobs.capacity() <= 4096 && self.spare_jobs.len() < 64 {
-            self.spare_jobs.push(jobs);
-        }
-        outs.clear();
-        if outs.capacity() <= 4096 && self.spare_outs.len() < 64 {
-            self.spare_outs.push(outs);
-        }
+        let Batch { jobs, outs, .. } = batch;
+        self.intake.recycle(jobs, outs);
+        self.sync_timers();
     }
 
-    /// Timers: keep-alive (ping, or give up) on each connection, the IoT Edge token renewal,
-    /// the rules' windows and idle devices.
-    pub fn tick(&mut self, now: Instant) -> Result<(), FlowError> {
-        self.rule_timer(now);
-        self.twin_timer(now);
-        if self.renew_at.is_some_and(|t| now >= t) {
-            self.renew_at = None;
-            self.start_drain(Drain::Renew, now);
-        }
-        for role in [Role::Input, Role::Publish] {
-            let Some(link) = self.link_mut(role) else {
-                continue;
-            };
-            match link.keepalive.poll(now) {
-                Action::Idle => {}
-                Action::Ping => {
-                    let version = self.cfg.version;
-                    Encoder::pingreq(version, self.buf(role))?;
+    /// The clock reached [`Flow::poll_timeout`]: whatever is due — keep-alive (ping, or give
+    /// up) on each connection, the IoT Edge token renewal, the rules' windows and idle
+    /// devices, the twin GET's retry. (A batch's linger and the drain's limit are acted on by
+    /// [`Flow::poll`].)
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), FlowError> {
+        let due: Vec<Timer> = self.timers.expired(now).collect();
+        for timer in due {
+            match timer {
+                Timer::KeepAliveInput => self.keep_alive(Role::Input, now)?,
+                Timer::KeepAlivePublish => self.keep_alive(Role::Publish, now)?,
+                Timer::Renew => {
+                    self.timers.set(Timer::Renew, None);
+                    self.handle_drain(Drain::Renew, now);
                 }
-                Action::TimedOut => return Err(FlowError::PingTimeout),
+                Timer::Rules => self.rule_timer(now),
+                Timer::TwinGet => self.twin_timer(now),
+                Timer::Linger | Timer::Drain => {}
             }
         }
+        self.sync_timers();
         Ok(())
     }
 
+    /// Connection `role`'s keep-alive at its deadline.
+    fn keep_alive(&mut self, role: Role, now: Instant) -> Result<(), FlowError> {
+        let Some(link) = self.link_mut(role) else {
+            return Ok(());
+        };
+        match link.keepalive.poll(now) {
+            Action::Idle => Ok(()),
+            Action::Ping => {
+                Encoder::pingreq(self.cfg.version, self.egress.buf(role))?;
+                Ok(())
+            }
+            Action::TimedOut => Err(FlowError::PingTimeout),
+        }
+    }
+
     /// Stops taking input and waits (up to `--drain-timeout`) for what is in flight.
-    pub fn start_drain(&mut self, why: Drain, now: Instant) {
+    pub fn handle_drain(&mut self, why: Drain, now: Instant) {
         match (why, self.draining) {
-            (_, Some((_, Drain::Shutdown))) | (Drain::Renew, Some(_)) => {}
-            (Drain::Shutdown, Some((deadline, Drain::Renew))) => {
+            (_, Some(Drain::Shutdown)) | (Drain::Renew, Some(_)) => {}
+            (Drain::Shutdown, Some(Drain::Renew)) => {
                 // Already waiting for a renewal drain: keep its deadline, end afterwards.
                 tracing::info!("shutdown: draining");
-                self.draining = Some((deadline, Drain::Shutdown));
+                self.draining = Some(Drain::Shutdown);
                 self.flush_rules();
             }
             (why, None) => {
@@ -560,51 +573,59 @@ impl Flow {
                     );
                     self.flush_rules();
                 }
-                self.draining = Some((now + self.cfg.drain_timeout, why));
+                self.draining = Some(why);
+                self.timers
+                    .set(Timer::Drain, Some(now + self.cfg.drain_timeout));
             }
         }
+        self.sync_timers();
     }
 
-    /// When the connection must be renewed (IoT Edge: before the SAS token expires).
-    pub fn renew_at(&mut self, at: Option<Instant>) {
-        self.renew_at = at;
+    /// The bytes of [`Flow::poll_transmit`] for `role` were written at `now`.
+    pub fn handle_transmitted(&mut self, role: Role, now: Instant) {
+        self.egress.clear(role);
+        if let Some(link) = self.link_mut(role) {
+            link.keepalive.wrote(now);
+        }
+        self.sync_timers();
     }
 
     /// Connection `role` is gone. What was written for it and not sent is dropped (its
     /// PUBACKs name packet ids of a dead connection; its publishes are still tracked and go
     /// out again after the next CONNACK). The input connection's inputs are forgotten (the
     /// broker redelivers them); returns how many.
-    pub fn connection_lost(&mut self, role: Role) -> usize {
-        match role {
+    pub fn handle_connection_lost(&mut self, role: Role) -> usize {
+        self.egress.clear(role);
+        let forgotten = match role {
             Role::Publish => {
                 self.publisher = None;
-                self.pbuf.clear();
                 0
             }
             Role::Input => {
                 self.input = None;
-                self.wbuf.clear();
                 // The next CONNACK asks for the twin again.
                 self.twin_wait = None;
-                self.out.release_reserved();
+                self.timers.set(Timer::TwinGet, None);
+                self.timers.set(Timer::Renew, None);
+                self.egress.out.release_reserved();
                 self.metrics.connected(false, false);
-                if matches!(self.draining, Some((_, Drain::Renew))) {
+                if self.draining == Some(Drain::Renew) {
                     self.draining = None;
+                    self.timers.set(Timer::Drain, None);
                 }
                 self.acks.reset()
             }
-        }
+        };
+        self.sync_timers();
+        forgotten
     }
 
-    // ----- effects ------------------------------------------------------------------------
+    // ----- effects out --------------------------------------------------------------------
 
     /// The next batch to decide, in order: run it through its shard's stage (on a worker when
-    /// `pooled`, else right away) and hand it back with [`Flow::on_verdicts`].
-    pub fn next_dispatch(&mut self) -> Option<Batch<Meta>> {
-        if self.ready.is_empty() {
-            self.dispatch(false);
-        }
-        self.ready.pop_front()
+    /// `pooled`, else right away) and hand it back with [`Flow::handle_verdicts`].
+    pub fn poll_dispatch(&mut self) -> Option<Batch<Meta>> {
+        self.intake.next(&self.rules)
     }
 
     /// Moves work towards the sockets (due alert batches, queued publishes into the window,
@@ -619,21 +640,22 @@ impl Flow {
             .and_then(|l| l.closing);
         if exit.is_some() {
             // Already said goodbye; nothing more goes out.
-        } else if let Some((deadline, why)) = self.draining {
+        } else if let Some(why) = self.draining {
             let drained = self.drained();
-            if drained || now >= deadline {
+            let over = self.timers.get(Timer::Drain).is_some_and(|d| now >= d);
+            if drained || over {
                 if !drained {
                     tracing::warn!(
                         "drain timeout: {} inputs still pending, {} alerts unacknowledged; the broker keeps them",
                         self.acks.pending(),
-                        self.out.inflight() + self.out.queued()
+                        self.egress.out.inflight() + self.egress.out.queued()
                     );
                 }
                 let version = self.cfg.version;
                 let mut said = true;
                 for (role, up) in [Role::Input, Role::Publish].into_iter().zip(live) {
                     if up {
-                        said &= Encoder::disconnect(version, self.buf(role)).is_ok();
+                        said &= Encoder::disconnect(version, self.egress.buf(role)).is_ok();
                     }
                 }
                 if said {
@@ -656,10 +678,10 @@ impl Flow {
         // Receive Maximum, not by us (stopping would stall the connection until the keep-alive
         // gave up). (The tracker holds every input of this connection not yet acknowledged;
         // jobs of a lost connection may still be in the stages.)
-        let pending = self.acks.len().max(self.in_stages);
+        let pending = self.acks.len().max(self.intake.in_stages());
         let read = exit.is_none()
             && (pending < self.cfg.max_pending
-                || (!self.cfg.separate_publisher && self.out.inflight() > 0));
+                || (!self.cfg.separate_publisher && self.egress.out.inflight() > 0));
         if let Some(link) = self.input.as_mut() {
             if link.reading != read {
                 link.reading = read;
@@ -673,45 +695,34 @@ impl Flow {
         }
         self.metrics.pipeline(PipelineState {
             pending,
-            inflight: self.out.inflight(),
-            queued: self.out.queued(),
+            inflight: self.egress.out.inflight(),
+            queued: self.egress.out.queued(),
             paused: !read,
         });
-        let mut wake = None;
-        for t in [
-            self.input.as_ref().and_then(|l| l.keepalive.deadline()),
-            self.publisher.as_ref().and_then(|l| l.keepalive.deadline()),
-            self.batcher.deadline(),
-            self.draining.map(|(d, _)| d),
-            self.renew_at,
-            self.rule_tick_at,
-            self.twin_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            wake = Some(wake.map_or(t, |w: Instant| w.min(t)));
-        }
-        Poll { read, wake, exit }
+        self.sync_timers();
+        Poll { read, exit }
     }
 
     /// The bytes to write to connection `role` now.
-    pub fn output(&self, role: Role) -> &[u8] {
-        match role {
-            Role::Input => &self.wbuf,
-            Role::Publish => &self.pbuf,
-        }
+    pub fn poll_transmit(&self, role: Role) -> &[u8] {
+        self.egress.transmit(role)
     }
 
-    /// The output of connection `role` was written at `now`.
-    pub fn written(&mut self, role: Role, now: Instant) {
-        match role {
-            Role::Input => self.wbuf.clear(),
-            Role::Publish => self.pbuf.clear(),
-        }
-        if let Some(link) = self.link_mut(role) {
-            link.keepalive.wrote(now);
-        }
+    /// When [`Flow::handle_timeout`] (or [`Flow::poll`], for a batch's linger and the drain's
+    /// limit) must run at the latest.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Copies every deadline kept by a component (keep-alives, the batcher) into the table.
+    fn sync_timers(&mut self) {
+        let keepalive = |l: &Option<Link>| l.as_ref().and_then(|l| l.keepalive.deadline());
+        self.timers
+            .set(Timer::KeepAliveInput, keepalive(&self.input));
+        self.timers
+            .set(Timer::KeepAlivePublish, keepalive(&self.publisher));
+        self.timers
+            .set(Timer::Linger, self.egress.batcher.deadline());
     }
 
     // ----- state for the loop and the tests -----------------------------------------------
@@ -727,11 +738,7 @@ impl Flow {
 
     /// The connection our publishes take.
     pub fn publish_role(&self) -> Role {
-        if self.cfg.separate_publisher {
-            Role::Publish
-        } else {
-            Role::Input
-        }
+        self.egress.publish_role()
     }
 
     fn link(&self, role: Role) -> Option<&Link> {
@@ -748,21 +755,13 @@ impl Flow {
         }
     }
 
-    /// The output buffer of connection `role`.
-    fn buf(&mut self, role: Role) -> &mut BytesMut {
-        match role {
-            Role::Input => &mut self.wbuf,
-            Role::Publish => &mut self.pbuf,
-        }
-    }
-
     /// Some connection had all its subscriptions granted.
     pub fn subscribed_once(&self) -> bool {
         self.subscribed_once
     }
 
     pub fn shutting_down(&self) -> bool {
-        matches!(self.draining, Some((_, Drain::Shutdown)))
+        self.draining == Some(Drain::Shutdown)
     }
 
     /// Inputs received on this connection and not yet acknowledged.
@@ -772,15 +771,6 @@ impl Flow {
 
     /// Everything acknowledged and released: nothing left to lose.
     pub fn drained(&self) -> bool {
-        self.in_stages == 0
-            && self.controls_out == 0
-            && self.ready.is_empty()
-            && self.shards.iter().all(|s| s.jobs.is_empty())
-            && self.batcher.is_empty()
-            && self.out.is_idle()
-            && self.acks.is_empty()
-            && self.outbox.idle()
+        self.intake.is_idle() && self.egress.is_idle() && self.acks.is_empty() && self.outbox.idle()
     }
-
-    // ----- inside -------------------------------------------------------------------------
 }

@@ -84,6 +84,7 @@ pub(super) struct PendingAlert {
 
 impl Flow {
     /// Counts, explains and dead-letters a rejected input.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn reject(
         &mut self,
         seq: Option<u64>,
@@ -92,9 +93,10 @@ impl Flow {
         size: usize,
         r: &Rejection,
         props: InputProps,
+        now: Instant,
     ) {
         let topic_str = String::from_utf8_lossy(topic);
-        self.metrics.rejected(r.reason, &r.detail, &topic_str);
+        self.metrics.rejected(r.reason, &r.detail, &topic_str, now);
         self.dead_letter(
             seq,
             r.reason.as_str(),
@@ -103,6 +105,7 @@ impl Flow {
             payload,
             size,
             props,
+            now,
         );
     }
 
@@ -118,6 +121,7 @@ impl Flow {
         payload: &Bytes,
         size: usize,
         props: InputProps,
+        now: Instant,
     ) {
         let topic_str = String::from_utf8_lossy(topic);
         let envelope = dead_letter_envelope(reason, detail, &topic_str, payload, size);
@@ -130,28 +134,24 @@ impl Flow {
             if let Some(seq) = seq {
                 self.acks.hold(seq, 1);
             }
-            self.publish(packet, Covers::of(seq), Kind::DeadLetter);
+            self.publish(packet, Covers::of(seq), Kind::DeadLetter, now);
         }
     }
 
     /// Moves work towards the socket: due alert batches, queued publishes into the window,
     /// acknowledgements in arrival order.
     pub(super) fn pump(&mut self, now: Instant) {
-        while self.batcher.due(now) {
-            let alerts: Vec<PendingAlert> = self.batcher.take(now).collect();
-            self.publish_alerts(alerts);
+        while self.egress.batcher.due(now) {
+            let alerts: Vec<PendingAlert> = self.egress.batcher.take(now).collect();
+            self.publish_alerts(alerts, now);
         }
         let role = self.publish_role();
         if self.link(role).is_some_and(|l| l.closing.is_none()) {
-            let buf = match role {
-                Role::Input => &mut self.wbuf,
-                Role::Publish => &mut self.pbuf,
-            };
-            self.out.send_ready(|p| write_publish(p, buf));
+            self.egress.send_ready();
         }
         let version = self.cfg.version;
         let metrics = &self.metrics;
-        let wbuf = &mut self.wbuf;
+        let wbuf = self.egress.buf(Role::Input);
         self.acks.release(|r| {
             if let Some(received) = r.received {
                 metrics.processed(now.saturating_duration_since(received));
@@ -162,7 +162,7 @@ impl Flow {
         });
     }
 
-    pub(super) fn publish_alerts(&mut self, alerts: Vec<PendingAlert>) {
+    pub(super) fn publish_alerts(&mut self, alerts: Vec<PendingAlert>, now: Instant) {
         match self.cfg.batch_format {
             Format::Single => {
                 for a in alerts {
@@ -171,13 +171,15 @@ impl Flow {
                         PubKind::Clear => self.dialect.clear(&a.topic, a.payload.clone(), a.props),
                         PubKind::Summary => {
                             let packet = self.dialect.summary(&a.topic, a.payload);
-                            self.publish(packet, Covers::Nothing, Kind::Summary(1));
+                            self.publish(packet, Covers::Nothing, Kind::Summary(1), now);
                             continue;
                         }
                     };
                     match self.check(&packet) {
-                        Ok(()) => self.publish(packet, Covers::of(a.seq), Kind::of(a.kind, 1)),
-                        Err(why) => self.unpublishable_alert(a.seq, &a.topic, &a.payload, &why),
+                        Ok(()) => self.publish(packet, Covers::of(a.seq), Kind::of(a.kind, 1), now),
+                        Err(why) => {
+                            self.unpublishable_alert(a.seq, &a.topic, &a.payload, &why, now)
+                        }
                     }
                 }
             }
@@ -186,7 +188,7 @@ impl Flow {
                 let groups =
                     group_by_key(alerts, |a| (a.kind, dialect.array_key(a.kind, &a.topic)));
                 for ((kind, out_topic), group) in groups {
-                    self.publish_array(kind, &out_topic, group);
+                    self.publish_array(kind, &out_topic, group, now);
                 }
             }
         }
@@ -196,27 +198,33 @@ impl Flow {
     /// array too large for the broker is split in halves until each part fits; a single one
     /// that does not fit alone is published on its own (a summary) or dead-lettered (an
     /// alert or a clearing message).
-    fn publish_array(&mut self, kind: PubKind, key: &Bytes, mut group: Vec<PendingAlert>) {
+    fn publish_array(
+        &mut self,
+        kind: PubKind,
+        key: &Bytes,
+        mut group: Vec<PendingAlert>,
+        now: Instant,
+    ) {
         let payload = json_array(group.iter().map(|a| &a.payload[..]));
         let packet = self.dialect.array(kind, key, payload);
         match self.check(&packet) {
             Ok(()) => {
                 let seqs: Vec<u64> = group.iter().filter_map(|a| a.seq).collect();
                 let n = group.len() as u64;
-                self.publish(packet, Covers::Many(seqs), Kind::of(kind, n));
+                self.publish(packet, Covers::Many(seqs), Kind::of(kind, n), now);
             }
             Err(_) if group.len() > 1 => {
                 let second = group.split_off(group.len() / 2);
-                self.publish_array(kind, key, group);
-                self.publish_array(kind, key, second);
+                self.publish_array(kind, key, group, now);
+                self.publish_array(kind, key, second, now);
             }
             Err(why) => {
                 for a in group {
                     if kind == PubKind::Summary {
                         let packet = self.dialect.summary(&a.topic, a.payload);
-                        self.publish(packet, Covers::Nothing, Kind::Summary(1));
+                        self.publish(packet, Covers::Nothing, Kind::Summary(1), now);
                     } else {
-                        self.unpublishable_alert(a.seq, &a.topic, &a.payload, &why);
+                        self.unpublishable_alert(a.seq, &a.topic, &a.payload, &why, now);
                     }
                 }
             }
@@ -227,7 +235,7 @@ impl Flow {
     /// name; edgeHub's size limits), encodable, within the broker's Maximum Packet Size.
     pub(super) fn check(&self, packet: &OutPublish) -> Result<(), Unpublishable> {
         self.dialect.check(packet)?;
-        packet.check(self.max_packet)
+        packet.check(self.egress.max_packet)
     }
 
     /// An alert that cannot go on the wire (its topic too long to encode, larger than the
@@ -240,6 +248,7 @@ impl Flow {
         topic: &Bytes,
         payload: &Bytes,
         why: &Unpublishable,
+        now: Instant,
     ) {
         let reason = match why {
             Unpublishable::EdgeHub(_) => "too_large_for_edgehub",
@@ -247,7 +256,7 @@ impl Flow {
         };
         let detail = format!("the alert cannot be published: {why}");
         self.metrics
-            .unpublishable("alert", &detail, &String::from_utf8_lossy(topic));
+            .unpublishable("alert", &detail, &String::from_utf8_lossy(topic), now);
         self.dead_letter(
             seq,
             reason,
@@ -256,6 +265,7 @@ impl Flow {
             payload,
             payload.len(),
             InputProps::None,
+            now,
         );
         if let Some(seq) = seq {
             self.acks.done(seq);
@@ -265,7 +275,7 @@ impl Flow {
     /// Sends a publish whose covered inputs were already held for it: QoS 1 through the
     /// window (finished on its PUBACK), QoS 0 straight into the output (finished now). What
     /// cannot go on the wire is counted and finished unsent.
-    pub(super) fn publish(&mut self, packet: OutPublish, covers: Covers, kind: Kind) {
+    pub(super) fn publish(&mut self, packet: OutPublish, covers: Covers, kind: Kind, now: Instant) {
         if let Err(why) = self.check(&packet) {
             let what = match kind {
                 Kind::Alert(_) => "alert",
@@ -276,7 +286,7 @@ impl Flow {
             };
             let topic = String::from_utf8_lossy(packet.topic());
             self.metrics
-                .unpublishable(what, &format!("cannot be published: {why}"), &topic);
+                .unpublishable(what, &format!("cannot be published: {why}"), &topic, now);
             let acks = &mut self.acks;
             covers.for_each(|seq| {
                 acks.done(seq);
@@ -294,10 +304,9 @@ impl Flow {
                 let covers = std::mem::replace(&mut sent.covers, Covers::Nothing);
                 sent.outbox = Some(self.outbox.record(packet.topic(), packet.payload(), covers));
             }
-            self.out.enqueue(packet, sent);
+            self.egress.out.enqueue(packet, sent);
         } else {
-            let role = self.publish_role();
-            write_publish(&packet, self.buf(role));
+            self.egress.write_now(&packet);
             self.finished(Sent {
                 covers,
                 kind,

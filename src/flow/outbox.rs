@@ -19,6 +19,8 @@
 
 use std::collections::VecDeque;
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use super::outbound::{Covers, Kind, Sent};
@@ -211,13 +213,18 @@ impl Flow {
     /// marked done on their PUBACK. One the broker would not take (an earlier version
     /// committed an alert over edgeHub's limits) is dead-lettered and marked done instead:
     /// sent again at every start, it would stop the module every time.
-    pub fn outbox_replay(&mut self, next_seq: u64, pending: Vec<OutboxAppend>) {
+    pub fn handle_outbox_replay(
+        &mut self,
+        next_seq: u64,
+        pending: Vec<OutboxAppend>,
+        now: Instant,
+    ) {
         self.outbox.start_at(next_seq);
         for a in pending {
             self.outbox.replayed(a.seq);
             let packet = self.dialect.replayed_alert(&a.topic, a.payload.clone());
             if let Err(why) = self.check(&packet) {
-                self.unpublishable_alert(None, &a.topic, &a.payload, &why);
+                self.unpublishable_alert(None, &a.topic, &a.payload, &why, now);
                 let _ = self.outbox.acked(a.seq);
                 continue;
             }
@@ -226,19 +233,19 @@ impl Flow {
                 kind: Kind::Alert(1),
                 outbox: Some(a.seq),
             };
-            self.out.enqueue(packet, sent);
+            self.egress.out.enqueue(packet, sent);
         }
     }
 
     /// Effect: the alerts to append to the outbox and commit, in order (one commit per loop
-    /// turn for all of them), then call [`Flow::outbox_committed`].
-    pub fn outbox_appends(&mut self) -> Vec<OutboxAppend> {
+    /// turn for all of them), then call [`Flow::handle_outbox_committed`].
+    pub fn poll_outbox(&mut self) -> Vec<OutboxAppend> {
         self.outbox.take_appends()
     }
 
-    /// Event: every alert taken with [`Flow::outbox_appends`] is committed; the inputs that
+    /// Event: every alert taken with [`Flow::poll_outbox`] is committed; the inputs that
     /// waited for them are acknowledged at the next [`Flow::poll`].
-    pub fn outbox_committed(&mut self) {
+    pub fn handle_outbox_committed(&mut self) {
         let acks = &mut self.acks;
         self.outbox.committed(|c| {
             c.for_each(|seq| {
@@ -249,7 +256,7 @@ impl Flow {
 
     /// Event: the outbox could not be written. From here on inputs wait for their alerts'
     /// PUBACKs (the `alert` policy), those not committed included.
-    pub fn outbox_failed(&mut self) {
+    pub fn handle_outbox_failed(&mut self) {
         let acks = &mut self.acks;
         self.outbox.failed(|c| {
             c.for_each(|seq| {
@@ -260,7 +267,7 @@ impl Flow {
 
     /// Effect: the outbox sequence number up to which every alert was acknowledged (to mark
     /// done in the file), if it moved.
-    pub fn outbox_done(&mut self) -> Option<u64> {
+    pub fn poll_outbox_done(&mut self) -> Option<u64> {
         self.outbox.take_done()
     }
 

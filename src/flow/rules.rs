@@ -11,6 +11,7 @@
 use std::time::Instant;
 
 use super::outbound::PendingAlert;
+use super::timer::Timer;
 use super::{Flow, PubKind};
 use crate::flow::dialect::InputProps;
 use crate::pipeline::rules::device::RuleStats;
@@ -19,9 +20,6 @@ use crate::pipeline::stage::{Batch, Out, OutKind, Work};
 impl Flow {
     /// What a stage reported with a batch: counters, devices with state, a control batch back.
     pub(super) fn rule_results<M>(&mut self, batch: &Batch<M>) {
-        if batch.work != Work::Jobs {
-            self.controls_out = self.controls_out.saturating_sub(1);
-        }
         if batch.stats != RuleStats::default() {
             self.metrics.rule_stats(&batch.stats);
         }
@@ -43,16 +41,16 @@ impl Flow {
                 payload: payload.clone(),
                 props: InputProps::None,
             };
-            self.batcher.push(summary, now);
+            self.egress.batcher.push(summary, now);
         }
     }
 
     /// The rules' timer: at its time, every shard gets a tick batch (after the jobs that
     /// arrived before it), so windows of silent devices close and idle devices go.
     pub(super) fn rule_timer(&mut self, now: Instant) {
-        if self.rule_tick_at.is_some_and(|t| now >= t) {
-            self.control(Work::Tick(now));
-            self.rule_tick_at = self.rules.next_tick(now);
+        if self.timers.get(Timer::Rules).is_some_and(|t| now >= t) {
+            self.intake.control(Work::Tick(now), &self.rules);
+            self.timers.set(Timer::Rules, self.rules.next_tick(now));
         }
     }
 
@@ -60,7 +58,7 @@ impl Flow {
     /// before the connection ends.
     pub(super) fn flush_rules(&mut self) {
         if !self.rules.stateless() || self.devices.iter().any(|&d| d > 0) {
-            self.control(Work::Flush);
+            self.intake.control(Work::Flush, &self.rules);
         }
     }
 
@@ -71,30 +69,12 @@ impl Flow {
         let old = self.rules.clone();
         self.rules = old.changed(threshold, self.twin.rules().clone());
         if old.settings != self.rules.settings {
-            self.control(Work::Tick(now));
-            self.rule_tick_at = match (self.rules.next_tick(now), old.next_tick(now)) {
+            self.intake.control(Work::Tick(now), &self.rules);
+            let next = match (self.rules.next_tick(now), old.next_tick(now)) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-        }
-    }
-
-    /// Hands every shard a batch without jobs, after the jobs collected so far (which go out
-    /// first, with the rules they arrived under).
-    pub(super) fn control(&mut self, work: Work) {
-        self.dispatch(true);
-        for s in 0..self.shards.len() {
-            let shard = &mut self.shards[s];
-            // On the loop's thread when the worker is idle (order holds), else behind the
-            // worker's batches.
-            let inline = !self.cfg.pooled || shard.with_worker == 0;
-            if !inline {
-                shard.with_worker += 1;
-            }
-            let mut batch = Batch::control(s, self.rules.clone(), work);
-            batch.pooled = !inline;
-            self.controls_out += 1;
-            self.ready.push_back(batch);
+            self.timers.set(Timer::Rules, next);
         }
     }
 }

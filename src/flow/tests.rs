@@ -1,15 +1,16 @@
 //! `Flow` with scripted packets and explicit time: no sockets, no threads, no sleeps. The test
 //! plays the broker (CONNACK, PUBLISH, PUBACK, SUBACK, PINGRESP) and the verdict workers
-//! (batches come out of `next_dispatch`, are decided by a real `Stage` or by hand, and go back
-//! through `on_verdicts` in whatever order the test chooses), and reads what the flow writes
+//! (batches come out of `poll_dispatch`, are decided by a real `Stage` or by hand, and go back
+//! through `handle_verdicts` in whatever order the test chooses), and reads what the flow writes
 //! with rumqttc's own decoder.
 
 use super::*;
 use crate::mqtt::codec::{InPublish, PublishProperties};
 use crate::mqtt::topic::Template;
 use crate::pipeline::pool::shard_of;
-use crate::pipeline::stage::Stage;
+use crate::pipeline::stage::{Out, OutKind, Stage};
 use crate::pipeline::verdict::FieldPath;
+use bytes::BytesMut;
 use dialect::Generic;
 use rumqttc::mqttbytes::v4;
 use rumqttc::v5::mqttbytes::v5;
@@ -104,6 +105,7 @@ impl Harness {
             dialect,
             metrics.clone(),
             Arc::new(Threshold::new(25.0)),
+            Anchor::now(),
         );
         Harness {
             flow,
@@ -117,7 +119,9 @@ impl Harness {
     /// CONNACK, then the SUBACKs for what the flow subscribed; what the flow wrote after
     /// each.
     fn connect(&mut self, info: ConnAckInfo) -> Vec<Wire> {
-        self.flow.on_connack(Role::Input, &info, self.now).unwrap();
+        self.flow
+            .handle_connack(Role::Input, &info, None, self.now)
+            .unwrap();
         let mut wire = self.out();
         let subscribes: Vec<(u16, usize)> = wire
             .iter()
@@ -141,7 +145,7 @@ impl Harness {
     }
 
     fn packet_on(&mut self, role: Role, p: Inbound) {
-        self.flow.on_packet(role, p, self.now).unwrap();
+        self.flow.handle_packet(role, p, self.now).unwrap();
     }
 
     fn input(&mut self, topic: &str, body: &'static [u8], pkid: u16) {
@@ -170,13 +174,13 @@ impl Harness {
 
     /// The batches the flow hands out now (undecided).
     fn dispatched(&mut self) -> Vec<Batch<Meta>> {
-        std::iter::from_fn(|| self.flow.next_dispatch()).collect()
+        std::iter::from_fn(|| self.flow.poll_dispatch()).collect()
     }
 
     /// Decides a batch with the real stage and hands it back.
     fn decide(&mut self, mut batch: Batch<Meta>) {
         self.stage.run(&mut batch);
-        self.flow.on_verdicts(batch, self.now);
+        self.flow.handle_verdicts(batch, self.now);
     }
 
     /// Every batch handed out now, decided in order.
@@ -195,8 +199,8 @@ impl Harness {
     /// Polls, then decodes and clears what the flow wrote to connection `role`.
     fn out_on(&mut self, role: Role) -> Vec<Wire> {
         self.flow.poll(self.now);
-        let mut buf = BytesMut::from(self.flow.output(role));
-        self.flow.written(role, self.now);
+        let mut buf = BytesMut::from(self.flow.poll_transmit(role));
+        self.flow.handle_transmitted(role, self.now);
         let mut wire = Vec::new();
         while !buf.is_empty() {
             wire.push(match self.version {
@@ -363,7 +367,7 @@ fn an_input_is_released_only_when_every_publish_it_caused_is_acknowledged() {
         job: 0,
         kind: OutKind::Alert,
     });
-    h.flow.on_verdicts(batch, h.now);
+    h.flow.handle_verdicts(batch, h.now);
     let alerts = alert_ids(&h.out());
     assert_eq!(alerts.len(), 2);
     h.puback(alerts[0]);
@@ -383,7 +387,7 @@ fn a_resumed_session_resends_unacknowledged_alerts_with_dup() {
     let first = h.out();
     let id = alert_ids(&first)[0];
     assert_eq!(
-        h.flow.connection_lost(Role::Input),
+        h.flow.handle_connection_lost(Role::Input),
         1,
         "input 3 is forgotten"
     );
@@ -413,7 +417,7 @@ fn a_new_session_publishes_unacknowledged_alerts_again_as_new() {
     h.input("telemetry/a", ALERT, 3);
     h.decide_all();
     let _ = h.out();
-    h.flow.connection_lost(Role::Input);
+    h.flow.handle_connection_lost(Role::Input);
     let wire = h.connect(connack(false));
     let alerts: Vec<&Wire> = wire
         .iter()
@@ -428,7 +432,7 @@ fn verdicts_of_a_lost_connection_publish_nothing_when_the_session_resumed() {
     let mut h = connected(Version::V4, |_| {});
     h.input("telemetry/a", ALERT, 3);
     let batches = h.dispatched();
-    h.flow.connection_lost(Role::Input);
+    h.flow.handle_connection_lost(Role::Input);
     // Back with the session: the broker redelivers input 3, so its old verdict is moot.
     h.connect(connack(true));
     for b in batches {
@@ -439,7 +443,7 @@ fn verdicts_of_a_lost_connection_publish_nothing_when_the_session_resumed() {
     let mut h = connected(Version::V4, |_| {});
     h.input("telemetry/a", ALERT, 3);
     let batches = h.dispatched();
-    h.flow.connection_lost(Role::Input);
+    h.flow.handle_connection_lost(Role::Input);
     h.connect(connack(false));
     for b in batches {
         h.decide(b);
@@ -491,7 +495,7 @@ fn a_drain_waits_for_outstanding_acks_then_disconnects() {
     h.input("telemetry/a", ALERT, 1);
     h.decide_all();
     let alert = alert_ids(&h.out())[0];
-    h.flow.start_drain(Drain::Shutdown, h.now);
+    h.flow.handle_drain(Drain::Shutdown, h.now);
     // Input after the drain started is left to the broker.
     h.input("telemetry/b", ALERT, 2);
     assert!(h.dispatched().is_empty());
@@ -511,9 +515,12 @@ fn a_drain_gives_up_at_its_deadline() {
     h.input("telemetry/a", ALERT, 1);
     h.decide_all();
     let _ = h.out();
-    h.flow.start_drain(Drain::Shutdown, h.now);
+    h.flow.handle_drain(Drain::Shutdown, h.now);
     assert_eq!(
-        h.flow.poll(h.now).wake,
+        {
+            h.flow.poll(h.now);
+            h.flow.poll_timeout()
+        },
         Some(h.now + Duration::from_secs(2))
     );
     h.now += Duration::from_secs(2);
@@ -524,16 +531,25 @@ fn a_drain_gives_up_at_its_deadline() {
 fn keep_alive_pings_when_idle_and_times_out_without_an_answer() {
     let mut h = connected(Version::V4, |c| c.keep_alive_secs = 10);
     let t0 = h.now;
-    assert_eq!(h.flow.poll(h.now).wake, Some(t0 + Duration::from_secs(10)));
+    assert_eq!(
+        {
+            h.flow.poll(h.now);
+            h.flow.poll_timeout()
+        },
+        Some(t0 + Duration::from_secs(10))
+    );
     h.now += Duration::from_secs(10);
-    h.flow.tick(h.now).unwrap();
+    h.flow.handle_timeout(h.now).unwrap();
     assert_eq!(h.out(), vec![Wire::PingReq]);
     h.packet(Inbound::PingResp);
     h.now += Duration::from_secs(10);
-    h.flow.tick(h.now).unwrap();
+    h.flow.handle_timeout(h.now).unwrap();
     assert_eq!(h.out(), vec![Wire::PingReq]);
     h.now += Duration::from_secs(10);
-    assert!(matches!(h.flow.tick(h.now), Err(FlowError::PingTimeout)));
+    assert!(matches!(
+        h.flow.handle_timeout(h.now),
+        Err(FlowError::PingTimeout)
+    ));
 }
 
 #[test]
@@ -543,7 +559,10 @@ fn the_server_keep_alive_overrides_ours() {
     info.server_keep_alive = Some(5);
     h.connect(info);
     assert_eq!(
-        h.flow.poll(h.now).wake,
+        {
+            h.flow.poll(h.now);
+            h.flow.poll_timeout()
+        },
         Some(h.now + Duration::from_secs(5))
     );
 }
@@ -679,7 +698,7 @@ fn rejected_input_is_dead_lettered_and_acknowledged_after_its_dead_letter() {
 fn a_refused_subscription_ends_the_connection() {
     let mut h = Harness::new(Version::V4, |_| {});
     h.flow
-        .on_connack(Role::Input, &connack(false), h.now)
+        .handle_connack(Role::Input, &connack(false), None, h.now)
         .unwrap();
     let wire = h.out();
     let Some(Wire::Subscribe(pkid, _)) = wire.first().cloned() else {
@@ -687,7 +706,7 @@ fn a_refused_subscription_ends_the_connection() {
     };
     let e = h
         .flow
-        .on_packet(
+        .handle_packet(
             Role::Input,
             Inbound::SubAck {
                 pkid,
@@ -708,7 +727,7 @@ fn subscribe_packet_ids_never_collide_with_resent_publishes() {
     }
     h.decide_all();
     let in_flight = alert_ids(&h.out());
-    h.flow.connection_lost(Role::Input);
+    h.flow.handle_connection_lost(Role::Input);
     let wire = h.connect(connack(true));
     for w in &wire {
         if let Wire::Subscribe(pkid, _) = w {
@@ -745,7 +764,7 @@ fn v5_alerts_carry_the_input_properties_and_the_type() {
     }));
     h.decide_all();
     h.flow.poll(h.now);
-    let mut buf = BytesMut::from(h.flow.output(Role::Input));
+    let mut buf = BytesMut::from(h.flow.poll_transmit(Role::Input));
     let v5::Packet::Publish(p) = v5::Packet::read(&mut buf, None).unwrap() else {
         panic!("not a publish")
     };
@@ -788,7 +807,7 @@ fn retained_telemetry_is_not_judged_again_on_a_resumed_session() {
     assert_eq!(alert_ids(&wire).len(), 1, "first time: judged");
     h.puback(alert_ids(&wire)[0]);
     let _ = h.out();
-    h.flow.connection_lost(Role::Input);
+    h.flow.handle_connection_lost(Role::Input);
     h.connect(connack(true));
     h.publish("telemetry/a", ALERT, 1, 2, true);
     h.decide_all();
@@ -924,7 +943,7 @@ fn once_a_publish_is_left_with_the_broker_no_later_one_is_acknowledged() {
     h.input("telemetry/a", COOL, 1);
     h.decide_all();
     assert_eq!(pubacks(&h.out()), vec![1]);
-    h.flow.start_drain(Drain::Shutdown, h.now);
+    h.flow.handle_drain(Drain::Shutdown, h.now);
     h.input("telemetry/a", COOL, 2); // left: the broker redelivers it next session
     h.publish(
         "edgefilter/twin/desired",
@@ -956,9 +975,9 @@ fn what_was_not_written_before_a_connection_was_lost_never_reaches_the_next_one(
     let alerts = alert_ids(&h.out());
     h.puback(alerts[0]);
     h.flow.poll(h.now); // PUBACKs 5 and 6 are encoded, then the write fails
-    assert!(!h.flow.output(Role::Input).is_empty());
-    h.flow.connection_lost(Role::Input);
-    assert!(h.flow.output(Role::Input).is_empty());
+    assert!(!h.flow.poll_transmit(Role::Input).is_empty());
+    h.flow.handle_connection_lost(Role::Input);
+    assert!(h.flow.poll_transmit(Role::Input).is_empty());
     let wire = h.connect(connack(true));
     assert!(pubacks(&wire).is_empty(), "{wire:?}");
 }

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use super::dialect::Dialect;
 use super::outbound::{Covers, Kind};
+use super::timer::Timer;
 use super::Flow;
 
-/// The GET awaiting its answer.
+/// The GET awaiting its answer (its deadline is the timer table's [`Timer::TwinGet`]).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct TwinWait {
-    deadline: Instant,
     attempt: u32,
 }
 
@@ -34,7 +34,7 @@ impl Flow {
     /// state if it changed and ask for the full twin.
     pub(super) fn twin_subscribed(&mut self, now: Instant) {
         if matches!(self.dialect, Dialect::Azure(_)) {
-            self.report(false);
+            self.report(false, now);
             self.ask_twin(now, 1);
         }
     }
@@ -44,16 +44,18 @@ impl Flow {
         let Some(get) = self.dialect.twin_get() else {
             return;
         };
-        self.publish(get, Covers::Nothing, Kind::Control);
-        self.twin_wait = Some(TwinWait {
-            deadline: now + wait_for(self.cfg.twin_timeout, attempt),
-            attempt,
-        });
+        self.publish(get, Covers::Nothing, Kind::Control, now);
+        self.twin_wait = Some(TwinWait { attempt });
+        self.timers.set(
+            Timer::TwinGet,
+            Some(now + wait_for(self.cfg.twin_timeout, attempt)),
+        );
     }
 
     /// The full twin came.
     pub(super) fn twin_answered(&mut self) {
         self.twin_wait = None;
+        self.timers.set(Timer::TwinGet, None);
         self.metrics.delivery.twin_waiting(false);
     }
 
@@ -62,7 +64,8 @@ impl Flow {
         let Some(wait) = self.twin_wait else {
             return;
         };
-        if now < wait.deadline || self.input.is_none() {
+        let due = self.timers.get(Timer::TwinGet).is_some_and(|d| now >= d);
+        if !due || self.input.is_none() {
             return;
         }
         let waited = wait_for(self.cfg.twin_timeout, wait.attempt);
@@ -76,9 +79,10 @@ impl Flow {
         self.ask_twin(now, wait.attempt + 1);
     }
 
-    /// When the twin timer fires.
+    /// When the twin GET is asked again (tests).
+    #[cfg(test)]
     pub(super) fn twin_deadline(&self) -> Option<Instant> {
-        self.twin_wait.map(|w| w.deadline)
+        self.timers.get(Timer::TwinGet)
     }
 }
 

@@ -194,7 +194,7 @@ impl Socket {
     fn decode(&mut self, flow: &mut Flow, now: Instant) -> Result<(), ConnectionError> {
         while let Some(p) = self.reader.next(&mut self.rbuf)? {
             self.quick_acks.packets(1);
-            flow.on_packet(self.role, p, now)?;
+            flow.handle_packet(self.role, p, now)?;
         }
         if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
             self.rbuf.reserve(64 * 1024);
@@ -204,9 +204,11 @@ impl Socket {
 
     /// Writes what the flow has for this connection.
     async fn flush(&mut self, flow: &mut Flow) -> Result<(), ConnectionError> {
-        if !flow.output(self.role).is_empty() {
-            self.transport.write_all(flow.output(self.role)).await?;
-            flow.written(self.role, Instant::now());
+        if !flow.poll_transmit(self.role).is_empty() {
+            self.transport
+                .write_all(flow.poll_transmit(self.role))
+                .await?;
+            flow.handle_transmitted(self.role, Instant::now());
         }
         Ok(())
     }
@@ -268,7 +270,7 @@ impl Driver {
         let mut connected_before = false;
         loop {
             if shutdown.is_triggered() {
-                self.flow.start_drain(Drain::Shutdown, Instant::now());
+                self.flow.handle_drain(Drain::Shutdown, Instant::now());
             }
             let attempt = tokio::select! {
                 r = self.open() => r,
@@ -303,8 +305,8 @@ impl Driver {
             // Whatever ended it, the sockets are closed cleanly (a DISCONNECT where the drain
             // did not already write one) before any new CONNECT.
             sockets.close(self.plan.version, result.is_ok()).await;
-            let dropped = self.flow.connection_lost(Role::Input);
-            self.flow.connection_lost(Role::Publish);
+            let dropped = self.flow.handle_connection_lost(Role::Input);
+            self.flow.handle_connection_lost(Role::Publish);
             backoff.lost(Instant::now());
             match result {
                 Ok(Drain::Shutdown) => return Ok(()),
@@ -344,7 +346,7 @@ impl Driver {
             Ok(input) => Ok(Sockets { input, publisher }),
             Err(e) => {
                 if let Some(p) = publisher {
-                    self.flow.connection_lost(Role::Publish);
+                    self.flow.handle_connection_lost(Role::Publish);
                     p.close(self.plan.version, true).await;
                 }
                 Err(e)
@@ -389,10 +391,7 @@ impl Driver {
         let info = handshake::connect(&mut transport, &mut rbuf, version, &connect, &endpoint.addr)
             .await?;
         let now = Instant::now();
-        if role == Role::Input {
-            self.flow.renew_at(renew_at);
-        }
-        self.flow.on_connack(role, &info, now)?;
+        self.flow.handle_connack(role, &info, renew_at, now)?;
         tracing::info!(
             "connected to {} (MQTT {}, {}session {})",
             endpoint.addr,
@@ -448,7 +447,10 @@ impl Driver {
             if let Some(why) = poll.exit {
                 return Ok(why);
             }
-            let wake = poll.wake.unwrap_or_else(|| now + Duration::from_secs(3600));
+            let wake = self
+                .flow
+                .poll_timeout()
+                .unwrap_or_else(|| now + Duration::from_secs(3600));
             let has_publisher = sockets.publisher.is_some();
             tokio::select! {
                 r = sockets.input.read(), if poll.read => {
@@ -464,20 +466,20 @@ impl Driver {
                 b = self.results.recv() => {
                     let Some(batch) = b else { return Err(ConnectionError::WorkersGone) };
                     let now = Instant::now();
-                    self.flow.on_verdicts(batch, now);
+                    self.flow.handle_verdicts(batch, now);
                     // Take whatever else is ready in the same turn (one write for all).
                     for _ in 0..64 {
                         match self.results.try_recv() {
-                            Ok(batch) => self.flow.on_verdicts(batch, now),
+                            Ok(batch) => self.flow.handle_verdicts(batch, now),
                             Err(_) => break,
                         }
                     }
                 }
                 _ = shutdown.wait(), if !self.flow.shutting_down() => {
-                    self.flow.start_drain(Drain::Shutdown, Instant::now());
+                    self.flow.handle_drain(Drain::Shutdown, Instant::now());
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {
-                    self.flow.tick(Instant::now())?;
+                    self.flow.handle_timeout(Instant::now())?;
                 }
             }
             // Whatever else is ready now joins this turn, so that one write per socket carries
@@ -495,14 +497,14 @@ impl Driver {
                 }
             }
             while let Ok(batch) = self.results.try_recv() {
-                self.flow.on_verdicts(batch, Instant::now());
+                self.flow.handle_verdicts(batch, Instant::now());
             }
         }
     }
 
     /// Batches the flow formed: small ones decided right here, the others to the workers.
     fn run_dispatches(&mut self, now: Instant) -> Result<(), ConnectionError> {
-        while let Some(mut batch) = self.flow.next_dispatch() {
+        while let Some(mut batch) = self.flow.poll_dispatch() {
             if batch.pooled {
                 let Some(pool) = &self.pool else {
                     return Err(ConnectionError::WorkersGone);
@@ -511,7 +513,7 @@ impl Driver {
                     .map_err(|_| ConnectionError::WorkersGone)?;
             } else {
                 run_stage(&self.stages[batch.shard], &mut batch);
-                self.flow.on_verdicts(batch, now);
+                self.flow.handle_verdicts(batch, now);
             }
         }
         Ok(())

@@ -253,7 +253,7 @@ impl Metrics {
 
     /// A rejected message: counted by reason, logged (at most every 10 s per reason, with
     /// the number of others since).
-    pub fn rejected(&self, reason: RejectReason, detail: &str, topic: &str) {
+    pub fn rejected(&self, reason: RejectReason, detail: &str, topic: &str, now: Instant) {
         self.rejected
             .get_or_create(&ReasonLabels {
                 reason: reason.into(),
@@ -263,7 +263,7 @@ impl Metrics {
             .iter()
             .position(|r| *r == reason)
             .unwrap_or(0);
-        if let Some(others) = due(&self.reject_log, idx) {
+        if let Some(others) = due(&self.reject_log, idx, now) {
             let reason = reason.as_str();
             if others > 0 {
                 tracing::warn!(
@@ -277,9 +277,8 @@ impl Metrics {
 
     /// A publish that cannot go on the wire (`kind`: alert, dead_letter, twin): counted and
     /// logged (at most every 10 s, with the number of others since).
-    pub fn unpublishable(&self, kind: &'static str, detail: &str, topic: &str) {
+    pub fn unpublishable(&self, kind: &'static str, detail: &str, topic: &str, now: Instant) {
         self.unpublishable.get_or_create(&KindLabels { kind }).inc();
-        let now = Instant::now();
         let mut log = self
             .unpublishable_log
             .lock()
@@ -311,7 +310,14 @@ impl Metrics {
     /// A message the embedded broker dropped: counted by reason, logged (at most every 10 s
     /// per reason, with the number of others since). `client` is the subscriber it was for
     /// (or the publisher, for a refused publish).
-    pub fn broker_dropped(&self, reason: BrokerDrop, detail: &str, client: &str, topic: &str) {
+    pub fn broker_dropped(
+        &self,
+        reason: BrokerDrop,
+        detail: &str,
+        client: &str,
+        topic: &str,
+        now: Instant,
+    ) {
         self.broker_dropped
             .get_or_create(&BrokerDropLabels { reason })
             .inc();
@@ -319,7 +325,7 @@ impl Metrics {
             .iter()
             .position(|r| *r == reason)
             .unwrap_or(0);
-        if let Some(others) = due(&self.broker_drop_log, idx) {
+        if let Some(others) = due(&self.broker_drop_log, idx, now) {
             let more = if others > 0 {
                 format!("; {others} more {reason:?} drops since the last report")
             } else {
@@ -371,8 +377,11 @@ impl Metrics {
 
 /// Rate limit of a log line per reason: `Some(events not logged since the last line)` when
 /// this event is to be logged, `None` (and counted) when it is not.
-fn due<const N: usize>(log: &Mutex<[(Option<Instant>, u64); N]>, idx: usize) -> Option<u64> {
-    let now = Instant::now();
+fn due<const N: usize>(
+    log: &Mutex<[(Option<Instant>, u64); N]>,
+    idx: usize,
+    now: Instant,
+) -> Option<u64> {
     let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
     let (last, since) = &mut log[idx];
     if last.is_none_or(|t| now.duration_since(t) >= REJECT_LOG_EVERY) {
@@ -394,8 +403,18 @@ mod tests {
         m.received(3);
         m.alerts_published(1);
         m.unmatched(1);
-        m.rejected(RejectReason::NotJson, "trailing characters", "telemetry/x");
-        m.rejected(RejectReason::NotJson, "again", "telemetry/x");
+        m.rejected(
+            RejectReason::NotJson,
+            "trailing characters",
+            "telemetry/x",
+            Instant::now(),
+        );
+        m.rejected(
+            RejectReason::NotJson,
+            "again",
+            "telemetry/x",
+            Instant::now(),
+        );
         m.twin_update(TwinResult::refused);
         m.threshold(30.5);
         m.processed(Duration::from_micros(300));
@@ -430,9 +449,27 @@ mod tests {
     #[test]
     fn broker_drops_count_by_reason() {
         let m = Metrics::new();
-        m.broker_dropped(BrokerDrop::queue_full, "full", "slow", "telemetry/a");
-        m.broker_dropped(BrokerDrop::queue_full, "full", "slow", "telemetry/b");
-        m.broker_dropped(BrokerDrop::refused, "wildcard", "pub", "telemetry/#");
+        m.broker_dropped(
+            BrokerDrop::queue_full,
+            "full",
+            "slow",
+            "telemetry/a",
+            Instant::now(),
+        );
+        m.broker_dropped(
+            BrokerDrop::queue_full,
+            "full",
+            "slow",
+            "telemetry/b",
+            Instant::now(),
+        );
+        m.broker_dropped(
+            BrokerDrop::refused,
+            "wildcard",
+            "pub",
+            "telemetry/#",
+            Instant::now(),
+        );
         assert_eq!(m.snapshot().broker_dropped, 3);
         let text = m.render();
         for line in [

@@ -141,10 +141,10 @@ fn an_alert_over_either_limit_is_dead_lettered_never_written_nor_committed() {
     assert_eq!((&out[2].0, out[2].2.len()), (&topic, at_message));
     assert_eq!(h.metrics.unpublishable_count("alert"), 2);
     // Only the alert that fits is committed to the outbox.
-    let appends = h.flow.outbox_appends();
+    let appends = h.flow.poll_outbox();
     assert_eq!(appends.len(), 1);
     assert_eq!(appends[0].payload.len(), at_message);
-    h.flow.outbox_committed();
+    h.flow.handle_outbox_committed();
     assert!(
         pubacks(&h.out()).is_empty(),
         "dead letters wait for their PUBACK"
@@ -202,7 +202,7 @@ fn an_outbox_alert_edgehub_would_refuse_is_not_sent_again() {
     let topic = Bytes::from(alert_topic());
     // An earlier version committed an alert over the packet limit, and one that fits.
     let big = alert_body(MAX_PACKET_BYTES);
-    h.flow.outbox_replay(
+    h.flow.handle_outbox_replay(
         9,
         vec![
             OutboxAppend {
@@ -216,6 +216,7 @@ fn an_outbox_alert_edgehub_would_refuse_is_not_sent_again() {
                 payload: Bytes::from_static(ALERT),
             },
         ],
+        h.now,
     );
     let wire = h.connect(connack(false));
     let out = publishes(&wire);
@@ -235,10 +236,10 @@ fn an_outbox_alert_edgehub_would_refuse_is_not_sent_again() {
         (&topic[..], ALERT)
     );
     assert_eq!(
-        h.flow.outbox_done(),
+        h.flow.poll_outbox_done(),
         Some(7),
         "done in the file without being sent"
     );
     h.puback(events[1].1);
-    assert_eq!(h.flow.outbox_done(), Some(8));
+    assert_eq!(h.flow.poll_outbox_done(), Some(8));
 }

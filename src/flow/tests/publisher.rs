@@ -10,7 +10,7 @@ fn separate(max_pending: usize) -> Harness {
         c.max_pending = max_pending;
     });
     h.flow
-        .on_connack(Role::Publish, &connack(false), h.now)
+        .handle_connack(Role::Publish, &connack(false), None, h.now)
         .unwrap();
     let wire = h.connect(connack(false));
     assert!(
@@ -85,7 +85,7 @@ fn a_paused_input_connection_pings_but_does_not_time_out_until_it_reads_again() 
     // Keep the publisher connection busy so that only the input one goes silent.
     for s in [30, 60, 90] {
         h.now += Duration::from_secs(30);
-        h.flow.tick(h.now).unwrap();
+        h.flow.handle_timeout(h.now).unwrap();
         assert_eq!(h.out(), vec![Wire::PingReq], "after {s} s");
         let _ = h.out_on(Role::Publish);
         h.packet_on(Role::Publish, Inbound::PingResp);
@@ -95,9 +95,12 @@ fn a_paused_input_connection_pings_but_does_not_time_out_until_it_reads_again() 
     assert!(h.flow.poll(h.now).read);
     assert_eq!(pubacks(&h.out()), vec![1]);
     h.now += Duration::from_secs(29);
-    assert!(h.flow.tick(h.now).is_ok());
+    assert!(h.flow.handle_timeout(h.now).is_ok());
     h.now += Duration::from_secs(1);
-    assert!(matches!(h.flow.tick(h.now), Err(FlowError::PingTimeout)));
+    assert!(matches!(
+        h.flow.handle_timeout(h.now),
+        Err(FlowError::PingTimeout)
+    ));
 }
 
 #[test]
@@ -107,12 +110,12 @@ fn the_publisher_connection_resumes_its_session_alone() {
     h.decide_all();
     let id = alert_ids(&h.out_on(Role::Publish))[0];
     assert_eq!(
-        h.flow.connection_lost(Role::Publish),
+        h.flow.handle_connection_lost(Role::Publish),
         0,
         "no input is forgotten"
     );
     h.flow
-        .on_connack(Role::Publish, &connack(true), h.now)
+        .handle_connack(Role::Publish, &connack(true), None, h.now)
         .unwrap();
     let wire = h.out_on(Role::Publish);
     assert!(
@@ -145,7 +148,7 @@ fn a_stray_publish_on_the_publisher_connection_is_acknowledged_and_ignored() {
 #[test]
 fn a_drain_says_goodbye_on_both_connections() {
     let mut h = separate(100);
-    h.flow.start_drain(Drain::Shutdown, h.now);
+    h.flow.handle_drain(Drain::Shutdown, h.now);
     let poll = h.flow.poll(h.now);
     assert_eq!(poll.exit, Some(Drain::Shutdown));
     assert_eq!(h.out(), vec![Wire::Disconnect]);

@@ -80,12 +80,18 @@ fn summaries_come_on_the_timer_and_hold_no_input() {
         "acknowledged before any summary"
     );
     // The timer is due at the window's end (aligned on the wall clock).
-    let at = h.flow.poll(h.now).wake.unwrap();
+    let at = {
+        h.flow.poll(h.now);
+        h.flow.poll_timeout()
+    }
+    .unwrap();
     assert!(at > h.now && at <= h.now + Duration::from_secs(10));
-    h.flow.tick(at - Duration::from_micros(1)).unwrap();
+    h.flow
+        .handle_timeout(at - Duration::from_micros(1))
+        .unwrap();
     assert!(h.dispatched().is_empty(), "not yet");
     h.now = at;
-    h.flow.tick(h.now).unwrap();
+    h.flow.handle_timeout(h.now).unwrap();
     let ticks = h.dispatched();
     assert_eq!(ticks.len(), 2, "one tick per shard");
     for b in ticks {
@@ -123,7 +129,10 @@ fn summaries_come_on_the_timer_and_hold_no_input() {
     assert_eq!(h.metrics.snapshot().summaries, 2);
     // The next tick is the next window's end.
     assert_eq!(
-        h.flow.poll(h.now).wake,
+        {
+            h.flow.poll(h.now);
+            h.flow.poll_timeout()
+        },
         Some(h.now + Duration::from_secs(10))
     );
 }
@@ -135,10 +144,14 @@ fn a_tick_goes_after_the_jobs_that_arrived_before_it() {
         c.shards = 1;
     });
     h.input("telemetry/a", COOL, 1);
-    let at = h.flow.poll(h.now).wake.unwrap();
+    let at = {
+        h.flow.poll(h.now);
+        h.flow.poll_timeout()
+    }
+    .unwrap();
     h.now = at;
     // A reading arrives just before the timer fires, while the worker still holds nothing.
-    h.flow.tick(h.now).unwrap();
+    h.flow.handle_timeout(h.now).unwrap();
     let batches = h.dispatched();
     assert_eq!(batches.len(), 2);
     assert_eq!(batches[0].jobs.len(), 1, "the job first");
@@ -160,7 +173,7 @@ fn a_shutdown_flushes_open_windows_and_waits_for_them() {
     h.input("telemetry/a", COOL, 1);
     h.decide_all();
     assert_eq!(pubacks(&h.out()), vec![1]);
-    h.flow.start_drain(Drain::Shutdown, h.now);
+    h.flow.handle_drain(Drain::Shutdown, h.now);
     let flushes = h.dispatched();
     assert_eq!(flushes.len(), 2);
     assert!(flushes.iter().all(|b| b.work == Work::Flush));
@@ -189,11 +202,20 @@ fn a_shutdown_flushes_open_windows_and_waits_for_them() {
 #[test]
 fn the_seeds_rules_neither_tick_nor_flush() {
     let mut h = connected(Version::V4, |_| {});
-    assert_eq!(h.flow.poll(h.now).wake, h.flow.poll(h.now).wake);
+    assert_eq!(
+        {
+            h.flow.poll(h.now);
+            h.flow.poll_timeout()
+        },
+        {
+            h.flow.poll(h.now);
+            h.flow.poll_timeout()
+        }
+    );
     h.now += Duration::from_secs(3600);
-    h.flow.tick(h.now).unwrap();
+    h.flow.handle_timeout(h.now).unwrap();
     assert!(h.dispatched().is_empty());
-    h.flow.start_drain(Drain::Shutdown, h.now);
+    h.flow.handle_drain(Drain::Shutdown, h.now);
     assert!(h.dispatched().is_empty());
 }
 
@@ -273,7 +295,7 @@ fn with_state_the_verdicts_of_a_lost_connection_still_publish() {
     let mut h = connected(Version::V4, edge);
     h.input("telemetry/a", HOT, 3);
     let batches = h.dispatched();
-    h.flow.connection_lost(Role::Input);
+    h.flow.handle_connection_lost(Role::Input);
     h.connect(connack(true));
     for b in batches {
         h.decide(b);

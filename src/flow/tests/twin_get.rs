@@ -63,23 +63,26 @@ fn an_unanswered_twin_get_is_asked_again_until_the_twin_answers() {
     h.puback(twin[1].1);
     let start = h.now;
     assert_eq!(
-        h.flow.poll(h.now).wake,
+        {
+            h.flow.poll(h.now);
+            h.flow.poll_timeout()
+        },
         Some(start + Duration::from_secs(10)),
         "the timer is the earliest wake-up"
     );
     h.now = start + Duration::from_millis(9_999);
-    h.flow.tick(h.now).unwrap();
+    h.flow.handle_timeout(h.now).unwrap();
     assert!(gets(&h.out()).is_empty(), "not before --twin-timeout");
     h.now = start + Duration::from_secs(10);
-    h.flow.tick(h.now).unwrap();
+    h.flow.handle_timeout(h.now).unwrap();
     assert_eq!(gets(&h.out()), vec!["$iothub/twin/GET/?$rid=3"]);
     assert_eq!(h.metrics.delivery.twin_unanswered_count(), 1);
     // The wait doubles: 20 s now.
     h.now = start + Duration::from_secs(29);
-    h.flow.tick(h.now).unwrap();
+    h.flow.handle_timeout(h.now).unwrap();
     assert!(gets(&h.out()).is_empty());
     h.now = start + Duration::from_secs(30);
-    h.flow.tick(h.now).unwrap();
+    h.flow.handle_timeout(h.now).unwrap();
     assert_eq!(gets(&h.out()), vec!["$iothub/twin/GET/?$rid=4"]);
     // A late answer to an earlier GET does not count; the last one's does.
     h.input(
@@ -115,7 +118,7 @@ fn an_unanswered_twin_get_is_asked_again_until_the_twin_answers() {
     assert_eq!(pubacks(&wire), vec![1, 2], "answers are acknowledged");
     assert_eq!(h.flow.twin_deadline(), None, "answered: no timer");
     h.now += Duration::from_secs(600);
-    h.flow.tick(h.now).unwrap();
+    h.flow.handle_timeout(h.now).unwrap();
     assert!(gets(&h.out()).is_empty(), "answered: no more GETs");
     assert_eq!(h.metrics.delivery.twin_unanswered_count(), 2);
 }
@@ -125,9 +128,13 @@ fn a_reconnect_asks_again_at_once_and_keeps_what_the_twin_said() {
     let mut h = azure();
     let wire = h.connect(connack(false));
     assert_eq!(gets(&wire).len(), 1);
-    h.flow.connection_lost(Role::Input);
+    h.flow.handle_connection_lost(Role::Input);
     assert!(
-        h.flow.poll(h.now).wake.is_none(),
+        {
+            h.flow.poll(h.now);
+            h.flow.poll_timeout()
+        }
+        .is_none(),
         "no timer without a connection"
     );
     let wire = h.connect(connack(true));
@@ -142,7 +149,7 @@ fn a_reconnect_asks_again_at_once_and_keeps_what_the_twin_said() {
     );
     assert_eq!(h.flow.threshold.get(), 31.0);
     let _ = h.out();
-    h.flow.connection_lost(Role::Input);
+    h.flow.handle_connection_lost(Role::Input);
     // A reconnect (the hourly token renewal) with nothing changed: the GET, no report.
     let wire = h.connect(connack(true));
     let twin = twin_publishes(&wire);
@@ -175,7 +182,7 @@ fn a_reconnect_asks_again_at_once_and_keeps_what_the_twin_said() {
 fn the_get_and_the_report_wait_for_every_suback() {
     let mut h = azure();
     h.flow
-        .on_connack(Role::Input, &connack(false), h.now)
+        .handle_connack(Role::Input, &connack(false), None, h.now)
         .unwrap();
     let wire = h.out();
     let subscribes: Vec<u16> = wire

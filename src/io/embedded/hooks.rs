@@ -179,8 +179,13 @@ impl Handler for DropHandler {
         if let Parameter::MessageDropped(to, from, publish, reason) = param {
             let client = to.as_ref().unwrap_or(&from.id).client_id.to_string();
             let (kind, detail) = classify(reason, self.queue_len);
-            self.metrics
-                .broker_dropped(kind, &detail, &client, &publish.topic);
+            self.metrics.broker_dropped(
+                kind,
+                &detail,
+                &client,
+                &publish.topic,
+                std::time::Instant::now(),
+            );
         }
         (true, acc)
     }

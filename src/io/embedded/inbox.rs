@@ -201,6 +201,7 @@ impl Inboxes {
                     ),
                     client_id,
                     topic,
+                    std::time::Instant::now(),
                 );
                 false
             }

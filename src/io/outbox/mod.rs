@@ -70,7 +70,7 @@ impl OutboxIo {
         }
         self.metrics.delivery.outbox_replayed(n);
         let next = self.outbox.as_ref().map_or(0, Outbox::next_seq);
-        flow.outbox_replay(next, pending);
+        flow.handle_outbox_replay(next, pending, std::time::Instant::now());
         self.metrics.delivery.outbox_pending(flow.outbox_pending());
     }
 
@@ -80,18 +80,18 @@ impl OutboxIo {
         let Some(outbox) = &mut self.outbox else {
             return false;
         };
-        let appends = flow.outbox_appends();
+        let appends = flow.poll_outbox();
         let mut released = false;
         let mut result = Ok(());
         if !appends.is_empty() {
             result = append_all(outbox, &appends).and_then(|()| outbox.commit());
             if result.is_ok() {
-                flow.outbox_committed();
+                flow.handle_outbox_committed();
                 released = true;
             }
         }
         if result.is_ok() {
-            if let Some(seq) = flow.outbox_done() {
+            if let Some(seq) = flow.poll_outbox_done() {
                 result = outbox.done(seq);
             }
         }
@@ -102,7 +102,7 @@ impl OutboxIo {
             );
             self.metrics.delivery.outbox_error();
             self.outbox = None;
-            flow.outbox_failed();
+            flow.handle_outbox_failed();
             released = true;
         }
         self.metrics.delivery.outbox_pending(flow.outbox_pending());
