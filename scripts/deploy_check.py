@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Offline checks of the IoT Edge deployment files (tooling, called by tests/deployment.rs).
+"""Offline checks of the IoT Edge deployment files (tooling, called by tests/it/deployment.rs).
 
 Subcommands (each exits 0 when everything holds, 1 with one line per problem otherwise):
 

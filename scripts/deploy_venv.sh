@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Tooling for tests/deployment.rs: a Python virtualenv with the IoT Edge dev tool (iotedgedev,
+# Tooling for tests/it/deployment.rs: a Python virtualenv with the IoT Edge dev tool (iotedgedev,
 # which expands deployment/deployment.template.json like `iotedgedev solution genconfig`),
 # jsonschema (validates the generated manifest offline) and PyYAML (parses
 # docker/compose.yaml). Prints the venv's path on stdout, the only output on success.
 #
-#   EDGEFILTER_IOTEDGEDEV="$(scripts/deploy_venv.sh)" cargo test --test deployment
+#   EDGEFILTER_IOTEDGEDEV="$(scripts/deploy_venv.sh)" cargo test --test it deployment::
 #
 # Idempotent: a venv that already imports all three is reused without touching the network.
 # Location: $EDGEFILTER_DEPLOY_VENV, default <repository>/.venv-deploy.

@@ -5,18 +5,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each step says how long it took (the suite's time is watched: README, "Tests").
+step_name=""; step_t=$SECONDS
+step() {
+  [ -n "$step_name" ] && echo "    ($step_name: $((SECONDS - step_t)) s)"
+  step_name="$1"; step_t=$SECONDS
+  echo "==> $1"
+}
+trap 'rc=$?; [ -n "$step_name" ] && echo "    ($step_name: $((SECONDS - step_t)) s; scripts/test.sh: ${SECONDS} s in all, exit $rc)"' EXIT
+
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v mosquitto_passwd >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 # protoc: the `cluster` feature's gRPC code is generated at build time (rmqtt's grpc feature).
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
-# Prometheus (tests/prometheus.rs scrapes edgefilter with the real server; promtool ships in
+# Prometheus (tests/it/prometheus.rs scrapes edgefilter with the real server; promtool ships in
 # the same package). Without recommends: the node exporter is not needed.
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 # ip: the SDK peer's smoke test brings up loopback in its own network namespace.
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "==> installing ${need_apt[*]}"
+  step "installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   # The packages' services must not start (tests run their own instances on ephemeral ports;
@@ -42,32 +51,32 @@ for svc in mosquitto prometheus; do
 done
 
 if [ -x scripts/deploy_venv.sh ]; then
-  echo "==> IoT Edge dev tool venv"
+  step "IoT Edge dev tool venv"
   EDGEFILTER_IOTEDGEDEV="$(scripts/deploy_venv.sh)"
   export EDGEFILTER_IOTEDGEDEV
 fi
 
 if [ -x scripts/peers/setup.sh ]; then
   # The seed's own module on the Python SDK (tests/edgehub-standin/tests/sdk_peer.rs).
-  echo "==> Python SDK peer venv"
+  step "Python SDK peer venv"
   EDGEFILTER_PEERS_VENV="$(scripts/peers/setup.sh)"
   export EDGEFILTER_PEERS_VENV
 fi
 
 if [ "${EDGEFILTER_SKIP_LINT:-0}" != "1" ]; then
-  echo "==> cargo fmt --check"
+  step "cargo fmt --check"
   cargo fmt --all -- --check
-  echo "==> cargo clippy --all-targets -- -D warnings"
+  step "cargo clippy --all-targets -- -D warnings"
   cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
 
 # Dependency policy (deny.toml): licenses, banned crates, sources. Offline once the crates are
 # fetched; advisories need the RustSec database from the network (RELIABILITY.md).
 if ! cargo deny --version >/dev/null 2>&1; then
-  echo "==> installing cargo-deny"
+  step "installing cargo-deny"
   cargo install cargo-deny --locked --quiet
 fi
-echo "==> cargo deny check bans licenses sources"
+step "cargo deny check bans licenses sources"
 cargo fetch --locked --quiet
 deny_out=$(mktemp)
 if ! cargo deny --offline check --hide-inclusion-graph bans licenses sources >"$deny_out" 2>&1; then
@@ -76,7 +85,7 @@ fi
 tail -n 1 "$deny_out"; rm -f "$deny_out"   # "bans ok, licenses ok, sources ok" (duplicates: warnings)
 
 # Our rust-version must not promise less than a dependency needs (rmqtt needs 1.94).
-echo "==> rust-version covers every dependency's"
+step "rust-version covers every dependency's"
 cargo metadata --locked --offline --all-features --format-version 1 | python3 -c '
 import json, sys
 m = json.load(sys.stdin)
@@ -91,17 +100,17 @@ if need > floor:
 print(f"rust-version {f(floor)}: enough for every dependency (highest: {name}, {f(need)})")
 '
 
-# The Debian package test (tests/debian_package.rs) builds the .deb with cargo-deb from the
+# The Debian package test (tests/it/debian_package.rs) builds the .deb with cargo-deb from the
 # release binary, built here once, before the tests, so the test itself only packages it
 # (building inside the test would compete with the other tests for the two cores).
 if ! cargo deb --version >/dev/null 2>&1; then
-  echo "==> installing cargo-deb"
+  step "installing cargo-deb"
   cargo install cargo-deb --locked --quiet
 fi
 # Exactly the test's own command, in the same plain environment: another package set unifies
 # features differently, and variables that build scripts watch (ring's `rerun-if-env-changed`)
 # would make the test build the binary again (7 minutes of a CI run).
-echo "==> cargo build --release -p edgefilter --bin edgefilter (for the .deb test)"
+step "cargo build --release -p edgefilter --bin edgefilter (for the .deb test)"
 env -i PATH="$PATH" HOME="$HOME" ${CARGO_HOME:+CARGO_HOME="$CARGO_HOME"} \
   ${RUSTUP_HOME:+RUSTUP_HOME="$RUSTUP_HOME"} ${RUSTUP_TOOLCHAIN:+RUSTUP_TOOLCHAIN="$RUSTUP_TOOLCHAIN"} \
   ${TMPDIR:+TMPDIR="$TMPDIR"} ${LANG:+LANG="$LANG"} \
@@ -109,17 +118,17 @@ env -i PATH="$PATH" HOME="$HOME" ${CARGO_HOME:+CARGO_HOME="$CARGO_HOME"} \
 
 # The fault suite's short form (RELIABILITY.md): the cases that pass today; the known failures
 # of issue 8 are listed, not run. Before the tests so that their summary closes the output.
-echo "==> scripts/faults.sh --short"
+step "scripts/faults.sh --short"
 scripts/faults.sh --short
 
 # The `cluster` feature (off by default): its one test, three nodes on loopback. Before the
 # main run so that the main summary closes the output.
 if cargo nextest --version >/dev/null 2>&1; then
-  echo "==> tests of the cluster feature"
+  step "tests of the cluster feature"
   cargo nextest run -p edgefilter --features cluster --locked --no-fail-fast -E 'binary(cluster)'
 fi
 
-echo "==> tests"
+step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@"
 else

@@ -17,7 +17,7 @@
 //!               └─ twin patches ─▶ new rules snapshot (exact arrival point)
 //! ```
 //!
-//! The layers, top to bottom (an import only ever points down; `tests/layers.rs` checks it):
+//! The layers, top to bottom (an import only ever points down; `tests/it/layers.rs` checks it):
 //!
 //! | layer | where | what lives there |
 //! |---|---|---|

@@ -181,7 +181,7 @@ pub fn resolve(settings: &Settings, azure: Option<AzureIdentity>) -> Plan {
                 (None, Version::V5) => None,
             };
             // The input subscription has --qos on the embedded broker too: at QoS 1 the
-            // broker's in-flight window paces what it sends us (tests/embedded_broker.rs).
+            // broker's in-flight window paces what it sends us (tests/it/embedded_broker.rs).
             let generic = Generic::new(
                 version,
                 settings.input_subscriptions(),

@@ -1,9 +1,10 @@
 //! Scale-out (cargo feature `cluster`): three `edgefilter run` nodes on loopback form one rmqtt
 //! cluster (broadcast plugin, gRPC between the nodes); devices publish to every node, the
 //! filters split the input with `--share-group`, a consumer on one node sees every alert once.
-//! Run with `cargo nextest run --features cluster -E 'binary(cluster)'`.
-#![cfg(feature = "cluster")]
+//! Run with `cargo nextest run --features cluster -E 'binary(cluster)'` (a binary of its own:
+//! `required-features` in Cargo.toml keeps it out of a default build).
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;

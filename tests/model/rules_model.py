@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Reference model of edgefilter's alert rules (README "Alert rules"), written from their
-documented semantics, independently of the Rust implementation. tests/rules_model.rs feeds the
+documented semantics, independently of the Rust implementation. tests/it/rules_model.rs feeds the
 same long random stream to the real verdict stage and to this script, and requires identical
 outputs.
 

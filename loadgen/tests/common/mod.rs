@@ -19,79 +19,18 @@
 use edgefilter_mqtt::azure::ModuleTopics;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
-use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// A mosquitto broker owned by one test, stopped (by its pid) on drop.
-pub struct Mosquitto {
-    child: Child,
-    pub port: u16,
-    _dir: tempfile::TempDir,
-}
+/// mosquitto on an ephemeral port: the same fixture as the root crate's integration tests.
+#[path = "../../../tests/it/common/mosquitto.rs"]
+mod mosquitto;
 
-impl Mosquitto {
-    pub fn start() -> Mosquitto {
-        let dir = tempfile::tempdir().expect("temp dir");
-        for _ in 0..10 {
-            // mosquitto needs a concrete port: take a free one, release it, start on it; if
-            // another process grabbed it in between, mosquitto exits and we try another.
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("bind an ephemeral port")
-                .port();
-            let conf = dir.path().join("mosquitto.conf");
-            std::fs::write(
-                &conf,
-                format!(
-                    "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                     max_queued_messages 2000000\nmax_queued_bytes 0\nmax_inflight_messages 1000\n\
-                     log_dest stderr\nlog_type error\n"
-                ),
-            )
-            .expect("write mosquitto.conf");
-            let mut child = Command::new("mosquitto")
-                .arg("-c")
-                .arg(&conf)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("mosquitto must be installed (apt-get install -y mosquitto)");
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if child.try_wait().ok().flatten().is_some() {
-                    break; // port collision: retry with another port
-                }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Mosquitto {
-                        child,
-                        port,
-                        _dir: dir,
-                    };
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("could not start mosquitto on an ephemeral port");
-    }
-
-    pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub use mosquitto::Mosquitto;
 
 /// How the stand-in filter behaves.
 #[derive(Debug, Clone, Copy)]

@@ -38,7 +38,7 @@
 //! detail text). It then walks the tape along the path, scanning every key of each object
 //! and skipping nested values by their node counts, so the last duplicate wins. simd-json
 //! validates UTF-8 and the JSON grammar (RFC 8259); whatever it accepts, Python accepts with
-//! the same values. That claim is tested: `tests/verdict_props.rs` and the fuzz target
+//! the same values. That claim is tested: `tests/it/verdict_props.rs` and the fuzz target
 //! (`fuzz/`) check that both paths agree on any input, and the two paths were compared with
 //! CPython 3.11 on half a million generated and mutated documents while this was written.
 //!

@@ -2,7 +2,7 @@
 //! CA generated in the test (rcgen), with client certificates required; a wrong CA is refused
 //! with a clear error; a password file login works and a wrong password is refused.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

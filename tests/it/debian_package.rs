@@ -17,7 +17,7 @@
 //! installed by an earlier, interrupted run is purged first. Checkouts on one machine take
 //! turns through a lock file (`/tmp/edgefilter-deb-test.lock`) from install to purge.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

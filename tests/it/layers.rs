@@ -32,7 +32,7 @@ fn layer_of(module: &str) -> usize {
     LAYERS
         .iter()
         .position(|l| l.contains(&module))
-        .unwrap_or_else(|| panic!("module `{module}` is in no layer of tests/layers.rs"))
+        .unwrap_or_else(|| panic!("module `{module}` is in no layer of tests/it/layers.rs"))
 }
 
 /// Every `.rs` file below `dir`, test-only files left out.

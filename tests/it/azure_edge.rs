@@ -29,9 +29,8 @@
 //! URL decoding and trust bundle contents, and the clock, network and restart behaviour of the
 //! runtime (modules started before edgeHub, container DNS for the gateway name).
 
-#[path = "common/azure.rs"]
-mod azure_common;
-mod common;
+use crate::common;
+use crate::common::azure as azure_common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

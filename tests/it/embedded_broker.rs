@@ -5,7 +5,7 @@
 //! misbehave on purpose (a subscriber that never reads, a publish to `telemetry/#`), which
 //! well-behaved client libraries refuse to produce.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

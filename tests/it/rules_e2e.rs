@@ -4,7 +4,7 @@
 //! outputs of each kind. Every rule on its own, then all together; MQTT 5 (clears marked by
 //! their `MessageType` property) and 3.1.1 (clears on their own topic).
 
-mod common;
+use crate::common;
 
 use common::*;
 use loadgen::report::Summary;

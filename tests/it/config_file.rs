@@ -3,7 +3,7 @@
 //! and bad values refused in one line naming the key, `config check`, and the password kept
 //! out of `config print` while the printed file stays usable as a configuration file.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

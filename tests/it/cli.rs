@@ -1,7 +1,7 @@
 //! The binary's edges: user mistakes end with one line naming the problem and a non-zero exit,
 //! never a panic or a backtrace; help and version work.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -66,7 +66,7 @@ fn venv() -> PathBuf {
         assert!(
             dir.join(exe).is_file(),
             "no {exe} in {} ({from}): these checks need the IoT Edge dev tool and jsonschema; \
-             run `EDGEFILTER_IOTEDGEDEV=\"$(scripts/deploy_venv.sh)\" cargo test --test deployment`",
+             run `EDGEFILTER_IOTEDGEDEV=\"$(scripts/deploy_venv.sh)\" cargo test --test it deployment::`",
             dir.display()
         );
     }

@@ -5,7 +5,7 @@
 //! loses no alert; SIGTERM drains and exits 0; share groups split the input; sustained
 //! overload is absorbed by flow control, without a reconnect, a loss or a duplicate.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -11,9 +11,8 @@
 //! the SDK venv: `scripts/peers/setup.sh` (scripts/test.sh runs it and sets
 //! EDGEFILTER_PEERS_VENV).
 
-#[path = "common/azure.rs"]
-mod azure_common;
-mod common;
+use crate::common;
+use crate::common::azure as azure_common;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

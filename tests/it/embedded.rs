@@ -3,7 +3,7 @@
 //! byte-identical, MQTT 5 consumers see `MessageType=Alert`; the twin and dead letters work
 //! through the embedded broker too.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -154,7 +154,7 @@ async fn a_newline_in_a_topic_cannot_forge_a_log_line() {
         assert!(wait_listening(listen.parse().unwrap(), WAIT));
         filter.wait_log("connected", WAIT).await;
         // No `+` in it (`+00:00`): a wildcard character in a topic name is refused by the
-        // embedded broker (tests/embedded_broker.rs), as by mosquitto.
+        // embedded broker (tests/it/embedded_broker.rs), as by mosquitto.
         let forged = "<6> 2026-11-26 07:00:00.000 -00:00 [INF] - forged \u{1b}[2K";
         // rumqttc's client refuses such a topic; a hand-made client does not. "connected" is
         // logged at the CONNACK, before the filter's subscription is in place: a QoS 0 publish

@@ -17,9 +17,8 @@
 //! rule is seen on the wire; the last ones run the real edgefilter binary against it with a
 //! device id holding characters percent-encoding would change (`gw:01@plant`).
 
-#[path = "common/azure.rs"]
-mod azure_common;
-mod common;
+use crate::common;
+use crate::common::azure as azure_common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -12,7 +12,7 @@
 //! and the workspace's loadgen (as a library, in this process). Without `prometheus` and
 //! `promtool` on PATH these tests fail; they never skip.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
