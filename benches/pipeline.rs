@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use edgefilter::mqtt::codec::{OutPublish, PublishProperties, Version};
-use edgefilter::pipeline::batch::json_array;
+use edgefilter::pipeline::alert_batch::json_array;
 use edgefilter::pipeline::pool::{shard_of, Pool, SharedStage};
 use edgefilter::pipeline::stage::{Batch, Job, Rules, Stage};
 use edgefilter::pipeline::verdict::FieldPath;

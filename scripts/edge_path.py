@@ -22,9 +22,9 @@ the stand-in listens on 127.0.0.1:8883 as edgeHub; the workload API is a unix so
 Modules: edgefilter (its default under IoT Edge, --ack-policy auto = outbox with `written`
 durability: an alerting input is PUBACKed once its alert is committed to the outbox),
 edgefilter-alert (--ack-policy alert: an input is PUBACKed after its alert's PUBACK),
-edgefilter-fsync (--outbox-durability fsync), seed (the SDK peer: paho PUBACKs on receipt),
-outbox-fsync / outbox-written (examples/outbox_module.rs, the outbox policy's earlier
-prototype).
+edgefilter-fsync (--outbox-durability fsync), seed (the SDK peer: paho PUBACKs on receipt).
+(The outbox policy's earlier prototype, examples/outbox_module.rs, measured in BENCHMARKS.md
+§8's earlier runs, was removed once `--ack-policy auto` superseded it.)
 
 usage: scripts/edge_path.py [--delays 200us,1ms,5ms] [--modules edgefilter,edgefilter-alert,seed] ...
        scripts/edge_path.py --from bench-results/edge-<stamp>.jsonl   (the table again)
@@ -49,7 +49,6 @@ REL = os.path.join(ROOT, "target/release")
 EDGEFILTER = os.path.join(REL, "edgefilter")
 LOADGEN = os.path.join(REL, "loadgen")
 STANDIN = os.path.join(REL, "edgehub-standin")
-OUTBOX_MODULE = os.path.join(REL, "examples/outbox_module")
 SEED = os.path.join(ROOT, "scripts/peers/seed_module.py")
 LAG_LIMIT_S = 0.5
 # edgefilter's acknowledgement policies: `edgefilter` is the default (under IoT Edge: the
@@ -101,10 +100,6 @@ class Path:
             cmd = [EDGEFILTER, "run", "--metrics-addr", "off", "--stats-interval", "0",
                    "--outbox-dir", os.path.join(self.tmp, "outbox")]
             cmd += EDGEFILTER_VARIANTS.get(self.module, [])
-        elif self.module.startswith("outbox-"):
-            # The outbox policy's prototype (examples/outbox_module.rs); its outbox survives
-            # the kill -9 in this run's directory.
-            cmd = [OUTBOX_MODULE, self.module.split("-", 1)[1], os.path.join(self.tmp, "outbox")]
         else:
             cmd = [os.path.join(self.venv, "bin/python"), SEED]
         mlog = open(os.path.join(self.tmp, f"{self.module}.log"), "a")
@@ -332,7 +327,7 @@ def main():
         os.execvp("unshare", ["unshare", "-n", sys.executable, os.path.abspath(__file__), "--in-netns"]
                   + sys.argv[1:])
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    for tool in (EDGEFILTER, LOADGEN, STANDIN) + ((OUTBOX_MODULE,) if "outbox-" in a.modules else ()):
+    for tool in (EDGEFILTER, LOADGEN, STANDIN):
         if not os.path.exists(tool):
             sys.exit(f"edge_path: {tool} is missing: scripts/bench.sh edge builds it")
     modules = a.modules.split(",")

@@ -29,7 +29,7 @@
 //! | twin | [`twin`] | desired-property patches, their validation, the reported document |
 //! | observability | [`metrics`], [`logging`], [`shutdown`] | counters and histograms as named events, the `process_*` figures ([`metrics::process`]); log formats; the stop signal |
 //! | settings | [`settings`] | plain values everything above reads: `Settings`, defaults, targets |
-//! | hot path | [`pipeline`] | [`pipeline::verdict`] decides one payload, [`pipeline::stage`] applies the rules to a batch (one stage per shard, the home of per-device state), [`pipeline::pool`] runs stages on worker threads, [`pipeline::batch`] groups alerts into flushes (or JSON-array payloads) |
+//! | hot path | [`pipeline`] | [`pipeline::verdict`] decides one payload, [`pipeline::stage`] applies the rules to a batch (one stage per shard, the home of per-device state), [`pipeline::pool`] runs stages on worker threads, [`pipeline::alert_batch`] groups alerts into flushes (or JSON-array payloads) |
 //! | MQTT | [`mqtt`], [`sensor`] | workspace crates shared with loadgen: codec adapter, outgoing window, arrival-ordered acks, keep-alive, topics, broker URLs, IoT Edge topics and property bags, TCP quick ACKs; the SimulatedTemperatureSensor profile |
 //!
 //! So a socket lives under `io/`, a clock is read only there (and in the faces), a flag only

@@ -15,7 +15,7 @@ use crate::io::embedded::{loopback_of, EmbeddedBroker};
 use crate::io::outbox::Durability;
 use crate::mqtt::codec::{ConnectOptions, Version};
 use crate::mqtt::tcp::QuickAck;
-use crate::pipeline::batch::Format;
+use crate::pipeline::alert_batch::Format;
 use crate::pipeline::verdict::FieldPath;
 use crate::settings::{default_v4_clear_template, TlsFiles};
 use crate::settings::{

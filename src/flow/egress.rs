@@ -15,7 +15,7 @@ use super::outbound::{write_publish, PendingAlert, Sent};
 use super::Role;
 use crate::mqtt::codec::OutPublish;
 use crate::mqtt::outgoing::Outgoing;
-use crate::pipeline::batch::Batcher;
+use crate::pipeline::alert_batch::Batcher;
 
 /// The egress of the filter's publishes (see the module documentation).
 #[derive(Debug)]
@@ -103,7 +103,7 @@ impl Egress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::outbound::{Covers, Kind};
+    use crate::flow::outbound::{Covers, SentKind};
     use crate::mqtt::codec::Version;
     use bytes::Bytes;
     use std::time::Duration;
@@ -134,7 +134,7 @@ mod tests {
     fn sent() -> Sent {
         Sent {
             covers: Covers::Nothing,
-            kind: Kind::Alert(1),
+            kind: SentKind::Alert(1),
             outbox: None,
         }
     }

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::dialect::Route;
-use super::outbound::{Covers, Kind};
+use super::outbound::{Covers, SentKind};
 use super::{Flow, FlowError, Meta};
 use crate::logging::chain;
 use crate::metrics::TwinResult;
@@ -266,6 +266,6 @@ impl Flow {
             return;
         }
         self.reported_last = Some(reported.payload().clone());
-        self.publish(reported, Covers::Nothing, Kind::Control, now);
+        self.publish(reported, Covers::Nothing, SentKind::Control, now);
     }
 }

@@ -32,7 +32,7 @@ mod inbound;
 mod intake;
 mod outbound;
 mod outbox;
-mod rules;
+mod stateful_rules;
 #[cfg(test)]
 mod tests;
 mod timer;
@@ -49,14 +49,14 @@ use crate::mqtt::ack_order::AckOrder;
 use crate::mqtt::codec::{CodecError, ConnAckInfo, Encoder, Inbound, Version};
 use crate::mqtt::keepalive::{Action, KeepAlive};
 use crate::mqtt::outgoing::Outgoing;
-use crate::pipeline::batch::{Batcher, Format};
+use crate::pipeline::alert_batch::{Batcher, Format};
 use crate::pipeline::rules::{Anchor, RuleSettings, Rules};
 use crate::pipeline::stage::{Batch, OutKind};
 use crate::pipeline::verdict::{FieldPath, Verdict};
 use crate::twin::{Source, Threshold, Twin};
 
 pub use dead_letter::{dead_letter_envelope, DEAD_LETTER_KEEP};
-use dialect::{Dialect, InputProps, Output as PubKind};
+use dialect::{Dialect, InputProps, RuleOutput};
 use egress::Egress;
 use intake::Intake;
 use outbound::PendingAlert;
@@ -481,8 +481,8 @@ impl Flow {
             }
             while let Some(out) = outs.next_if(|o| o.job as usize == i) {
                 let kind = match &out.kind {
-                    OutKind::Alert => PubKind::Alert,
-                    OutKind::Clear => PubKind::Clear,
+                    OutKind::Alert => RuleOutput::Alert,
+                    OutKind::Clear => RuleOutput::Clear,
                     OutKind::Summary { .. } => {
                         self.summary(out, now);
                         continue;

@@ -6,11 +6,11 @@ use bytes::{Bytes, BytesMut};
 use std::time::Instant;
 
 use super::dead_letter::dead_letter_envelope;
-use super::dialect::{InputProps, Output as PubKind};
+use super::dialect::{InputProps, RuleOutput};
 use super::{Flow, Role};
 use crate::logging::chain;
 use crate::mqtt::codec::{Encoder, OutPublish, Unpublishable};
-use crate::pipeline::batch::{group_by_key, json_array, Format};
+use crate::pipeline::alert_batch::{group_by_key, json_array, Format};
 use crate::pipeline::verdict::Rejection;
 
 /// The inputs a publish finishes one part of when it is acknowledged (or written, at QoS 0).
@@ -37,7 +37,7 @@ impl Covers {
 
 /// What a publish is, for the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
+pub(super) enum SentKind {
     /// This many alerts (more than one in an array batch).
     Alert(u64),
     /// This many clearing messages.
@@ -49,13 +49,13 @@ pub(super) enum Kind {
     Control,
 }
 
-impl Kind {
+impl SentKind {
     /// The counter kind of `n` publishes of `kind`.
-    pub(super) fn of(kind: PubKind, n: u64) -> Kind {
+    pub(super) fn of(kind: RuleOutput, n: u64) -> SentKind {
         match kind {
-            PubKind::Alert => Kind::Alert(n),
-            PubKind::Clear => Kind::Clear(n),
-            PubKind::Summary => Kind::Summary(n),
+            RuleOutput::Alert => SentKind::Alert(n),
+            RuleOutput::Clear => SentKind::Clear(n),
+            RuleOutput::Summary => SentKind::Summary(n),
         }
     }
 }
@@ -64,7 +64,7 @@ impl Kind {
 #[derive(Debug)]
 pub(super) struct Sent {
     pub(super) covers: Covers,
-    pub(super) kind: Kind,
+    pub(super) kind: SentKind,
     /// The alert's outbox sequence number (outbox policy).
     pub(super) outbox: Option<u64>,
 }
@@ -72,7 +72,7 @@ pub(super) struct Sent {
 /// An alert (or a clearing message, or a summary) waiting in the batcher.
 #[derive(Debug)]
 pub(super) struct PendingAlert {
-    pub(super) kind: PubKind,
+    pub(super) kind: RuleOutput,
     /// None when the input belongs to a lost connection (nothing to acknowledge), and for
     /// summaries (they hold no input).
     pub(super) seq: Option<u64>,
@@ -134,7 +134,7 @@ impl Flow {
             if let Some(seq) = seq {
                 self.acks.hold(seq, 1);
             }
-            self.publish(packet, Covers::of(seq), Kind::DeadLetter, now);
+            self.publish(packet, Covers::of(seq), SentKind::DeadLetter, now);
         }
     }
 
@@ -167,16 +167,22 @@ impl Flow {
             Format::Single => {
                 for a in alerts {
                     let packet = match a.kind {
-                        PubKind::Alert => self.dialect.alert(&a.topic, a.payload.clone(), a.props),
-                        PubKind::Clear => self.dialect.clear(&a.topic, a.payload.clone(), a.props),
-                        PubKind::Summary => {
+                        RuleOutput::Alert => {
+                            self.dialect.alert(&a.topic, a.payload.clone(), a.props)
+                        }
+                        RuleOutput::Clear => {
+                            self.dialect.clear(&a.topic, a.payload.clone(), a.props)
+                        }
+                        RuleOutput::Summary => {
                             let packet = self.dialect.summary(&a.topic, a.payload);
-                            self.publish(packet, Covers::Nothing, Kind::Summary(1), now);
+                            self.publish(packet, Covers::Nothing, SentKind::Summary(1), now);
                             continue;
                         }
                     };
                     match self.check(&packet) {
-                        Ok(()) => self.publish(packet, Covers::of(a.seq), Kind::of(a.kind, 1), now),
+                        Ok(()) => {
+                            self.publish(packet, Covers::of(a.seq), SentKind::of(a.kind, 1), now)
+                        }
                         Err(why) => {
                             self.unpublishable_alert(a.seq, &a.topic, &a.payload, &why, now)
                         }
@@ -200,7 +206,7 @@ impl Flow {
     /// alert or a clearing message).
     fn publish_array(
         &mut self,
-        kind: PubKind,
+        kind: RuleOutput,
         key: &Bytes,
         mut group: Vec<PendingAlert>,
         now: Instant,
@@ -211,7 +217,7 @@ impl Flow {
             Ok(()) => {
                 let seqs: Vec<u64> = group.iter().filter_map(|a| a.seq).collect();
                 let n = group.len() as u64;
-                self.publish(packet, Covers::Many(seqs), Kind::of(kind, n), now);
+                self.publish(packet, Covers::Many(seqs), SentKind::of(kind, n), now);
             }
             Err(_) if group.len() > 1 => {
                 let second = group.split_off(group.len() / 2);
@@ -220,9 +226,9 @@ impl Flow {
             }
             Err(why) => {
                 for a in group {
-                    if kind == PubKind::Summary {
+                    if kind == RuleOutput::Summary {
                         let packet = self.dialect.summary(&a.topic, a.payload);
-                        self.publish(packet, Covers::Nothing, Kind::Summary(1), now);
+                        self.publish(packet, Covers::Nothing, SentKind::Summary(1), now);
                     } else {
                         self.unpublishable_alert(a.seq, &a.topic, &a.payload, &why, now);
                     }
@@ -275,14 +281,20 @@ impl Flow {
     /// Sends a publish whose covered inputs were already held for it: QoS 1 through the
     /// window (finished on its PUBACK), QoS 0 straight into the output (finished now). What
     /// cannot go on the wire is counted and finished unsent.
-    pub(super) fn publish(&mut self, packet: OutPublish, covers: Covers, kind: Kind, now: Instant) {
+    pub(super) fn publish(
+        &mut self,
+        packet: OutPublish,
+        covers: Covers,
+        kind: SentKind,
+        now: Instant,
+    ) {
         if let Err(why) = self.check(&packet) {
             let what = match kind {
-                Kind::Alert(_) => "alert",
-                Kind::Clear(_) => "clear",
-                Kind::Summary(_) => "summary",
-                Kind::DeadLetter => "dead_letter",
-                Kind::Control => "twin",
+                SentKind::Alert(_) => "alert",
+                SentKind::Clear(_) => "clear",
+                SentKind::Summary(_) => "summary",
+                SentKind::DeadLetter => "dead_letter",
+                SentKind::Control => "twin",
             };
             let topic = String::from_utf8_lossy(packet.topic());
             self.metrics
@@ -299,7 +311,7 @@ impl Flow {
                 kind,
                 outbox: None,
             };
-            if matches!(kind, Kind::Alert(_)) && self.outbox.active() {
+            if matches!(kind, SentKind::Alert(_)) && self.outbox.active() {
                 // The outbox policy: the inputs wait for the commit, not for this PUBACK.
                 let covers = std::mem::replace(&mut sent.covers, Covers::Nothing);
                 sent.outbox = Some(self.outbox.record(packet.topic(), packet.payload(), covers));
@@ -318,11 +330,11 @@ impl Flow {
     /// A publish was acknowledged (or written, at QoS 0): count it, finish its inputs' part.
     pub(super) fn finished(&mut self, sent: Sent) {
         match sent.kind {
-            Kind::Alert(n) => self.metrics.alerts_published(n.max(1)),
-            Kind::Clear(n) => self.metrics.clears_published(n.max(1)),
-            Kind::Summary(n) => self.metrics.summaries_published(n.max(1)),
-            Kind::DeadLetter => self.metrics.dead_lettered(1),
-            Kind::Control => {}
+            SentKind::Alert(n) => self.metrics.alerts_published(n.max(1)),
+            SentKind::Clear(n) => self.metrics.clears_published(n.max(1)),
+            SentKind::Summary(n) => self.metrics.summaries_published(n.max(1)),
+            SentKind::DeadLetter => self.metrics.dead_lettered(1),
+            SentKind::Control => {}
         }
         let acks = &mut self.acks;
         sent.covers.for_each(|seq| {

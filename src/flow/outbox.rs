@@ -1,6 +1,6 @@
 //! `Flow`'s side of the outbox acknowledgement policy (stages → alerts → MQTT out, with a
 //! durable copy on the way): an alerting input is acknowledged once its alert is committed to
-//! the local outbox instead of once the broker acknowledged the alert (issue 9: edgeHub
+//! the local outbox instead of once the broker acknowledged the alert (edgeHub
 //! delivers one input at a time, so every wait before an input's PUBACK is paid per input).
 //!
 //! Pure bookkeeping; the I/O loop does the file work (`io::outbox` around `crate::outbox`):
@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::outbound::{Covers, Kind, Sent};
+use super::outbound::{Covers, Sent, SentKind};
 use super::Flow;
 
 /// What an input's PUBACK waits for when its verdict caused an alert.
@@ -230,7 +230,7 @@ impl Flow {
             }
             let sent = Sent {
                 covers: Covers::Nothing,
-                kind: Kind::Alert(1),
+                kind: SentKind::Alert(1),
                 outbox: Some(a.seq),
             };
             self.egress.out.enqueue(packet, sent);

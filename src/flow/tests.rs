@@ -18,7 +18,7 @@ use rumqttc::v5::mqttbytes::v5;
 mod edgehub_limits;
 mod outbox;
 mod publisher;
-mod rules;
+mod stateful_rules;
 mod twin_get;
 
 /// What the flow wrote, decoded (both versions mapped to one shape).

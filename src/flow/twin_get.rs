@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use super::dialect::Dialect;
-use super::outbound::{Covers, Kind};
+use super::outbound::{Covers, SentKind};
 use super::timer::Timer;
 use super::Flow;
 
@@ -44,7 +44,7 @@ impl Flow {
         let Some(get) = self.dialect.twin_get() else {
             return;
         };
-        self.publish(get, Covers::Nothing, Kind::Control, now);
+        self.publish(get, Covers::Nothing, SentKind::Control, now);
         self.twin_wait = Some(TwinWait { attempt });
         self.timers.set(
             Timer::TwinGet,

@@ -4,7 +4,7 @@
 //! ([`batch`]). Nothing here touches a socket or an async runtime; `flow` decides what goes
 //! where and `io::connection` runs it.
 
-pub mod batch;
+pub mod alert_batch;
 pub mod pool;
 pub mod rules;
 pub mod stage;

@@ -1,4 +1,4 @@
-//! Azure IoT Edge's MQTT dialect, the pure half (`azure/PROTOCOL.md`): module topics
+//! Azure IoT Edge's MQTT dialect, the pure half (edgeHub's MQTT for modules): module topics
 //! ([`topics`]), property bags ([`propbag`]), edgeHub's size limits ([`limits`]), SAS token
 //! text and local signing ([`sas`]) and twin documents ([`twin_doc`]). The identity, the workload API and TLS live in the filter's
 //! `io::azure`.

@@ -238,7 +238,7 @@ impl OutputProperties {
 mod tests {
     use super::*;
 
-    /// edgeHub's own test fixture (PROTOCOL.md).
+    /// A property bag as edgeHub's own tests write one.
     const EDGEHUB_BAG: &str =
         "Foo=Bar&%24.ce=utf-8&%24.ct=application%2Fjson&%24.cdid=fromDevice1&%24.cmid=fromModule1";
 
@@ -322,7 +322,7 @@ mod tests {
 
     #[test]
     fn the_protocol_example_is_reproduced() {
-        // PROTOCOL.md: an alert to output1 with content type and encoding.
+        // The documented example: an alert to output1 with content type and encoding.
         let input = PropertyBag::decode("%24.ct=application%2Fjson&%24.ce=utf-8");
         let mut topic = String::from("devices/dev1/modules/filtermodule/messages/events/");
         OutputProperties::alert_from_input(&input).encode_into("output1", &mut topic);

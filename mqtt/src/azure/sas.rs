@@ -1,7 +1,7 @@
 //! SAS tokens for the MQTT CONNECT password (io, before MQTT in): the resource URI, the string
 //! to sign, local HMAC-SHA256 signing with a connection string's key, and the token text.
 //!
-//! Format (PROTOCOL.md, and the Python SDK's `common/auth/sastoken.py`):
+//! Format (the Python SDK's `common/auth/sastoken.py`):
 //! `SharedAccessSignature sr=<quote(uri, safe="")>&sig=<quote(base64 digest, safe="")>&se=<expiry>`
 //! with the digest taken over `sr + "\n" + se`; no `skn` for module identities.
 

@@ -7,7 +7,7 @@
 //! `devices/{deviceId}/modules/{moduleId}/inputs/{inputName}` template with the raw ids and
 //! delivers only where the topic matches a subscription filter literally, and the SDK never
 //! encodes them ("Neither Device ID nor Module ID should be URL encoded in a topic string").
-//! An IoT Edge device id may hold `- : . + % _ # * ? ! ( ) , = @ ; $ '` (PROTOCOL.md), so
+//! An IoT Edge device id may hold `- : . + % _ # * ? ! ( ) , = @ ; $ '` (IoT Hub's identity rules), so
 //! `gw:01@plant` is `devices/gw:01@plant/...` on the wire. Percent-encoding is only for what
 //! the SDK encodes: request ids (`$rid`), property-bag keys and values ([`super::propbag`]),
 //! and the SAS resource ([`super::sas`]).
@@ -123,7 +123,7 @@ impl ModuleTopics {
         );
         // Percent-encoding can triple a property bag: a legal input topic can give an events
         // topic longer than MQTT's 65,535 bytes. (Only the length: device ids may hold `+`
-        // and `#`, PROTOCOL.md.)
+        // and `#`.)
         if topic.len() > MAX_TOPIC_LEN {
             return Err(topic_error(
                 input_topic,
@@ -307,7 +307,7 @@ mod tests {
         );
     }
 
-    /// Every character PROTOCOL.md lists as legal in an IoT Edge device id, with the module
+    /// Every character IoT Hub allows in a device id, with the module
     /// name characters `[A-Za-z0-9_-]`.
     const ODD_DEVICE_IDS: [&str; 5] = [
         "gw:01@plant",

@@ -1,4 +1,4 @@
-//! IoT Edge's edgeHub dialect (SPEC §3.3, PROTOCOL.md): the module's input, output and twin
+//! IoT Edge's edgeHub dialect (MQTT 3.1.1 as edgeHub speaks it to a module): the module's input, output and twin
 //! topics, the property bag on every output, the twin GET/reported requests with their
 //! request ids. Pure, like the rest of [`dialect`](super).
 
@@ -13,7 +13,7 @@ use crate::twin::Twin;
 use super::*;
 
 /// The IoT Edge (edgeHub) dialect: MQTT 3.1.1, inputs and outputs as topics with property
-/// bags, the twin on `$iothub/twin/...` (`azure/PROTOCOL.md`).
+/// bags, the twin on `$iothub/twin/...` (as the Azure IoT SDKs use them).
 #[derive(Debug)]
 pub struct Azure {
     topics: ModuleTopics,
@@ -142,23 +142,23 @@ impl Azure {
         let mut props = OutputProperties::from_input(&bag);
         props
             .custom
-            .insert(MESSAGE_TYPE.into(), Output::Clear.message_type().into());
+            .insert(MESSAGE_TYPE.into(), RuleOutput::Clear.message_type().into());
         self.events(&self.output_name, &props, payload)
     }
 
     /// A window summary to `--summary-output`, `MessageType=Summary`, JSON.
     pub fn summary(&mut self, payload: Bytes) -> OutPublish {
-        let props = json_properties(Output::Summary, None);
+        let props = json_properties(RuleOutput::Summary, None);
         self.events(&self.summary_output, &props, payload)
     }
 
     /// An array-format publish of `kind` (alerts and clears to `--output-name`, summaries to
     /// `--summary-output`).
-    pub fn array(&mut self, kind: Output, payload: Bytes) -> OutPublish {
+    pub fn array(&mut self, kind: RuleOutput, payload: Bytes) -> OutPublish {
         let props = json_properties(kind, Some("array"));
         let output = match kind {
-            Output::Summary => &self.summary_output,
-            Output::Alert | Output::Clear => &self.output_name,
+            RuleOutput::Summary => &self.summary_output,
+            RuleOutput::Alert | RuleOutput::Clear => &self.output_name,
         };
         self.events(output, &props, payload)
     }
@@ -205,7 +205,7 @@ impl Azure {
 }
 
 /// JSON content with `MessageType` set (and `Batch=array` for array publishes).
-fn json_properties(kind: Output, batch: Option<&str>) -> OutputProperties {
+fn json_properties(kind: RuleOutput, batch: Option<&str>) -> OutputProperties {
     let batch = batch.map(|b| ("Batch", b.to_string()));
     json_bag(
         [(MESSAGE_TYPE, kind.message_type().to_string())]

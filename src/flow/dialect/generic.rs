@@ -1,4 +1,4 @@
-//! The generic MQTT dialect (SPEC §3.2): `telemetry/#` in, `alerts/{topic}` out (clears and
+//! The generic MQTT dialect (any MQTT 3.1.1 or 5 broker): `telemetry/#` in, `alerts/{topic}` out (clears and
 //! summaries on their own templates), MQTT 5 user properties, the twin on
 //! `<prefix>/desired` and `<prefix>/reported`. Pure, like the rest of [`dialect`](super).
 
@@ -133,10 +133,10 @@ impl Generic {
     /// The clearing message for an input: the original payload on the clear topic, with the
     /// input's properties plus `MessageType=AlertCleared` (MQTT 5).
     pub fn clear(&mut self, input_topic: &Bytes, payload: Bytes, props: InputProps) -> OutPublish {
-        let topic = self.topic_for(Output::Clear, input_topic);
+        let topic = self.topic_for(RuleOutput::Clear, input_topic);
         let properties = match self.version {
             Version::V4 => None,
-            Version::V5 => Some(typed_properties(props, Output::Clear)),
+            Version::V5 => Some(typed_properties(props, RuleOutput::Clear)),
         };
         OutPublish::new(self.version, &topic, payload, self.qos, false, properties)
     }
@@ -144,23 +144,25 @@ impl Generic {
     /// A window summary of `device` (its input topic) on the summary topic.
     pub fn summary(&mut self, device: &Bytes, payload: Bytes) -> OutPublish {
         let topic = self.rule_topics.summary.alert_topic(device);
-        let properties = self.json_properties(Output::Summary, false);
+        let properties = self.json_properties(RuleOutput::Summary, false);
         OutPublish::new(self.version, &topic, payload, self.qos, false, properties)
     }
 
     /// The topic a publish of `kind` for input topic (or summary device) `topic` goes to.
-    pub fn topic_for(&mut self, kind: Output, topic: &Bytes) -> Bytes {
+    pub fn topic_for(&mut self, kind: RuleOutput, topic: &Bytes) -> Bytes {
         let rules = &mut *self.rule_topics;
         match (kind, &mut rules.clear) {
-            (Output::Alert, _) | (Output::Clear, None) => self.alert_topics.alert_topic(topic),
-            (Output::Clear, Some(clears)) => clears.alert_topic(topic),
-            (Output::Summary, _) => rules.summary.alert_topic(topic),
+            (RuleOutput::Alert, _) | (RuleOutput::Clear, None) => {
+                self.alert_topics.alert_topic(topic)
+            }
+            (RuleOutput::Clear, Some(clears)) => clears.alert_topic(topic),
+            (RuleOutput::Summary, _) => rules.summary.alert_topic(topic),
         }
     }
 
     /// An array-format publish of `kind` on `topic`: one JSON payload for several alerts,
     /// clears or summaries.
-    pub fn array(&mut self, kind: Output, topic: &Bytes, payload: Bytes) -> OutPublish {
+    pub fn array(&mut self, kind: RuleOutput, topic: &Bytes, payload: Bytes) -> OutPublish {
         let properties = self.json_properties(kind, true);
         OutPublish::new(self.version, topic, payload, self.qos, false, properties)
     }
@@ -224,7 +226,7 @@ impl Generic {
     }
 
     /// MQTT 5: JSON content, `MessageType` for `kind`, `Batch=array` for array publishes.
-    fn json_properties(&self, kind: Output, batch: bool) -> Option<PublishProperties> {
+    fn json_properties(&self, kind: RuleOutput, batch: bool) -> Option<PublishProperties> {
         let mut user_properties = vec![("MessageType".into(), kind.message_type().into())];
         if batch {
             user_properties.push(("Batch".into(), "array".into()));

@@ -1,7 +1,7 @@
 //! Topic and property conventions of the broker we talk to — the part of MQTT in/out that
-//! differs between a generic broker (SPEC §3.2: `telemetry/#` in, `alerts/{topic}` out with
+//! differs between a generic broker (`telemetry/#` in, `alerts/{topic}` out with
 //! MQTT 5 user properties, the twin on `<prefix>/desired` and `<prefix>/reported`) and Azure
-//! IoT Edge's edgeHub (SPEC §3.3). [`Flow`](super::Flow) asks the dialect where an inbound
+//! IoT Edge's edgeHub (module inputs and outputs as topics with property bags). [`Flow`](super::Flow) asks the dialect where an inbound
 //! publish belongs and how to address what it publishes; everything else is shared. Pure:
 //! no I/O (the IoT Edge identity and credentials live in `io::azure`).
 
@@ -50,7 +50,7 @@ pub enum InputProps {
 /// What a publish caused by the rules is (alerts, and with the stateful rules clearing
 /// messages and window summaries): where it goes and how it is marked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
+pub enum RuleOutput {
     /// The input's body, `MessageType=Alert`, on the alert topic (IoT Edge: `--output-name`).
     Alert,
     /// The input's body, `MessageType=AlertCleared`: on the alert topic under MQTT 5 (the
@@ -62,13 +62,13 @@ pub enum Output {
     Summary,
 }
 
-impl Output {
+impl RuleOutput {
     /// The `MessageType` property value.
     pub fn message_type(self) -> &'static str {
         match self {
-            Output::Alert => "Alert",
-            Output::Clear => "AlertCleared",
-            Output::Summary => "Summary",
+            RuleOutput::Alert => "Alert",
+            RuleOutput::Clear => "AlertCleared",
+            RuleOutput::Summary => "Summary",
         }
     }
 }
@@ -105,7 +105,7 @@ impl Dialect {
     }
 
     /// The device an input comes from: the key of its shard (inputs with the same key are
-    /// decided and alerted in arrival order, SPEC §2) and of per-device state.
+    /// decided and alerted in arrival order) and of per-device state.
     pub fn device_key(&self, topic: &Bytes, props: &InputProps) -> Bytes {
         match self {
             Dialect::Generic(_) => topic.clone(),
@@ -131,7 +131,7 @@ impl Dialect {
 
     /// Publishes of one kind with the same key share one array-format publish (`topic`: the
     /// input topic, or a summary's device).
-    pub fn array_key(&mut self, kind: Output, topic: &Bytes) -> Bytes {
+    pub fn array_key(&mut self, kind: RuleOutput, topic: &Bytes) -> Bytes {
         match self {
             Dialect::Generic(g) => g.topic_for(kind, topic),
             Dialect::Azure(_) => Bytes::new(),
@@ -139,7 +139,7 @@ impl Dialect {
     }
 
     /// An array-format publish of `kind` for `key` (see [`Dialect::array_key`]).
-    pub fn array(&mut self, kind: Output, key: &Bytes, payload: Bytes) -> OutPublish {
+    pub fn array(&mut self, kind: RuleOutput, key: &Bytes, payload: Bytes) -> OutPublish {
         match self {
             Dialect::Generic(g) => g.array(kind, key, payload),
             Dialect::Azure(a) => a.array(kind, payload),
@@ -198,7 +198,7 @@ impl Dialect {
     /// give an alert on `alerts/telemetry/#`. edgeHub: its two size limits (the whole packet,
     /// and the message as edgeHub counts it, `mqtt::azure::limits`), which it never announces
     /// (MQTT 3.1.1); its topics are not checked as names, since IoT Edge device ids may hold
-    /// `+` and `#` (PROTOCOL.md).
+    /// `+` and `#`.
     pub fn check(&self, packet: &OutPublish) -> Result<(), Unpublishable> {
         match self {
             Dialect::Generic(_) => match std::str::from_utf8(packet.topic()) {
@@ -235,11 +235,11 @@ fn strip_connection_properties(p: &mut PublishProperties) {
 /// The input's MQTT 5 properties with `MessageType=Alert` set (an existing `MessageType` is
 /// replaced).
 pub fn alert_properties(props: InputProps) -> PublishProperties {
-    typed_properties(props, Output::Alert)
+    typed_properties(props, RuleOutput::Alert)
 }
 
 /// The input's MQTT 5 properties with `MessageType` set for `kind`.
-fn typed_properties(props: InputProps, kind: Output) -> PublishProperties {
+fn typed_properties(props: InputProps, kind: RuleOutput) -> PublishProperties {
     let mut p = match props {
         InputProps::V5(p) => *p,
         _ => PublishProperties::default(),

@@ -1,6 +1,6 @@
 //! edgeHub's authenticator (test tooling, at CONNECT): the SAS token check and the CONNECT
 //! fields a module must send (client id `<dev>/<mod>`, username
-//! `<hub>/<dev>/<mod>/?api-version=…`, MQTT 3.1.1), as PROTOCOL.md describes them. Pure.
+//! `<hub>/<dev>/<mod>/?api-version=…`, MQTT 3.1.1), as edgeHub's authenticator checks them. Pure.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};

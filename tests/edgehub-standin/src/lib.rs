@@ -2,7 +2,7 @@
 //! edgeHub's **delivery semantics** (test tooling; neither can run here: edgeHub is a .NET
 //! container, the daemon needs the IoT Edge runtime). It sits where edgeHub sits in the data
 //! flow — between the module (edgefilter, or the tutorial's Python module) and everything
-//! else — and behaves as PROTOCOL.md and edgeHub's sources say:
+//! else — and behaves as edgeHub's sources say:
 //!
 //! - TLS with a CA generated per run ([`certs`]); the CONNECT checked as edgeHub's
 //!   authenticator does, SAS signature recomputed with the module key ([`auth`]);

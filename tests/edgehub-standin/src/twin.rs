@@ -2,7 +2,7 @@
 //! a GET, reported patches applied (a new reported version) or refused with 400, desired
 //! patches with their `$version`. Pure JSON state; topics in `routes.rs`.
 //!
-//! PROTOCOL.md: GET → `$iothub/twin/res/200/?$rid=<rid>` with
+//! As edgeHub answers: GET → `$iothub/twin/res/200/?$rid=<rid>` with
 //! `{"desired":{…,"$version":N},"reported":{…,"$version":M}}`; reported patch →
 //! `$iothub/twin/res/204/?$rid=<rid>` (edgeHub's answer carries no `$version`), or 400 with an
 //! empty body when a name holds `$`, `#`, `.` or whitespace; desired patches on

@@ -8,6 +8,8 @@
 pub mod azure;
 mod mosquitto;
 
+// tests/cluster.rs includes these fixtures too and uses only some of them.
+#[allow(unused_imports)]
 pub use mosquitto::{free_port, wait_listening, Mosquitto};
 
 use std::io::Write;

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use super::outbound::PendingAlert;
 use super::timer::Timer;
-use super::{Flow, PubKind};
+use super::{Flow, RuleOutput};
 use crate::flow::dialect::InputProps;
 use crate::pipeline::rules::device::RuleStats;
 use crate::pipeline::stage::{Batch, Out, OutKind, Work};
@@ -35,7 +35,7 @@ impl Flow {
     pub(super) fn summary(&mut self, out: &Out, now: Instant) {
         if let OutKind::Summary { device, payload } = &out.kind {
             let summary = PendingAlert {
-                kind: PubKind::Summary,
+                kind: RuleOutput::Summary,
                 seq: None,
                 topic: device.clone(),
                 payload: payload.clone(),
