@@ -182,13 +182,22 @@ pub fn remaining_length(mut len: usize, out: &mut [u8; 4]) -> usize {
     }
 }
 
-/// Appends the sensor body of message `seq` from `device`, sent (intended) at `sent_us`.
+/// Appends the sensor body of message `seq` from `device`: `timeCreated` is `created_us`, the
+/// time it is written; `sentUs` is `sent_us`, its intended send time (the latency is measured
+/// from it, so it includes loadgen's own lateness).
 #[inline]
-pub fn write_message_body(out: &mut Vec<u8>, r: &Reading, seq: u64, device: &str, sent_us: u64) {
+pub fn write_message_body(
+    out: &mut Vec<u8>,
+    r: &Reading,
+    seq: u64,
+    device: &str,
+    created_us: u64,
+    sent_us: u64,
+) {
     write_body(
         out,
         r,
-        UNIX_EPOCH + Duration::from_micros(sent_us),
+        UNIX_EPOCH + Duration::from_micros(created_us),
         &Tracking {
             seq: Some(seq),
             device: Some(device),
@@ -363,7 +372,14 @@ mod tests {
         assert_eq!(d.name, "dev-3");
         let r = d.reading(TempSource::Ratio(0.5), 42, 17, 25.0);
         let mut out = Vec::new();
-        write_message_body(&mut out, &r, 17, &d.name, 1_700_000_000_123_456);
+        write_message_body(
+            &mut out,
+            &r,
+            17,
+            &d.name,
+            1_700_000_000_123_456,
+            1_700_000_000_000_000,
+        );
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             v["machine"]["temperature"].as_f64(),
@@ -371,7 +387,7 @@ mod tests {
         );
         assert_eq!(v["seq"], 17);
         assert_eq!(v["device"], "dev-3");
-        assert_eq!(v["sentUs"], 1_700_000_000_123_456u64);
+        assert_eq!(v["sentUs"], 1_700_000_000_000_000u64);
         assert_eq!(v["timeCreated"], "2023-11-14T22:13:20.123456Z");
         // The profile: the first reading of every device is 21.
         let mut d = Device::new(0, 42, TopicTemplate::fixed("t".into()));

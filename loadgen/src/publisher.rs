@@ -466,7 +466,11 @@ impl Writer {
                 } else {
                     let t = r.machine_temperature;
                     self.seed_alerts += u64::from(t > threshold);
-                    let p = dev.model.reading(&self.cfg.rules, t, threshold, intended);
+                    // The reading's time is when it is written, `now`, not when it was due:
+                    // a publisher running late would otherwise stamp readings older than their
+                    // arrival, and past the filter's allowed lateness they are rightly late
+                    // (in no summary) while the model counted them in.
+                    let p = dev.model.reading(&self.cfg.rules, t, threshold, now);
                     if p.alert {
                         self.expected.insert(seq);
                         new_expected += 1;
@@ -488,7 +492,7 @@ impl Writer {
                     |o| dev.topic.write(o, Some(seq)),
                     pkid,
                     |o| {
-                        write_message_body(o, &r, seq, &dev.name, intended);
+                        write_message_body(o, &r, seq, &dev.name, now, intended);
                         if broken {
                             o.pop(); // the closing brace: not JSON any more
                         }

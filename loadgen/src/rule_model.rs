@@ -5,8 +5,10 @@
 //! holds. Pure; the publishers feed it as they encode, the accounting ([`crate::summaries`])
 //! compares what came back.
 //!
-//! Time is the message's intended send time, which is the `timeCreated` loadgen writes: exact
-//! when the filter runs with `--event-time-field timeCreated` (`--event-time` here). With the
+//! Time is the `timeCreated` loadgen writes, the time the message is written (not its intended
+//! send time: late writes would carry times older than their arrival, which the filter rightly
+//! counts late past its allowed lateness): exact when the filter runs with
+//! `--event-time-field timeCreated` (`--event-time` here). With the
 //! filter's arrival clock only what does not depend on time is exact (edge mode, clears); the
 //! windows are then checked as a partition of each device's readings (see `summaries`), and a
 //! rate limit cannot be predicted (refused by `cli`).
@@ -84,7 +86,7 @@ impl RuleSpec {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reading {
     pub value: f64,
-    /// The intended send time (µs since the epoch) = the body's `timeCreated`.
+    /// The time the message was written (µs since the epoch) = the body's `timeCreated`.
     pub t_us: u64,
     /// An alert was published for it.
     pub alerted: bool,
