@@ -252,7 +252,9 @@ pub struct Rules {
 }
 
 impl Rules {
-    /// The seed's rules: `threshold`, every other rule off.
+    /// The seed's rules: `threshold`, every other rule off, anchored on the clock now. For
+    /// tests and benches; the filter builds its rules with [`Rules::with`] and the anchor
+    /// `run` takes once.
     pub fn new(threshold: f64) -> Arc<Rules> {
         Rules::with(threshold, RuleSettings::default(), None, Anchor::now())
     }
