@@ -225,6 +225,9 @@ pub enum ConfigError {
     /// A `--condition` loadgen cannot model (the message names it).
     #[error("{0}")]
     Condition(String),
+    /// A `--thresholds-file` that cannot be read or is not an object of numbers.
+    #[error("--thresholds-file {path}: {why}")]
+    ThresholdsFile { path: String, why: String },
 }
 
 /// Everything a run needs, validated.

@@ -73,6 +73,11 @@ pub struct RuleArgs {
     /// the most specific filter matching its topic.
     #[arg(long = "device-threshold", value_name = "FILTER=VALUE")]
     pub device_thresholds: Vec<String>,
+
+    /// The filter's --thresholds-file: a JSON object of topic filters to numbers
+    /// (--device-threshold entries override it).
+    #[arg(long, value_name = "FILE")]
+    pub thresholds_file: Option<std::path::PathBuf>,
 }
 
 /// The validated rule flags.
@@ -161,12 +166,25 @@ impl RuleArgs {
             })?)),
         };
         let mut thresholds = Vec::new();
+        if let Some(path) = &self.thresholds_file {
+            let bad = |why: String| ConfigError::ThresholdsFile {
+                path: path.display().to_string(),
+                why,
+            };
+            let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            let map: std::collections::BTreeMap<String, f64> =
+                serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+            thresholds.extend(map);
+        }
         for entry in &self.device_thresholds {
             let parsed = entry
                 .rsplit_once('=')
                 .and_then(|(k, v)| Some((k.trim().to_string(), v.trim().parse::<f64>().ok()?)));
             match parsed {
-                Some((k, v)) if v.is_finite() && !k.is_empty() => thresholds.push((k, v)),
+                Some((k, v)) if v.is_finite() && !k.is_empty() => {
+                    thresholds.retain(|(f, _)| *f != k);
+                    thresholds.push((k, v));
+                }
                 _ => return Err(invalid("--device-threshold", "FILTER=VALUE", entry)),
             }
         }
