@@ -1,8 +1,9 @@
 //! Conditions and per-device thresholds end to end: loadgen → a real mosquitto (ephemeral
 //! port) → edgefilter → mosquitto → loadgen, which computes the exact alerts with its own
 //! model of the condition and the map and counts lost, duplicated and unexpected ones. From
-//! the flags, with edge mode and clears, and changed live through the twin (applied between
-//! two runs, reported, a bad patch refused with the old map and condition still in force).
+//! the flags, with edge mode and clears, with the rate limit and summaries, and changed live
+//! through the twin (applied between two runs, reported, a bad patch refused with the old map
+//! and condition still in force).
 
 mod common;
 
@@ -92,6 +93,44 @@ async fn edge_mode_with_a_condition_and_a_map() {
     let s = exact_run(&broker, &args).await;
     assert!(
         s.expected_alerts > 100 && s.clears.expected > 100,
+        "{}",
+        s.table()
+    );
+    f.stop().await;
+}
+
+/// The rate limit and the summaries on event time, with the condition and the map: at most
+/// one alert per device per 200 ms among the readings the condition passes at each device's
+/// threshold, and every window's summary with the alerts it saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_and_summaries_with_a_condition_and_a_map() {
+    let broker = Mosquitto::start();
+    let rules = ["--alert-min-interval", "200ms", "--summary-window", "1s"];
+    let url = broker.url();
+    let mut filter_args = vec![
+        "--broker",
+        &url,
+        "--client-id",
+        "ef-cond-rules",
+        "--event-time-field",
+        "timeCreated",
+    ];
+    filter_args.extend_from_slice(&FLAGS);
+    filter_args.extend_from_slice(&rules);
+    let f = InProcess::start(&filter_args).await;
+    let mut args = RUN.to_vec();
+    args.extend_from_slice(&FLAGS);
+    args.extend_from_slice(&rules);
+    args.push("--event-time");
+    let s = exact_run(&broker, &args).await;
+    // 10 devices for 3 s: 3 or 4 windows each; at most 16 alerts each (one per 200 ms).
+    assert!(
+        s.summaries.expected >= 30 && s.summaries.received == s.summaries.expected,
+        "{}",
+        s.table()
+    );
+    assert!(
+        s.expected_alerts > 30 && s.expected_alerts <= 160,
         "{}",
         s.table()
     );
