@@ -180,14 +180,8 @@ async fn the_twin_changes_the_condition_and_the_map_live() {
     );
     assert_eq!(r["Condition"], CONDITION);
     let mut args = RUN.to_vec();
-    args.extend_from_slice(&[
-        "--condition",
-        CONDITION,
-        "--device-threshold",
-        "telemetry/dev-1=60",
-        "--device-threshold",
-        "telemetry/+=30",
-    ]);
+    // The condition, dev-1's entry and `telemetry/+`'s: what the twin set.
+    args.extend_from_slice(&FLAGS[..6]);
     let first = exact_run(&broker, &args).await;
 
     // A bad patch is refused whole: the map and the condition stay.
