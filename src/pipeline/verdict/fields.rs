@@ -13,8 +13,10 @@
 use simd_json::{Node, StaticNode, Tape};
 
 use super::scan::{self, Found, Scanned};
-use super::{kind, locate, reject, skip, walk, Evaluator, FieldPath, RejectReason, Verdict};
-use crate::pipeline::condition::{Condition, FieldValue, PathNode};
+use super::{
+    kind, locate, reject, skip, walk, Evaluator, FieldPath, FieldValue, RejectReason, Verdict,
+};
+use crate::pipeline::condition::{Condition, PathNode};
 
 /// A condition's verdict with what the stateful rules read from the same parse.
 #[derive(Debug, Clone, PartialEq)]

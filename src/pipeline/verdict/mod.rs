@@ -68,17 +68,18 @@ mod fields;
 pub(crate) mod number;
 mod scan;
 mod time;
+mod value;
 
 use simd_json::{Node, StaticNode, Tape};
 use thiserror::Error;
 
-use crate::pipeline::condition::FieldValue;
 pub use fields::{ConditionReading, Extras};
 use scan::Found;
 pub(crate) use scan::Kind;
 use time::{slow_time, tape_time};
 
 pub use time::parse_rfc3339_us;
+pub(crate) use value::FieldValue;
 
 /// Deepest nesting of arrays and objects accepted, on both paths.
 pub const MAX_DEPTH: usize = scan::MAX_DEPTH;
