@@ -5,7 +5,7 @@
 //! through the twin (applied between two runs, reported, a bad patch refused with the old map
 //! and condition still in force).
 
-mod common;
+use crate::common;
 
 use common::*;
 use loadgen::report::Summary;

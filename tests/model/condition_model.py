@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reference model of edgefilter's conditions and per-device thresholds (README "Conditions
 and per-device thresholds"), written from their documented semantics over `json.loads`,
-independently of the Rust implementation. tests/condition_model.rs feeds random documents,
+independently of the Rust implementation. tests/it/condition_model.rs feeds random documents,
 conditions, devices and threshold maps to the real verdict stage and to this script, and
 requires the same verdict for every case.
 
