@@ -5,6 +5,10 @@
 //! (`sensor::write_body` with loadgen's tracking fields, about half of them alerts) and two
 //! larger documents (4 KB with the field last; 300 keys).
 //!
+//! The `verdict/stage` group runs the verdict stage (`pipeline::stage`) over the sensor
+//! payloads in batches of 64 as the pool runs it: the seed's rules (the default), a condition
+//! of three comparisons, a per-device map of 10,000 topic filters, and both.
+//!
 //! `cargo bench --bench verdict -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
@@ -12,6 +16,13 @@ use std::time::{Duration, SystemTime};
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use edgefilter::pipeline::condition::Condition;
+use edgefilter::pipeline::rules::{Anchor, DeviceThresholds, RuleSettings, Rules};
+use edgefilter::pipeline::stage::{Batch, Job, Stage};
 use edgefilter::pipeline::verdict::{Evaluator, FieldPath, Verdict};
 use edgefilter::sensor::{write_body, Sensor, Tracking};
 use serde::Deserialize;
@@ -19,6 +30,102 @@ use simd_json::prelude::*;
 
 const THRESHOLD: f64 = 50.0;
 const MAX_PAYLOAD: usize = 262_144;
+
+/// The condition of the stage benchmark: three comparisons over three fields.
+const CONDITION: &str =
+    "machine.temperature > threshold and machine.pressure >= 1.5 and ambient.humidity < 90";
+
+/// 10,000 entries: an exact topic for each of the 8 devices and 9,982 others, and 10 filters
+/// with wildcards.
+fn big_map() -> Arc<DeviceThresholds> {
+    let mut map: std::collections::BTreeMap<String, f64> = (0..9_982)
+        .map(|i| (format!("telemetry/other-{i:05}"), 40.0 + (i % 20) as f64))
+        .collect();
+    for d in 0..8 {
+        map.insert(format!("telemetry/sensor-{d:02}"), 45.0 + d as f64);
+    }
+    for i in 0..10 {
+        map.insert(format!("plant{i}/+/bearing"), 80.0);
+    }
+    assert_eq!(map.len(), 10_000);
+    Arc::new(DeviceThresholds::new(map).expect("a valid map"))
+}
+
+/// The sensor payloads as batches of 64 jobs, each with its device's topic.
+fn batches(set: &[Vec<u8>], rules: &Arc<Rules>) -> Vec<Batch<()>> {
+    let now = Instant::now();
+    set.chunks(64)
+        .map(|chunk| {
+            let jobs = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let device = Bytes::from(format!("telemetry/sensor-{:02}", i % 8));
+                    Job::new(Bytes::copy_from_slice(p), device, now, ())
+                })
+                .collect();
+            Batch::new(0, rules.clone(), jobs)
+        })
+        .collect()
+}
+
+fn stage_group(c: &mut Criterion, set: &[Vec<u8>]) {
+    let mut group = c.benchmark_group("verdict/stage");
+    group.throughput(Throughput::Elements(set.len() as u64));
+    let condition = Some(Arc::new(
+        Condition::parse(CONDITION).expect("a valid condition"),
+    ));
+    let map = big_map();
+    let variants: [(&str, RuleSettings); 4] = [
+        ("default", RuleSettings::default()),
+        (
+            "condition_3_comparisons",
+            RuleSettings {
+                condition: condition.clone(),
+                ..RuleSettings::default()
+            },
+        ),
+        (
+            "map_10000",
+            RuleSettings {
+                thresholds: map.clone(),
+                ..RuleSettings::default()
+            },
+        ),
+        (
+            "condition_and_map",
+            RuleSettings {
+                condition,
+                thresholds: map,
+                ..RuleSettings::default()
+            },
+        ),
+    ];
+    for (name, settings) in variants {
+        let rules = Rules::with(THRESHOLD, settings, None, Anchor::now());
+        let mut batches = batches(set, &rules);
+        let mut stage = Stage::new(
+            FieldPath::parse("machine.temperature").unwrap(),
+            MAX_PAYLOAD,
+        );
+        let alerts: usize = batches
+            .iter_mut()
+            .map(|b| {
+                stage.run(b);
+                b.outs.len()
+            })
+            .sum();
+        eprintln!("verdict/stage/{name}: {alerts} alerts of {}", set.len());
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for batch in batches.iter_mut() {
+                    stage.run(black_box(batch));
+                }
+            })
+        });
+    }
+    group.finish();
+}
 
 /// 1000 sensor bodies from 8 devices (125 readings each: 21 °C climbing to about 80 °C).
 fn sensor_payloads() -> Vec<Vec<u8>> {
@@ -177,6 +284,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("verdict/sensor");
     approaches(&mut group, &sensor);
     group.finish();
+    stage_group(c, &sensor);
 
     for (name, doc) in [
         ("verdict/4kb_field_last", large_field_last()),

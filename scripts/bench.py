@@ -24,6 +24,11 @@ Scenarios:
                 same rules (RULES_LOADGEN), so its lost/unexpected stay exact for alerts, clears
                 and summaries alike. Against `edgefilter` in the same run: the cost of the rules
                 (issue 11: CPU per message within 1.25x, msg/s within 10 %)
+  condition     edgefilter run with a condition of three comparisons (CONDITION) and a per-device
+                map of 10,000 topic filters (--thresholds-file, written by this script: the 10
+                devices' topics among 9,990 others); loadgen is told both, so its accounting
+                stays exact. Against `edgefilter` in the same run: the cost of conditions and
+                maps end to end (issue 19: msg/s within 10 %)
   base, base-w0, base-embedded
                 the same three with the binary given by --base-bin (another commit's build, e.g.
                 from a git worktree): before/after figures of a change in one run
@@ -76,6 +81,21 @@ RULES_FILTER = ["--alert-mode", "edge", "--hysteresis", "1", "--clear-messages",
                 "--event-time-field", "timeCreated", "--clear-topic", "cleared/{topic}"]
 RULES_LOADGEN = ["--alert-mode", "edge", "--hysteresis", "1", "--clear-messages",
                  "--alert-min-interval", "500ms", "--summary-window", "1s", "--event-time"]
+# The `condition` scenario: a condition over three fields and a 10,000-entry map, in the
+# filter and in loadgen's expectations.
+CONDITION = "machine.temperature > threshold and machine.pressure >= 1.5 and ambient.humidity < 90"
+
+
+def thresholds_file(tmp):
+    """Writes the 10,000-entry map of the `condition` scenario; returns its path."""
+    path = os.path.join(tmp, "thresholds.json")
+    entries = {f"telemetry/other-{i:05}": 40 + i % 20 for i in range(9990)}
+    entries.update({f"telemetry/dev-{d}": 24 + d for d in range(10)})
+    with open(path, "w") as f:
+        json.dump(entries, f)
+    return path
+
+
 BASE_BIN = None  # --base-bin
 
 
@@ -191,6 +211,9 @@ class Run:
             return [binary, "run", "--broker", f"mqtt://127.0.0.1:{port}"] + common
         if s == "rules":
             return [binary, "run", "--broker", f"mqtt://127.0.0.1:{port}"] + RULES_FILTER + common
+        if s == "condition":
+            return [binary, "run", "--broker", f"mqtt://127.0.0.1:{port}", "--condition", CONDITION,
+                    "--thresholds-file", thresholds_file(self.tmp)] + common
         if s == "edgefilter-shared":
             return [binary, "run", "--broker", f"mqtt://127.0.0.1:{port}", "--publisher-connection",
                     "shared"] + common
@@ -225,6 +248,8 @@ class Run:
             cmd += ["--alert-ratio", "0.3"]
         if self.scenario == "rules":
             cmd += RULES_LOADGEN
+        if self.scenario == "condition":
+            cmd += ["--condition", CONDITION, "--thresholds-file", thresholds_file(self.tmp)]
         watched = {f"filter{i}": p for i, p in enumerate(self.filters)}
         watched["broker"] = self.broker
         before = {k: cpu_s(p.pid) for k, p in watched.items() if p}
@@ -259,7 +284,7 @@ class Run:
 
     def close(self):
         for f in self.filters:
-            stop(f, signal.SIGINT if self.scenario.startswith(("edgefilter", "embedded", "share", "base", "rules")) else signal.SIGTERM)
+            stop(f, signal.SIGINT if self.scenario.startswith(("edgefilter", "embedded", "share", "base", "rules", "condition")) else signal.SIGTERM)
         stop(self.broker)
         for f in self.logs:
             f.close()
@@ -298,7 +323,7 @@ def available(scenario):
     if scenario.startswith("base"):
         return BASE_BIN is not None and os.path.exists(BASE_BIN)
     if scenario in ("edgefilter", "edgefilter-w0", "edgefilter-shared", "embedded", "share1",
-                    "share3", "rules"):
+                    "share3", "rules", "condition"):
         return os.path.exists(EDGEFILTER)
     if scenario == "rumqttc":
         return os.path.exists(RUMQTTC_FILTER)

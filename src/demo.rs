@@ -1,13 +1,17 @@
 //! `edgefilter demo`: the whole data flow on one machine with nothing to set up. The embedded
-//! broker starts on a free port; simulated sensors (the SimulatedTemperatureSensor profile,
-//! restarted at 100 °C like the tutorial's sawtooth) publish to it; the filter runs as
+//! broker starts on a free port; simulated sensors (the SimulatedTemperatureSensor
+//! profile, restarted at 100 °C like the tutorial's sawtooth) publish to it; the filter runs as
 //! `edgefilter run` would; a monitor subscribes to the alerts, prints a sample of them and a
-//! stats line per second. After a third the twin turns on the alert rules — edge mode and 10 s
-//! summaries — and the demo counts the cloud messages they save against the seed's
-//! every-reading alerts; after two thirds it raises the threshold above the sensors' range and
-//! the alert stream stops. At each twin step the sensors hold until the filter has caught up,
-//! so a phase's counts start at the document's exact arrival point. A summary with latency
-//! percentiles ends the tour.
+//! stats line per second. Then the twin changes the filter live, in four steps: after a
+//! quarter it turns on the alert rules — edge mode and 10 s summaries — and the demo counts the
+//! cloud messages they save against the seed's every-reading alerts; at half time it gives
+//! `telemetry/dev-0` a threshold of its own above the sawtooth (that device stops alerting); at
+//! five eighths it sets a condition over two fields (hot *and* under pressure: each cycle
+//! alerts only near its top); at three quarters it raises the threshold above the sensors'
+//! range and the alert stream stops. At each twin step the sensors hold until the filter has
+//! caught up, so a phase's counts start at the document's exact arrival point. A summary with
+//! each phase's alerts (dev-0's among them, the lowest alerting temperature and pressure) and
+//! latency percentiles ends the tour.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,10 +27,30 @@ use crate::sensor::{unix_micros, write_body, Sensor, Tracking};
 use crate::settings::{Demo, Settings, Target};
 use crate::shutdown::Shutdown;
 
-/// The threshold the twin sets at two thirds: above the sawtooth's top, so alerts stop.
+/// The threshold the twin sets last: above the sawtooth's top, so alerts stop.
 const RAISED_THRESHOLD: f64 = 105.0;
-/// The rules the twin turns on at a third (README "Alert rules").
-const RULES_DOC: &str = r#"{"AlertMode": "edge", "SummaryWindow": 10, "$version": 2}"#;
+/// The twin's steps: when (eighths of the tour) and the desired document (without its
+/// `$version`, which is the step's number + 1).
+const STEPS: [(u32, &str); 4] = [
+    // The alert rules (README "Alert rules").
+    (2, r#""AlertMode": "edge", "SummaryWindow": 10"#),
+    // A per-device threshold above the sawtooth's top: dev-0 stops alerting.
+    (4, r#""Thresholds": {"telemetry/dev-0": 105}"#),
+    // Hot and under pressure (the profile's pressure passes 9 at about 92 °C).
+    (
+        5,
+        r#""Condition": "machine.temperature > threshold and machine.pressure > 9""#,
+    ),
+    (6, r#""TemperatureThreshold": 105"#),
+];
+/// What each phase of the tour is (the one before the first step, then one per step).
+const PHASES: [&str; STEPS.len() + 1] = [
+    "the seed's rules",
+    "edge mode + summaries",
+    "dev-0's own threshold 105",
+    "condition: hot and p > 9",
+    "threshold raised to 105",
+];
 /// One message in this many is malformed, to show rejection and dead-lettering.
 const MALFORMED_EVERY: u64 = 997;
 /// Most alert lines printed per second (the rest are counted).
@@ -52,6 +76,59 @@ struct Seen {
     /// Threshold in the last reported document (f64 bits).
     reported_threshold: AtomicU64,
     latency: Mutex<Option<Histogram<u64>>>,
+    /// When each phase after the first began (Unix µs; 0: not yet), so that an alert is
+    /// counted in the phase its reading was sent in.
+    phase_starts: [AtomicU64; STEPS.len()],
+    phases: [PhaseSeen; STEPS.len() + 1],
+}
+
+/// The alerts of one phase, as the monitor sees them.
+struct PhaseSeen {
+    alerts: AtomicU64,
+    /// From `telemetry/dev-0`, the device that gets a threshold of its own.
+    dev0: AtomicU64,
+    /// The lowest alerting temperature and pressure (f64 bits: both are positive, so their
+    /// bits order as the numbers do).
+    lowest_temperature: AtomicU64,
+    lowest_pressure: AtomicU64,
+}
+
+impl Default for PhaseSeen {
+    fn default() -> Self {
+        PhaseSeen {
+            alerts: AtomicU64::new(0),
+            dev0: AtomicU64::new(0),
+            lowest_temperature: AtomicU64::new(f64::INFINITY.to_bits()),
+            lowest_pressure: AtomicU64::new(f64::INFINITY.to_bits()),
+        }
+    }
+}
+
+impl Seen {
+    /// Counts an alert of `topic` whose reading was sent at `sent_us`.
+    fn alert(&self, topic: &str, sent_us: u64, temperature: f64, pressure: f64) {
+        let phase = self
+            .phase_starts
+            .iter()
+            .take_while(|s| {
+                let s = s.load(Ordering::SeqCst);
+                s != 0 && sent_us >= s
+            })
+            .count();
+        let p = &self.phases[phase];
+        p.alerts.fetch_add(1, Ordering::Relaxed);
+        if topic == "alerts/telemetry/dev-0" {
+            p.dev0.fetch_add(1, Ordering::Relaxed);
+        }
+        if temperature > 0.0 {
+            p.lowest_temperature
+                .fetch_min(temperature.to_bits(), Ordering::Relaxed);
+        }
+        if pressure > 0.0 {
+            p.lowest_pressure
+                .fetch_min(pressure.to_bits(), Ordering::Relaxed);
+        }
+    }
 }
 
 pub async fn run(args: Demo, shutdown: impl Into<Shutdown>) -> anyhow::Result<()> {
@@ -81,13 +158,22 @@ pub async fn run(args: Demo, shutdown: impl Into<Shutdown>) -> anyhow::Result<()
         args.devices, args.rate
     );
     println!("  filter            machine.temperature > {threshold} -> alerts/telemetry/dev-N");
+    let at = |eighths: u32| args.duration.as_secs_f64() * f64::from(eighths) / 8.0;
     println!(
         "  twin              at {:.0} s edge mode and 10 s summaries per device (alert rules),",
-        args.duration.as_secs_f64() / 3.0
+        at(STEPS[0].0)
+    );
+    println!(
+        "                    at {:.0} s telemetry/dev-0 gets a threshold of its own, 105 (it stops alerting),",
+        at(STEPS[1].0)
+    );
+    println!(
+        "                    at {:.0} s a condition over two fields: hot and under pressure (pressure > 9),",
+        at(STEPS[2].0)
     );
     println!(
         "                    at {:.0} s the threshold goes to {RAISED_THRESHOLD} (above the sensors' 100 °C top)",
-        args.duration.as_secs_f64() * 2.0 / 3.0
+        at(STEPS[3].0)
     );
     println!();
 
@@ -127,9 +213,10 @@ pub async fn run(args: Demo, shutdown: impl Into<Shutdown>) -> anyhow::Result<()
     ));
 
     let start = Instant::now();
-    let third = args.duration / 3;
+    let eighth = args.duration / 8;
     let mut step = 0;
-    // The rules phase: (readings above, alerts, summaries) at its start, then at its end.
+    // The rules phase: (readings above, alerts, summaries, suppressed) at its start, then at
+    // its end.
     let mut rules_from = None;
     let mut rules_to = None;
     let mut tick = tokio::time::interval_at(
@@ -145,14 +232,10 @@ pub async fn run(args: Demo, shutdown: impl Into<Shutdown>) -> anyhow::Result<()
             _ = shutdown.wait() => { interrupted = true; break; }
         }
         let elapsed = start.elapsed();
-        if step < 2 && elapsed >= third * (step + 1) {
+        if step < STEPS.len() && elapsed >= eighth * STEPS[step].0 {
             step += 1;
             let version = step + 1;
-            let doc = if step == 1 {
-                RULES_DOC.to_string()
-            } else {
-                format!(r#"{{"TemperatureThreshold": {RAISED_THRESHOLD}, "$version": {version}}}"#)
-            };
+            let doc = format!("{{{}, \"$version\": {version}}}", STEPS[step - 1].1);
             // Hold the sensors, let the filter finish what it has, count, change the twin,
             // and go on once the filter reports the new version.
             let held = Instant::now();
@@ -167,10 +250,16 @@ pub async fn run(args: Demo, shutdown: impl Into<Shutdown>) -> anyhow::Result<()
             })
             .await;
             let s = metrics.snapshot();
-            let counts = (above.load(Ordering::SeqCst), s.alerts, s.summaries);
+            let counts = (
+                above.load(Ordering::SeqCst),
+                s.alerts,
+                s.summaries,
+                s.suppressed,
+            );
+            // The rules' phase: from the first step to the second.
             if step == 1 {
                 rules_from = Some(counts);
-            } else {
+            } else if step == 2 {
                 rules_to = Some(counts);
             }
             monitor
@@ -183,9 +272,10 @@ pub async fn run(args: Demo, shutdown: impl Into<Shutdown>) -> anyhow::Result<()
                 .await?;
             println!("  twin  desired -> {doc} (retained on edgefilter/twin/desired)");
             let applied = wait_for(by, || {
-                seen.reported_version.load(Ordering::Relaxed) >= u64::from(version)
+                seen.reported_version.load(Ordering::Relaxed) >= version as u64
             })
             .await;
+            seen.phase_starts[step - 1].store(unix_micros(SystemTime::now()), Ordering::SeqCst);
             gate.hold.fetch_add(1, Ordering::SeqCst);
             if !(exact && applied) {
                 println!(
@@ -251,14 +341,21 @@ pub async fn run(args: Demo, shutdown: impl Into<Shutdown>) -> anyhow::Result<()
     println!("  unmatched            {}", s.unmatched);
     if let Some(from) = rules_from {
         // The rules phase's last windows close after it: every summary to the end of the tour
-        // counts (the last third's too, so the cut printed is a lower bound).
-        let to = rules_to.unwrap_or_else(|| (above.load(Ordering::Relaxed), s.alerts, s.summaries));
+        // counts (the later phases' too, so the cut printed is a lower bound).
+        let to = rules_to.unwrap_or_else(|| {
+            (
+                above.load(Ordering::Relaxed),
+                s.alerts,
+                s.summaries,
+                s.suppressed,
+            )
+        });
         let seed = to.0 - from.0;
         let (alerts, summaries) = (to.1 - from.1, s.summaries - from.2);
         let cloud = alerts + summaries;
         println!(
             "  alert rules          edge mode + 10 s summaries: {cloud} cloud messages ({alerts} alerts, {summaries} summaries, {} suppressed) where the seed would have sent {seed} alerts: {:.0}x fewer",
-            s.suppressed,
+            to.3 - from.3,
             seed as f64 / cloud.max(1) as f64
         );
     }
@@ -273,6 +370,27 @@ pub async fn run(args: Demo, shutdown: impl Into<Shutdown>) -> anyhow::Result<()
         s.twin_refused,
         seen.reported_version.load(Ordering::Relaxed)
     );
+    println!("  phases               alerts by when their reading was sent:");
+    let mut from = 0.0;
+    for (k, (name, p)) in PHASES.iter().zip(&seen.phases).enumerate() {
+        let to = STEPS.get(k).map_or(secs, |s| at(s.0));
+        let lowest = |bits: &AtomicU64| {
+            let v = f64::from_bits(bits.load(Ordering::Relaxed));
+            if v.is_finite() {
+                format!("{v:>6.2}")
+            } else {
+                format!("{:>6}", "-")
+            }
+        };
+        println!(
+            "    {from:>3.0}-{to:<3.0} s  {name:<26} {:>7} alerts, {:>6} from dev-0; lowest alerting temperature {}, pressure {}",
+            p.alerts.load(Ordering::Relaxed),
+            p.dev0.load(Ordering::Relaxed),
+            lowest(&p.lowest_temperature),
+            lowest(&p.lowest_pressure),
+        );
+        from = to;
+    }
     if let Some(h) = hist.filter(|h| !h.is_empty()) {
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         println!(
@@ -338,6 +456,9 @@ async fn start_monitor(
                 seen.alerts.fetch_add(1, Ordering::Relaxed);
                 let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
                 let sent_us = v["sentUs"].as_u64().unwrap_or(now_us);
+                let temperature = v["machine"]["temperature"].as_f64().unwrap_or(f64::NAN);
+                let pressure = v["machine"]["pressure"].as_f64().unwrap_or(f64::NAN);
+                seen.alert(&p.topic, sent_us, temperature, pressure);
                 let latency_us = now_us.saturating_sub(sent_us).max(1);
                 if let Ok(mut h) = seen.latency.lock() {
                     if let Some(h) = h.as_mut() {
@@ -351,9 +472,8 @@ async fn start_monitor(
                 if printed < ALERT_LINES_PER_SEC {
                     printed += 1;
                     println!(
-                        "        ALERT {:<24} temperature {:>6.2}  ({:.2} ms after it was sent)",
+                        "        ALERT {:<24} temperature {temperature:>6.2}  pressure {pressure:>5.2}  ({:.2} ms after it was sent)",
                         p.topic,
-                        v["machine"]["temperature"].as_f64().unwrap_or(f64::NAN),
                         latency_us as f64 / 1000.0
                     );
                 }

@@ -3,7 +3,8 @@
 
 pub mod rule_flags;
 
-use crate::message::{device_name, TempSource};
+use crate::condition_model::{device_threshold, Message};
+use crate::message::{device_name, probe_reading, probe_temperature, TempSource, PROBE_DEVICE};
 use crate::schedule::Schedule;
 use crate::target::{AzureModule, PropertyCheck, Target};
 use crate::wire::Version;
@@ -221,6 +222,12 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Rules(&'static str),
+    /// A `--condition` loadgen cannot model (the message names it).
+    #[error("{0}")]
+    Condition(String),
+    /// A `--thresholds-file` that cannot be read or is not an object of numbers.
+    #[error("--thresholds-file {path}: {why}")]
+    ThresholdsFile { path: String, why: String },
 }
 
 /// Everything a run needs, validated.
@@ -428,6 +435,26 @@ impl Args {
             .alert_filter
             .unwrap_or_else(|| target.default_alert_filter());
         let rules = self.rules.validate(version, &target, &alert_filter)?;
+        if let Some(c) = &rules.condition {
+            // The readiness probe must come back through the filter.
+            let t = probe_temperature(self.threshold, self.twin_step, &rules.thresholds);
+            let probe_topic = target.input_topic(PROBE_DEVICE).topic(None);
+            let reading = probe_reading(t);
+            let probe = Message {
+                reading: &reading,
+                seq: None,
+                sent_us: 0,
+            };
+            for th in [Some(self.threshold), self.twin_step].into_iter().flatten() {
+                let th = device_threshold(&rules.thresholds, &probe_topic).unwrap_or(th);
+                if !c.holds(&probe, th) {
+                    return Err(ConfigError::Condition(format!(
+                        "--condition does not hold for loadgen's readiness probe (machine.temperature {t}, machine.pressure {}, no seq): it would never come back",
+                        reading.machine_pressure
+                    )));
+                }
+            }
+        }
         let schedule = Schedule::new(
             self.rate,
             self.count,

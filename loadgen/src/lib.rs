@@ -19,7 +19,8 @@
 //! - [`inflight`]: QoS 1 packet ids in flight.
 //! - [`sink`]: the alert subscriber; [`account`]: its pure accounting; [`summaries`]: the
 //!   kinds of what arrives (alerts, clearing messages, window summaries) and the summaries'
-//!   accounting, against [`rules`]: loadgen's own model of the filter's alert rules.
+//!   accounting, against [`rules`]: loadgen's own model of the filter's alert rules, and
+//!   [`condition_model`]: its model of conditions and per-device thresholds.
 //! - [`twin`]: retained twin documents, probes, the desired patch of `--twin-step`.
 //! - [`wire`]: connections on rumqttc's packet codec; [`clock`]: time and CPU.
 //! - [`report`]: table, summary JSON, `.hgrm`; [`timeline`] and [`plot`]: the per-second
@@ -28,6 +29,7 @@
 pub mod account;
 pub mod cli;
 pub mod clock;
+pub mod condition_model;
 pub mod inflight;
 pub mod message;
 pub mod plot;

@@ -68,6 +68,8 @@ pub struct Device {
     pub sensor: Sensor,
     /// What the filter's rules do with this device's readings ([`crate::rules`]).
     pub model: DeviceModel,
+    /// Its own threshold from the filter's per-device map (`--device-threshold`), if any.
+    pub threshold: Option<f64>,
 }
 
 impl Device {
@@ -78,6 +80,7 @@ impl Device {
             topic,
             sensor: Sensor::new(splitmix64(seed ^ (u64::from(index) << 32))),
             model: DeviceModel::default(),
+            threshold: None,
         }
     }
 
@@ -206,15 +209,34 @@ pub fn write_message_body(
     );
 }
 
-/// The readiness probe: an alert-worthy body (`temperature` well above any threshold loadgen
-/// uses) without a `seq`, marked `"probe":true`, so the sink recognises and never counts it.
-pub fn probe_body(temperature: f64, sent_us: u64) -> Vec<u8> {
-    let r = Reading {
+/// The probe's temperature: 1000 above every threshold of the run (before and after the
+/// twin step, and every per-device one).
+pub fn probe_temperature(
+    threshold: f64,
+    twin_step: Option<f64>,
+    per_device: &[(String, f64)],
+) -> f64 {
+    per_device
+        .iter()
+        .map(|&(_, v)| v)
+        .fold(threshold.max(twin_step.unwrap_or(threshold)), f64::max)
+        + 1000.0
+}
+
+/// The readings of the probe body at `temperature`.
+pub fn probe_reading(temperature: f64) -> Reading {
+    Reading {
         machine_temperature: temperature,
         machine_pressure: 1.0 + (temperature - 21.0) * 9.0 / 79.0,
         ambient_temperature: 21.0,
         ambient_humidity: 25,
-    };
+    }
+}
+
+/// The readiness probe: an alert-worthy body (`temperature` well above any threshold loadgen
+/// uses) without a `seq`, marked `"probe":true`, so the sink recognises and never counts it.
+pub fn probe_body(temperature: f64, sent_us: u64) -> Vec<u8> {
+    let r = probe_reading(temperature);
     let mut out = Vec::with_capacity(256);
     write_body(
         &mut out,

@@ -6,6 +6,7 @@
 
 use crate::account::{new_latency_histogram, BitSet};
 use crate::clock::{thread_cpu, Clock};
+use crate::condition_model::{Expr, Message};
 use crate::inflight::{IdCursor, IdWindow};
 use crate::message::{
     encode_publish_with, is_malformed, write_message_body, Device, PublishFormat, TempSource,
@@ -99,6 +100,8 @@ pub struct PubConfig {
     pub twin_threshold: Option<f64>,
     /// The filter's rules: what each reading publishes.
     pub rules: RuleSpec,
+    /// The filter's `--condition`, in loadgen's model (None: `machine.temperature > threshold`).
+    pub condition: Option<Arc<Expr>>,
     /// Shortest sleep of a paced writer: when messages are due closer together, it sleeps a
     /// tick and writes all that became due in one batch.
     pub tick: Duration,
@@ -459,18 +462,31 @@ impl Writer {
                     break;
                 }
                 let dev = &mut self.cfg.devices[di];
+                let threshold = dev.threshold.unwrap_or(threshold);
                 let r = dev.reading(self.cfg.temp, self.cfg.seed, seq, threshold);
                 let broken = is_malformed(self.cfg.seed, seq, self.cfg.malformed);
                 if broken {
                     self.malformed += 1;
                 } else {
                     let t = r.machine_temperature;
-                    self.seed_alerts += u64::from(t > threshold);
+                    let rearm_at = threshold - self.cfg.rules.hysteresis;
+                    let (above, rearm) = match self.cfg.condition.as_deref() {
+                        None => (t > threshold, t <= rearm_at),
+                        Some(c) => {
+                            let m = Message {
+                                reading: &r,
+                                seq: Some(seq),
+                                sent_us: intended,
+                            };
+                            (c.holds(&m, threshold), !c.holds(&m, rearm_at))
+                        }
+                    };
+                    self.seed_alerts += u64::from(above);
                     // The reading's time is when it is written, `now`, not when it was due:
                     // a publisher running late would otherwise stamp readings older than their
                     // arrival, and past the filter's allowed lateness they are rightly late
                     // (in no summary) while the model counted them in.
-                    let p = dev.model.reading(&self.cfg.rules, t, threshold, now);
+                    let p = dev.model.reading(&self.cfg.rules, t, above, rearm, now);
                     if p.alert {
                         self.expected.insert(seq);
                         new_expected += 1;

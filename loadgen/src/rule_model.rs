@@ -119,10 +119,19 @@ impl Default for DeviceModel {
 }
 
 impl DeviceModel {
-    /// A valid reading `value` at `t_us` judged against `threshold`.
-    pub fn reading(&mut self, spec: &RuleSpec, value: f64, threshold: f64, t_us: u64) -> Published {
+    /// A valid reading `value` at `t_us`: `above` the device's threshold (or its condition
+    /// holds), and whether it would re-arm the device (at or below threshold − hysteresis, or
+    /// the condition fails there).
+    pub fn reading(
+        &mut self,
+        spec: &RuleSpec,
+        value: f64,
+        above: bool,
+        rearm: bool,
+        t_us: u64,
+    ) -> Published {
         let mut out = Published::default();
-        if value > threshold {
+        if above {
             let rate_ok = match self.last_alert_us {
                 Some(last) if spec.min_interval_us > 0 => {
                     t_us.saturating_sub(last) >= spec.min_interval_us
@@ -135,7 +144,7 @@ impl DeviceModel {
                 self.last_alert_us = Some(t_us);
                 self.armed = false;
             }
-        } else if !self.armed && value <= threshold - spec.hysteresis {
+        } else if !self.armed && rearm {
             self.armed = true;
             out.clear = spec.clears;
         }
@@ -209,13 +218,18 @@ mod tests {
         s
     }
 
+    /// A reading judged against a threshold of 25, as the seed's field.
+    fn read(d: &mut DeviceModel, s: &RuleSpec, v: f64, t_us: u64) -> Published {
+        d.reading(s, v, v > 25.0, v <= 25.0 - s.hysteresis, t_us)
+    }
+
     #[test]
     fn every_mode_is_the_seed() {
         let s = spec(|_| {});
         let mut d = DeviceModel::default();
         let alerts: Vec<bool> = [30.0, 30.0, 25.0, 26.0]
             .iter()
-            .map(|&v| d.reading(&s, v, 25.0, 0).alert)
+            .map(|&v| read(&mut d, &s, v, 0).alert)
             .collect();
         assert_eq!(alerts, [true, true, false, true]);
     }
@@ -231,7 +245,7 @@ mod tests {
         let got: Vec<(bool, bool)> = [26.0, 30.0, 24.0, 23.0, 23.0, 25.5]
             .iter()
             .map(|&v| {
-                let p = d.reading(&s, v, 25.0, 0);
+                let p = read(&mut d, &s, v, 0);
                 (p.alert, p.clear)
             })
             .collect();
@@ -255,11 +269,11 @@ mod tests {
             s.min_interval_us = 10;
         });
         let mut d = DeviceModel::default();
-        assert!(d.reading(&s, 30.0, 25.0, 0).alert);
-        assert!(!d.reading(&s, 20.0, 25.0, 1).alert);
-        assert!(!d.reading(&s, 30.0, 25.0, 9).alert, "within the interval");
+        assert!(read(&mut d, &s, 30.0, 0).alert);
+        assert!(!read(&mut d, &s, 20.0, 1).alert);
+        assert!(!read(&mut d, &s, 30.0, 9).alert, "within the interval");
         assert!(
-            d.reading(&s, 30.0, 25.0, 10).alert,
+            read(&mut d, &s, 30.0, 10).alert,
             "still armed, interval over"
         );
     }

@@ -6,7 +6,10 @@
 use crate::account::{new_latency_histogram, BitSet};
 use crate::cli::Config;
 use crate::clock::{process_cpu, Clock};
-use crate::message::{device_name, probe_body, Device, PublishFormat, PROBE_DEVICE};
+use crate::condition_model::device_threshold;
+use crate::message::{
+    device_name, probe_body, probe_temperature, Device, PublishFormat, PROBE_DEVICE,
+};
 use crate::publisher::{self, PubConfig, PubEvent, PubResult, Shared};
 use crate::report::{Latency, Summary};
 use crate::rule_model::Reading;
@@ -198,7 +201,7 @@ fn wire(cfg: &Config) -> Result<Wired, RunError> {
 /// Readiness: a probe must travel the whole path (publisher → broker → filter → alert
 /// subscription) before the clock starts. Returns how many probes were sent.
 fn wait_ready(cfg: &Config, w: &mut Wired) -> Result<u64, RunError> {
-    let probe_t = cfg.threshold.max(cfg.twin_step.unwrap_or(cfg.threshold)) + 1000.0;
+    let probe_t = probe_temperature(cfg.threshold, cfg.twin_step, &cfg.rules.thresholds);
     let probe_topic = cfg.target.input_topic(PROBE_DEVICE).topic(None);
     let ready_start = Instant::now();
     let mut next_probe = ready_start;
@@ -268,7 +271,12 @@ fn send(cfg: &Config, w: &mut Wired, pb: &ProgressBar) -> Result<Sent, RunError>
         let ids = devices_of(c, cfg.connections, cfg.devices);
         let devices = ids
             .iter()
-            .map(|&d| Device::new(d, cfg.seed, cfg.target.input_topic(&device_name(d))))
+            .map(|&d| {
+                let topic = cfg.target.input_topic(&device_name(d));
+                let mut dev = Device::new(d, cfg.seed, topic);
+                dev.threshold = device_threshold(&cfg.rules.thresholds, &dev.topic.topic(None));
+                dev
+            })
             .collect();
         let pc = PubConfig {
             index: c,
@@ -284,6 +292,7 @@ fn send(cfg: &Config, w: &mut Wired, pb: &ProgressBar) -> Result<Sent, RunError>
             threshold: cfg.threshold,
             twin_threshold: cfg.twin_step,
             rules: cfg.rules.spec,
+            condition: cfg.rules.condition.clone(),
             tick: cfg.tick,
         };
         handles.push(publisher::spawn(conn, pc, shared.clone(), ev_tx.clone())?);

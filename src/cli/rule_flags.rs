@@ -3,13 +3,16 @@
 //! (`config`), the same checks the twin applies to its keys (`pipeline::rules`). Every rule is
 //! off by default.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
 use super::{parse_duration, ConfigError};
 use crate::mqtt::topic::{self, Template};
-use crate::pipeline::rules::{AlertMode, RuleSettings, DEFAULT_IDLE};
+use crate::pipeline::condition::Condition;
+use crate::pipeline::rules::{AlertMode, DeviceThresholds, RuleSettings, DEFAULT_IDLE};
 use crate::pipeline::verdict::FieldPath;
 use crate::settings::{RuleConfig, SUMMARY_OUTPUT, SUMMARY_TOPIC};
 
@@ -96,9 +99,71 @@ pub struct RuleArgs {
     /// reading (kept at least as long as its window and rate limit need it).
     #[arg(long, env = "EDGEFILTER_DEVICE_IDLE", default_value = "1h", value_parser = parse_duration)]
     pub device_idle: Duration,
+
+    /// A device's own threshold, `FILTER=VALUE` with an MQTT topic filter matched against the
+    /// device (the input topic; IoT Edge: `device/module`); the most specific filter wins
+    /// (repeatable; comma-separated in the variable).
+    #[arg(
+        long = "device-threshold",
+        env = "EDGEFILTER_DEVICE_THRESHOLD",
+        value_name = "FILTER=VALUE",
+        value_delimiter = ','
+    )]
+    pub device_thresholds: Vec<String>,
+
+    /// Per-device thresholds from a JSON file holding one object of topic filters to numbers
+    /// (the twin's `Thresholds` form); `--device-threshold` entries override it.
+    #[arg(long, env = "EDGEFILTER_THRESHOLDS_FILE", value_name = "FILE")]
+    pub thresholds_file: Option<std::path::PathBuf>,
+
+    /// Alert when this condition holds instead of when --field exceeds the threshold, e.g.
+    /// `machine.temperature > threshold and machine.pressure >= 1.5` (README "Conditions").
+    #[arg(long, env = "EDGEFILTER_CONDITION", value_name = "EXPR")]
+    pub condition: Option<String>,
 }
 
 impl RuleArgs {
+    /// The per-device thresholds of `--thresholds-file` and `--device-threshold`.
+    fn thresholds(&self) -> Result<DeviceThresholds, ConfigError> {
+        let mut map = BTreeMap::new();
+        if let Some(path) = &self.thresholds_file {
+            let shown = path.display();
+            let text = std::fs::read(path)
+                .map_err(|e| ConfigError::Rule(format!("--thresholds-file {shown}: {e}")))?;
+            let doc: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&text)
+                .map_err(|e| {
+                    ConfigError::Rule(format!(
+                        "--thresholds-file {shown}: not a JSON object of topic filters to numbers: {e}"
+                    ))
+                })?;
+            for (k, v) in doc {
+                let v = v.as_f64().filter(|v| v.is_finite()).ok_or_else(|| {
+                    ConfigError::Rule(format!(
+                        "--thresholds-file {shown}: {k:?} must be a finite number, got {v}"
+                    ))
+                })?;
+                map.insert(k, v);
+            }
+        }
+        for entry in &self.device_thresholds {
+            let bad = |why: &str| {
+                ConfigError::Rule(format!(
+                    "--device-threshold {entry:?}: {why} (FILTER=VALUE, e.g. telemetry/furnace-1=300)"
+                ))
+            };
+            let (k, v) = entry.rsplit_once('=').ok_or_else(|| bad("no `=`"))?;
+            let v: f64 = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite())
+                .ok_or_else(|| bad("the value must be a finite number"))?;
+            map.insert(k.trim().to_string(), v);
+        }
+        DeviceThresholds::new(map)
+            .map_err(|e| ConfigError::Rule(format!("--device-threshold: {e}")))
+    }
+
     /// Checks the rule flags; `input_filters` must not read back what the rules publish.
     pub fn validate(&self, input_filters: &[String]) -> Result<RuleConfig, ConfigError> {
         let settings = RuleSettings {
@@ -115,6 +180,15 @@ impl RuleArgs {
                 DEFAULT_IDLE
             } else {
                 self.device_idle
+            },
+            thresholds: Arc::new(self.thresholds()?),
+            condition: match self.condition.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(c) => {
+                    Some(Arc::new(Condition::parse(c).map_err(|e| {
+                        ConfigError::Rule(format!("--condition {c:?}: {e}"))
+                    })?))
+                }
             },
         };
         if self.device_idle.is_zero() {

@@ -1,6 +1,6 @@
 //! The counters of the stateful rules (`pipeline::rules`: edge mode, rate limit, windowed
 //! summaries): clears and summaries published, alerts suppressed, late readings, devices
-//! tracked. Emitted per batch by the connection task. Part of [`Metrics`].
+//! tracked; and the condition's fields found missing. Emitted per batch by the connection task. Part of [`Metrics`].
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -33,6 +33,7 @@ impl Metrics {
         }
         r.late.inc_by(u64::from(s.late));
         r.no_event_time.inc_by(u64::from(s.no_event_time));
+        r.condition_missing.inc_by(u64::from(s.condition_missing));
     }
 
     /// Devices with rule state, all shards.
@@ -49,6 +50,7 @@ pub(super) struct RuleMetrics {
     suppressed: Family<RuleLabels, Counter>,
     late: Counter,
     no_event_time: Counter,
+    condition_missing: Counter,
     devices: Gauge,
 }
 
@@ -86,6 +88,11 @@ impl RuleMetrics {
             "edgefilter_readings_without_event_time",
             "Readings without a readable --event-time-field, placed by their arrival time",
             m.no_event_time.clone(),
+        );
+        registry.register(
+            "edgefilter_condition_fields_missing",
+            "Messages in which a field of --condition was absent (its comparisons were false)",
+            m.condition_missing.clone(),
         );
         registry.register(
             "edgefilter_devices_tracked",

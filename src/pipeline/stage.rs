@@ -15,13 +15,14 @@
 //! decides it, with no state and no allocation.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::rules::device::{Devices, Effect, Reading, RuleStats};
+use super::rules::AlertMode;
 pub use super::rules::Rules;
-use super::verdict::{Evaluator, FieldPath, Verdict};
+use super::verdict::{Evaluator, Extras, FieldPath, Verdict};
 
 /// One message to decide.
 #[derive(Debug)]
@@ -159,11 +160,35 @@ impl Stage {
                     .rules_changed(&old, rules, &mut |e| push(outs, NO_JOB, e));
             }
         }
-        if rules.stateless() && self.devices.is_empty() {
+        if rules.stateless() && self.devices.is_empty() && rules.plain() {
             // The seed's rules: every reading alone, no state.
             let threshold = rules.threshold;
             for (i, job) in batch.jobs.iter_mut().enumerate() {
                 job.verdict = self.evaluator.evaluate(&job.payload, threshold);
+                if job.verdict.is_alert() {
+                    batch.outs.push(Out {
+                        job: i as u32,
+                        kind: OutKind::Alert,
+                    });
+                }
+            }
+        } else if rules.stateless() && self.devices.is_empty() {
+            // Per-device thresholds or a condition, still every reading alone.
+            for (i, job) in batch.jobs.iter_mut().enumerate() {
+                let threshold = rules.threshold_for(&job.device);
+                job.verdict = match rules.settings.condition.as_deref() {
+                    None => self.evaluator.evaluate(&job.payload, threshold),
+                    Some(cond) => {
+                        let r = self.evaluator.evaluate_condition(
+                            &job.payload,
+                            cond,
+                            threshold,
+                            Extras::default(),
+                        );
+                        self.devices.stats.condition_missing += u32::from(r.missing);
+                        r.verdict
+                    }
+                };
                 if job.verdict.is_alert() {
                     batch.outs.push(Out {
                         job: i as u32,
@@ -199,18 +224,48 @@ impl Stage {
             Work::Flush => self.devices.flush(&mut |e| push(outs, NO_JOB, e)),
             Work::Jobs => {
                 let time = rules.event_time.as_ref();
+                let s = &rules.settings;
+                let edge = s.mode == AlertMode::Edge;
                 for (i, job) in jobs.iter_mut().enumerate() {
-                    let r = self
-                        .evaluator
-                        .evaluate_reading(&job.payload, rules.threshold, time);
-                    job.verdict = r.verdict;
-                    let Some(value) = r.value else { continue };
+                    let threshold = rules.threshold_for(&job.device);
+                    let rearm_at = threshold - s.hysteresis;
+                    let (value, rearm, time_us) = match s.condition.as_deref() {
+                        None => {
+                            let r = self
+                                .evaluator
+                                .evaluate_reading(&job.payload, threshold, time);
+                            job.verdict = r.verdict;
+                            let Some(value) = r.value else { continue };
+                            (Some(value), value <= rearm_at, r.time_us)
+                        }
+                        Some(cond) => {
+                            let extras = Extras {
+                                value: s.window > Duration::ZERO,
+                                time,
+                            };
+                            let r = self.evaluator.evaluate_condition(
+                                &job.payload,
+                                cond,
+                                threshold,
+                                extras,
+                            );
+                            self.devices.stats.condition_missing += u32::from(r.missing);
+                            job.verdict = r.verdict;
+                            if matches!(job.verdict, Verdict::Rejected(_)) {
+                                continue;
+                            }
+                            let rearm = edge
+                                && !self.evaluator.condition_again(&job.payload, cond, rearm_at);
+                            (r.value, rearm, r.time_us)
+                        }
+                    };
                     let reading = Reading {
                         device: &job.device,
                         value,
                         above: job.verdict.is_alert(),
+                        rearm,
                         arrival_us: anchor.unix_us(job.arrived),
-                        event_us: r.time_us,
+                        event_us: time_us,
                     };
                     self.devices
                         .reading(rules, &reading, &mut |e| push(outs, i as u32, e));
@@ -232,6 +287,8 @@ fn push(outs: &mut Vec<Out>, job: u32, e: Effect) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::condition::Condition;
+    use crate::pipeline::rules::{Anchor, DeviceThresholds, RuleSettings};
 
     fn job(body: &'static [u8]) -> Job<()> {
         Job::new(
@@ -260,6 +317,151 @@ mod tests {
         assert!(matches!(batch.jobs[2].verdict, Verdict::Rejected(_)));
         let jobs: Vec<u32> = batch.outs.iter().map(|o| o.job).collect();
         assert_eq!(jobs, vec![0, 3]);
+    }
+
+    fn job_from(device: &'static str, body: String) -> Job<()> {
+        Job::new(
+            Bytes::from(body),
+            Bytes::from_static(device.as_bytes()),
+            Instant::now(),
+            (),
+        )
+    }
+
+    fn temp(t: f64, p: f64) -> String {
+        format!(r#"{{"machine":{{"temperature":{t},"pressure":{p}}}}}"#)
+    }
+
+    fn rules_with(f: impl FnOnce(&mut RuleSettings)) -> Arc<Rules> {
+        let mut s = RuleSettings::default();
+        f(&mut s);
+        Rules::with(25.0, s, None, Anchor::now())
+    }
+
+    fn alerts(stage: &mut Stage, rules: &Arc<Rules>, jobs: Vec<Job<()>>) -> Vec<(u32, OutKind)> {
+        let mut batch = Batch::new(0, rules.clone(), jobs);
+        stage.run(&mut batch);
+        batch.outs.into_iter().map(|o| (o.job, o.kind)).collect()
+    }
+
+    fn map(entries: &[(&str, f64)]) -> Arc<DeviceThresholds> {
+        Arc::new(
+            DeviceThresholds::new(entries.iter().map(|&(k, v)| (k.to_string(), v)).collect())
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn each_device_is_judged_by_its_own_threshold() {
+        let mut stage = Stage::new(FieldPath::parse("machine.temperature").unwrap(), 1024);
+        let rules = rules_with(|s| {
+            s.thresholds = map(&[("telemetry/furnace-1", 300.0), ("plant2/+/bearing", 80.0)])
+        });
+        let got = alerts(
+            &mut stage,
+            &rules,
+            vec![
+                job_from("telemetry/furnace-1", temp(299.0, 1.0)),
+                job_from("telemetry/furnace-1", temp(301.0, 1.0)),
+                job_from("plant2/l1/bearing", temp(79.0, 1.0)),
+                job_from("plant2/l1/bearing", temp(81.0, 1.0)),
+                job_from("telemetry/other", temp(26.0, 1.0)),
+            ],
+        );
+        let jobs: Vec<u32> = got.iter().map(|g| g.0).collect();
+        assert_eq!(jobs, vec![1, 3, 4]);
+    }
+
+    #[test]
+    fn a_condition_with_per_device_thresholds() {
+        let mut stage = Stage::new(FieldPath::parse("machine.temperature").unwrap(), 1024);
+        let rules = rules_with(|s| {
+            s.thresholds = map(&[("hot", 300.0)]);
+            s.condition = Some(Arc::new(
+                Condition::parse("machine.temperature > threshold and machine.pressure >= 1.5")
+                    .unwrap(),
+            ));
+        });
+        let mut batch = Batch::new(
+            0,
+            rules,
+            vec![
+                job_from("hot", temp(301.0, 1.5)),
+                job_from("hot", temp(299.0, 2.0)),
+                job_from("cold", temp(26.0, 1.4)),
+                job_from("cold", temp(26.0, 1.6)),
+                job_from("cold", r#"{"machine":{"temperature":30}}"#.into()),
+                job_from(
+                    "cold",
+                    r#"{"machine":{"temperature":30,"pressure":"x"}}"#.into(),
+                ),
+            ],
+        );
+        stage.run(&mut batch);
+        let jobs: Vec<u32> = batch.outs.iter().map(|o| o.job).collect();
+        assert_eq!(jobs, vec![0, 3]);
+        assert!(matches!(batch.jobs[5].verdict, Verdict::Rejected(_)));
+        assert_eq!(batch.stats.condition_missing, 1);
+    }
+
+    #[test]
+    fn edge_mode_re_arms_at_the_devices_threshold_and_on_the_condition() {
+        // Per-device threshold 30, hysteresis 2: re-arms at 28 (the global 25 - 2 would be 23).
+        let mut stage = Stage::new(FieldPath::parse("machine.temperature").unwrap(), 1024);
+        let rules = rules_with(|s| {
+            s.mode = AlertMode::Edge;
+            s.hysteresis = 2.0;
+            s.clear = true;
+            s.thresholds = map(&[("d", 30.0)]);
+        });
+        let got = alerts(
+            &mut stage,
+            &rules,
+            [31.0, 29.0, 31.0, 28.0, 31.0]
+                .iter()
+                .map(|&t| job_from("d", temp(t, 1.0)))
+                .collect(),
+        );
+        assert_eq!(
+            got,
+            vec![
+                (0, OutKind::Alert),
+                (3, OutKind::Clear),
+                (4, OutKind::Alert)
+            ]
+        );
+        // With a condition: alerts when it becomes true, re-arms when it fails at threshold − 2.
+        let mut stage = Stage::new(FieldPath::parse("machine.temperature").unwrap(), 1024);
+        let rules = rules_with(|s| {
+            s.mode = AlertMode::Edge;
+            s.hysteresis = 2.0;
+            s.clear = true;
+            s.condition = Some(Arc::new(
+                Condition::parse("machine.temperature > threshold and machine.pressure > 1")
+                    .unwrap(),
+            ));
+        });
+        let got = alerts(
+            &mut stage,
+            &rules,
+            vec![
+                job_from("d", temp(26.0, 2.0)),                        // alert
+                job_from("d", temp(24.0, 2.0)),                        // 24 > 23: still armed off
+                job_from("d", temp(26.0, 2.0)),                        // suppressed
+                job_from("d", temp(26.0, 0.5)), // pressure fails: re-arm + clear
+                job_from("d", temp(26.0, 2.0)), // alert
+                job_from("d", r#"{"machine":{"pressure":2}}"#.into()), // temperature missing: re-arm
+            ],
+        );
+        assert_eq!(
+            got,
+            vec![
+                (0, OutKind::Alert),
+                (3, OutKind::Clear),
+                (4, OutKind::Alert),
+                (5, OutKind::Clear)
+            ]
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{Map, Value};
 
 use crate::pipeline::rules::RuleSettings;
+use rule_keys::MapReport;
 pub use rule_keys::RulePatch;
 
 /// The threshold in force, shared lock-free between the twin and the pipeline.
@@ -70,6 +71,12 @@ pub enum Refusal {
     /// The rules the patch would put in force do not fit together.
     #[error("{key} {why}")]
     Rules { key: &'static str, why: String },
+    /// A per-device threshold entry (or the map) is not valid.
+    #[error("Thresholds: {0}")]
+    Thresholds(String),
+    /// The condition does not parse: where and what was expected.
+    #[error("Condition {0}")]
+    Condition(String),
 }
 
 /// What happened to one desired document.
@@ -240,7 +247,10 @@ impl Twin {
                 };
             }
         }
-        let rules = patch.rules.apply_to(&self.rules);
+        let rules = match patch.rules.apply_to(&self.rules) {
+            Ok(rules) => rules,
+            Err(refusal) => return self.refuse(refusal),
+        };
         if let Err(bad) = rules.check() {
             return self.refuse(Refusal::Rules {
                 key: bad.param.twin_key(),
@@ -280,6 +290,10 @@ impl Twin {
         }
         let mut patch = patch_from_map(&settings).ok()?;
         patch.threshold?;
+        if let Some(t) = patch.rules.thresholds.as_mut() {
+            // The report holds the whole map in force.
+            t.replace = true;
+        }
         patch.version = Some(version);
         let outcome = self.apply(patch);
         self.source = Source::Restored;
@@ -304,14 +318,15 @@ impl Twin {
         doc.insert("$version".into(), Value::from(self.version));
         doc.insert("status".into(), Value::from(self.status.clone()));
         doc.insert("source".into(), Value::from(self.source.as_str()));
-        rule_keys::report(&self.rules, &mut doc);
+        rule_keys::report(&self.rules, &mut doc, MapReport::Whole);
         Value::Object(doc)
     }
 
-    /// The rules in force as reported properties (without the threshold and the version).
+    /// The rules in force as IoT Edge's reported properties (without the threshold and the
+    /// version; the per-device thresholds as their count, see [`rule_keys`]).
     pub fn reported_rules(&self) -> Map<String, Value> {
         let mut doc = Map::new();
-        rule_keys::report(&self.rules, &mut doc);
+        rule_keys::report(&self.rules, &mut doc, MapReport::Count);
         doc
     }
 

@@ -159,13 +159,14 @@ fn an_outbox_that_cannot_be_written_is_one_line() {
 }
 
 /// `edgefilter demo`, shortened: the embedded broker, the sensors and the filter run; the twin
-/// turns the alert rules on after a third (edge mode + 10 s summaries) and raises the threshold
-/// after two thirds; the summary says how many cloud messages the rules saved against the
-/// seed's every-reading alerts.
+/// turns the alert rules on after a quarter (edge mode + 10 s summaries), gives one device a
+/// threshold of its own at half time, sets a two-field condition at five eighths and raises
+/// the threshold at three quarters; the summary says how many cloud messages the rules saved
+/// against the seed's every-reading alerts, and what each phase alerted on.
 #[test]
 fn the_demo_shows_what_the_alert_rules_save() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgefilter"))
-        .args(["demo", "--duration", "6s", "--rate", "1000"])
+        .args(["demo", "--duration", "8s", "--rate", "1000"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -173,7 +174,7 @@ fn the_demo_shows_what_the_alert_rules_save() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(
-        stdout.contains("twin                 2 applied, 0 refused; reported $version 3"),
+        stdout.contains("twin                 4 applied, 0 refused; reported $version 5"),
         "{stdout}"
     );
     let line = stdout
@@ -203,4 +204,35 @@ fn the_demo_shows_what_the_alert_rules_save() {
     // Two seconds of edges and every summary against ~94 % of two seconds' readings: the
     // cut is well above 10x on any machine (the 30 s default shows ≥ 100x, BENCHMARKS.md).
     assert!(seed > 1000 && fewer >= 10 && cloud * 10 <= seed, "{line}");
+
+    // The phases, by when each alert's reading was sent: (alerts, from dev-0, lowest
+    // alerting pressure).
+    let phase = |name: &str| -> (u64, u64, Option<f64>) {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(name) && l.contains(" from dev-0"))
+            .unwrap_or_else(|| panic!("no phase `{name}`:\n{stdout}"));
+        let tail = &line[line.find(name).unwrap() + name.len()..];
+        let words: Vec<&str> = tail.split_whitespace().collect();
+        let number = |w: &str| w.trim_matches(|c: char| c == ',' || c == ';').to_string();
+        (
+            number(words[0]).parse().unwrap(),
+            number(words[2]).parse().unwrap(),
+            words.last().unwrap().parse().ok(),
+        )
+    };
+    let seeds = phase("the seed's rules");
+    assert!(
+        seeds.0 > 0 && seeds.1 > 0,
+        "dev-0 alerts at first: {stdout}"
+    );
+    // dev-0's own threshold (105) is above the sawtooth: it stops alerting, the others go on;
+    // the condition names `threshold`, so dev-0's still applies under it.
+    assert_eq!(phase("dev-0's own threshold 105").1, 0, "{stdout}");
+    let condition = phase("condition: hot and p > 9");
+    assert_eq!(condition.1, 0, "{stdout}");
+    if condition.0 > 0 {
+        assert!(condition.2.unwrap() > 9.0, "only under pressure: {stdout}");
+    }
+    assert_eq!(phase("threshold raised to 105").0, 0, "{stdout}");
 }

@@ -14,6 +14,8 @@ mod azure_seed_parity;
 mod azure_standin;
 mod azure_workload;
 mod cli;
+mod condition_e2e;
+mod condition_model;
 mod config_file;
 mod debian_package;
 mod deployment;

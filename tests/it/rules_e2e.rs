@@ -11,38 +11,8 @@ use loadgen::report::Summary;
 
 /// One loadgen run (`args` split on spaces) against the broker; the summary must pass.
 async fn loadgen_run(broker: &Mosquitto, args: &str) -> Summary {
-    use clap::Parser;
-    let url = broker.url();
-    let mut argv = vec![
-        "loadgen",
-        "--broker",
-        &url,
-        "--no-progress",
-        "--drain-timeout",
-        "20s",
-    ];
-    argv.extend(args.split_whitespace());
-    let cfg = loadgen::cli::Args::try_parse_from(argv)
-        .unwrap()
-        .validate()
-        .unwrap();
-    let outcome = tokio::task::spawn_blocking(move || loadgen::run::run(&cfg))
-        .await
-        .unwrap()
-        .unwrap();
-    let s = outcome.summary;
-    assert!(s.passed(), "{}", s.table());
-    assert_eq!(
-        (s.lost, s.unexpected, s.clears.lost, s.clears.unexpected),
-        (0, 0, 0, 0)
-    );
-    assert_eq!(
-        (s.summaries.lost, s.summaries.unexpected),
-        (0, 0),
-        "{}",
-        s.table()
-    );
-    s
+    let args: Vec<&str> = args.split_whitespace().collect();
+    common::loadgen_run(broker, &args).await
 }
 
 async fn filter(broker: &Mosquitto, id: &str, flags: &str) -> InProcess {

@@ -48,6 +48,7 @@ fn random_rules(rng: &mut fastrand::Rng, event: bool, anchor: Anchor) -> (Arc<Ru
         window: Duration::from_secs([0, 1, 2, 5][rng.usize(..4)]),
         lateness: Duration::ZERO,
         idle: Duration::from_secs([1, 3, 30][rng.usize(..3)]),
+        ..RuleSettings::default()
     };
     if event && !s.window.is_zero() {
         s.lateness = [Duration::ZERO, Duration::from_millis(500), s.window][rng.usize(..3)];

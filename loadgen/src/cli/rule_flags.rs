@@ -2,11 +2,13 @@
 //! `--hysteresis`, …), so that a run knows exactly what the filter must publish: alerts,
 //! clearing messages and window summaries ([`crate::rules`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
 use super::{invalid, ConfigError};
+use crate::condition_model::Expr;
 use crate::rule_model::RuleSpec;
 use crate::target::Target;
 use crate::wire::Version;
@@ -61,6 +63,21 @@ pub struct RuleArgs {
     /// Where window summaries arrive [default: summaries/#].
     #[arg(long, value_name = "FILTER")]
     pub summary_filter: Option<String>,
+
+    /// The filter's --condition: expect an alert for each message it holds for (with the
+    /// device's threshold for `threshold`).
+    #[arg(long, value_name = "EXPR")]
+    pub condition: Option<String>,
+
+    /// The filter's --device-threshold FILTER=VALUE (repeatable): a device takes the value of
+    /// the most specific filter matching its topic.
+    #[arg(long = "device-threshold", value_name = "FILTER=VALUE")]
+    pub device_thresholds: Vec<String>,
+
+    /// The filter's --thresholds-file: a JSON object of topic filters to numbers
+    /// (--device-threshold entries override it).
+    #[arg(long, value_name = "FILE")]
+    pub thresholds_file: Option<std::path::PathBuf>,
 }
 
 /// The validated rule flags.
@@ -71,6 +88,10 @@ pub struct RuleSetup {
     pub clear_filter: Option<String>,
     /// Summaries arrive here (None: no summaries expected).
     pub summary_filter: Option<String>,
+    /// The filter's condition (None: `machine.temperature > threshold`).
+    pub condition: Option<Arc<Expr>>,
+    /// The filter's per-device thresholds.
+    pub thresholds: Vec<(String, f64)>,
 }
 
 impl RuleArgs {
@@ -138,10 +159,47 @@ impl RuleArgs {
                 ));
             }
         }
+        let condition = match self.condition.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(c) => Some(Arc::new(Expr::parse(c).map_err(|why| {
+                ConfigError::Condition(format!("--condition {c:?}: {why}"))
+            })?)),
+        };
+        let mut thresholds = Vec::new();
+        if let Some(path) = &self.thresholds_file {
+            let bad = |why: String| ConfigError::ThresholdsFile {
+                path: path.display().to_string(),
+                why,
+            };
+            let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            let map: std::collections::BTreeMap<String, f64> =
+                serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+            thresholds.extend(map);
+        }
+        for entry in &self.device_thresholds {
+            let parsed = entry
+                .rsplit_once('=')
+                .and_then(|(k, v)| Some((k.trim().to_string(), v.trim().parse::<f64>().ok()?)));
+            match parsed {
+                Some((k, v)) if v.is_finite() && !k.is_empty() => {
+                    thresholds.retain(|(f, _)| *f != k);
+                    thresholds.push((k, v));
+                }
+                _ => return Err(invalid("--device-threshold", "FILTER=VALUE", entry)),
+            }
+        }
+        if !thresholds.is_empty() && matches!(target, Target::Azure(_)) {
+            return Err(ConfigError::NotAzure {
+                flag: "--device-threshold",
+                why: "every simulated device reaches the module as the one sensor module (its $.cdid/$.cmid), so per-device thresholds see one device",
+            });
+        }
         Ok(RuleSetup {
             spec,
             clear_filter,
             summary_filter,
+            condition,
+            thresholds,
         })
     }
 }

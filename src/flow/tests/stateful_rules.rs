@@ -308,3 +308,48 @@ fn with_state_the_verdicts_of_a_lost_connection_still_publish() {
     assert!(alert_ids(&wire).is_empty());
     assert_eq!(pubacks(&wire), vec![3]);
 }
+
+/// Under IoT Edge a device is the source edgeHub stamped on the message (`$.cdid/$.cmid`),
+/// not the input topic (which carries each message's properties): per-device thresholds are
+/// matched against `device/module`.
+#[test]
+fn under_iot_edge_a_devices_threshold_is_keyed_by_its_source_device_and_module() {
+    use crate::flow::dialect::Azure;
+    use crate::pipeline::rules::DeviceThresholds;
+
+    let mut cfg = config(Version::V4);
+    let map = [("furnace/+".to_string(), 300.0)].into_iter().collect();
+    cfg.rules.thresholds = Arc::new(DeviceThresholds::new(map).unwrap());
+    let dialect = Dialect::Azure(Box::new(Azure::new(
+        "gw", "filter", "input1", "output1", None,
+    )));
+    let mut h = Harness::with_dialect(Version::V4, cfg, dialect);
+    for w in h.connect(connack(false)) {
+        if let Wire::Publish { pkid, .. } = w {
+            h.puback(pkid);
+        }
+    }
+    let _ = h.out();
+    let from = |device: &str, seq: u16| {
+        format!(
+            "devices/gw/modules/filter/inputs/input1/sequenceNumber={seq}\
+             &%24.cdid={device}&%24.cmid=SimulatedTemperatureSensor"
+        )
+    };
+    const FURNACE: &[u8] = br#"{"machine":{"temperature":30.5}}"#;
+    h.input(&from("furnace", 1), FURNACE, 1);
+    h.input(&from("bearing", 2), HOT, 2);
+    h.decide_all();
+    let alerts: Vec<Bytes> = h
+        .out()
+        .into_iter()
+        .filter_map(|w| match w {
+            Wire::Publish { topic, payload, .. } if topic.contains("/messages/events/") => {
+                Some(payload)
+            }
+            _ => None,
+        })
+        .collect();
+    // furnace/SimulatedTemperatureSensor has 300; bearing/… the threshold in force, 25.
+    assert_eq!(alerts, vec![Bytes::from_static(HOT)]);
+}

@@ -20,7 +20,10 @@
 //!    device (edge) and counts in the reading's window.
 //! 4. **Re-arm.** In edge mode, a disarmed device re-arms on a reading at or below
 //!    `threshold − hysteresis` (and not above the threshold), publishing a clearing message
-//!    (the reading's body) when clears are on.
+//!    (the reading's body) when clears are on. The threshold is the device's own when it has
+//!    one; with a condition, a reading re-arms when the condition with `threshold − hysteresis`
+//!    does not hold (the stage decides both and hands them in as [`Reading::above`] and
+//!    [`Reading::rearm`]).
 //!
 //! Without input, [`Devices::tick`] closes the windows whose end (plus lateness) has passed —
 //! for the event-time clock judged by the device's latest time plus the arrival time elapsed
@@ -56,15 +59,23 @@ pub struct RuleStats {
     pub late: u32,
     /// Readings without a readable event time, placed by their arrival.
     pub no_event_time: u32,
+    /// Messages in which a field of the condition was absent.
+    pub condition_missing: u32,
 }
 
 /// One reading, as the rules see it.
 #[derive(Debug, Clone, Copy)]
 pub struct Reading<'a> {
     pub device: &'a [u8],
-    pub value: f64,
-    /// Strictly above the threshold (the exact comparison of the verdict).
+    /// The number at `--field` (the summaries' value). Always there without a condition;
+    /// with one, a reading without it counts in no window.
+    pub value: Option<f64>,
+    /// Strictly above the device's threshold (the exact comparison of the verdict), or the
+    /// condition holds.
     pub above: bool,
+    /// Edge mode re-arms on this reading: at or below the device's threshold − hysteresis, or
+    /// with a condition: the condition with threshold − hysteresis does not hold.
+    pub rearm: bool,
     /// Arrival at the filter, wall-clock µs.
     pub arrival_us: i64,
     /// The event time the payload carries, when the event-time clock is on.
@@ -165,8 +176,8 @@ impl Devices {
         };
         st.last_seen = r.arrival_us;
         st.max_time = st.max_time.max(t);
-        let slot = if rules.window_us() > 0 {
-            let slot = place(st, r.device, rules, t, r.value, r.arrival_us, out);
+        let slot = if let (true, Some(value)) = (rules.window_us() > 0, r.value) {
+            let slot = place(st, r.device, rules, t, value, r.arrival_us, out);
             // The device's time moved on: a window waiting for late readings may be done.
             let watermark = st.max_time.saturating_sub(rules.lateness_us());
             close_due(st, r.device, watermark, out);
@@ -200,7 +211,7 @@ impl Devices {
                 Slot::Late | Slot::None => None,
             };
             out(Effect::Alert);
-        } else if edge && !st.armed && r.value <= rules.threshold - s.hysteresis {
+        } else if edge && !st.armed && r.rearm {
             st.armed = true;
             if s.clear {
                 out(Effect::Clear);

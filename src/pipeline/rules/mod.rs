@@ -13,17 +13,23 @@
 //! - **Clock**: arrival time at the filter (processing time), or with `event_time` the time
 //!   each payload carries at a path, with an allowed lateness.
 //! - **Eviction**: a device's state is dropped after `idle` without a reading.
+//! - **Per-device thresholds** ([`thresholds`]) and a **condition** over several fields
+//!   (`pipeline::condition`): what "above the threshold" means for a message. They need no
+//!   per-device state: with them and no other rule, every reading is still decided alone.
 //!
 //! Every rule is off by default; then a batch is decided exactly as the seed decides it, with
 //! no per-device state at all ([`Rules::stateless`]).
 
 pub mod device;
 pub mod summary;
+pub mod thresholds;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::condition::Condition;
 use super::verdict::FieldPath;
+pub use thresholds::DeviceThresholds;
 
 /// When a reading above the threshold alerts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +74,10 @@ pub struct RuleSettings {
     pub lateness: Duration,
     /// A device's state is dropped after this long without a reading.
     pub idle: Duration,
+    /// Thresholds per device (topic filters; the most specific match wins).
+    pub thresholds: Arc<DeviceThresholds>,
+    /// The test a message must pass to alert, instead of `field > threshold`.
+    pub condition: Option<Arc<Condition>>,
 }
 
 impl Default for RuleSettings {
@@ -80,6 +90,8 @@ impl Default for RuleSettings {
             window: Duration::ZERO,
             lateness: Duration::ZERO,
             idle: DEFAULT_IDLE,
+            thresholds: Arc::default(),
+            condition: None,
         }
     }
 }
@@ -94,10 +106,12 @@ pub enum Param {
     Window,
     Lateness,
     Idle,
+    Thresholds,
+    Condition,
 }
 
 impl Param {
-    pub const ALL: [Param; 7] = [
+    pub const ALL: [Param; 9] = [
         Param::Mode,
         Param::Hysteresis,
         Param::Clear,
@@ -105,6 +119,8 @@ impl Param {
         Param::Window,
         Param::Lateness,
         Param::Idle,
+        Param::Thresholds,
+        Param::Condition,
     ];
 
     /// The desired/reported property.
@@ -117,6 +133,8 @@ impl Param {
             Param::Window => "SummaryWindow",
             Param::Lateness => "AllowedLateness",
             Param::Idle => "DeviceIdle",
+            Param::Thresholds => "Thresholds",
+            Param::Condition => "Condition",
         }
     }
 
@@ -130,6 +148,8 @@ impl Param {
             Param::Window => "--summary-window",
             Param::Lateness => "--allowed-lateness",
             Param::Idle => "--device-idle",
+            Param::Thresholds => "--device-threshold",
+            Param::Condition => "--condition",
         }
     }
 }
@@ -276,6 +296,21 @@ impl Rules {
     /// The same rules with other settings (a twin patch).
     pub fn changed(&self, threshold: f64, settings: RuleSettings) -> Arc<Rules> {
         Rules::with(threshold, settings, self.event_time.clone(), self.anchor)
+    }
+
+    /// The seed's test exactly: `field > threshold` with one threshold for every device (no
+    /// per-device thresholds, no condition).
+    pub fn plain(&self) -> bool {
+        self.settings.thresholds.is_empty() && self.settings.condition.is_none()
+    }
+
+    /// The threshold in force for `device`: its per-device threshold, else the threshold.
+    #[inline]
+    pub fn threshold_for(&self, device: &[u8]) -> f64 {
+        self.settings
+            .thresholds
+            .get(device)
+            .unwrap_or(self.threshold)
     }
 
     /// No rule needs per-device state: every reading is decided alone, as the seed does.

@@ -64,17 +64,22 @@
 //! - Integer literals of more than 4300 digits are not JSON: CPython ≥ 3.11 (and the 2022
 //!   security releases of 3.7–3.10) raises `ValueError` for them; older Pythons accepted them.
 
-mod number;
+mod fields;
+pub(crate) mod number;
 mod scan;
 mod time;
+mod value;
 
 use simd_json::{Node, StaticNode, Tape};
 use thiserror::Error;
 
-use scan::{Found, Kind};
+pub use fields::{ConditionReading, Extras};
+use scan::Found;
+pub(crate) use scan::Kind;
 use time::{slow_time, tape_time};
 
 pub use time::parse_rfc3339_us;
+pub(crate) use value::FieldValue;
 
 /// Deepest nesting of arrays and objects accepted, on both paths.
 pub const MAX_DEPTH: usize = scan::MAX_DEPTH;
@@ -179,6 +184,15 @@ impl FieldPath {
         Ok(FieldPath { keys })
     }
 
+    /// A path of these keys (each non-empty; a key may hold dots, as a quoted key of a
+    /// condition does).
+    pub fn from_keys(keys: Vec<String>) -> Result<FieldPath, FieldPathError> {
+        if keys.is_empty() || keys.iter().any(String::is_empty) {
+            return Err(FieldPathError::Empty(keys.join(".")));
+        }
+        Ok(FieldPath { keys })
+    }
+
     pub fn keys(&self) -> &[String] {
         &self.keys
     }
@@ -206,6 +220,10 @@ pub struct Evaluator {
     levels: Vec<Found>,
     /// The number of the last [`Found::Number`] (either path).
     value: f64,
+    /// A condition's field values for the message being decided, by slot.
+    values: Vec<FieldValue>,
+    /// A condition's walk: the tape index of the last occurrence of each key of its tree.
+    last: Vec<u32>,
 }
 
 impl Evaluator {
@@ -219,6 +237,8 @@ impl Evaluator {
             buffers: simd_json::Buffers::with_max_depth(TYPICAL, MAX_DEPTH),
             tape: Tape(Vec::with_capacity(64)),
             value: 0.0,
+            values: Vec::new(),
+            last: Vec::new(),
         }
     }
 
@@ -257,13 +277,15 @@ impl Evaluator {
                     let detail = format!("invalid UTF-8 at byte {}", e.valid_up_to());
                     return Reading::of(reject(RejectReason::NotUtf8, detail));
                 }
+                let mut n = scan::Scanned::default();
                 let found = scan::scan(
                     payload,
                     &self.field.keys,
                     threshold,
                     &mut self.levels,
-                    &mut self.value,
+                    &mut n,
                 );
+                self.value = n.value;
                 match found {
                     Ok(found) => {
                         if let Some(t) = time {
@@ -339,13 +361,16 @@ impl Evaluator {
                 format!("invalid UTF-8 at byte {}", e.valid_up_to()),
             );
         }
-        match scan::scan(
+        let mut n = scan::Scanned::default();
+        let found = scan::scan(
             payload,
             &self.field.keys,
             threshold,
             &mut self.levels,
-            &mut self.value,
-        ) {
+            &mut n,
+        );
+        self.value = n.value;
+        match found {
             Ok(found) => self.verdict(found),
             Err(e) => reject(RejectReason::NotJson, e.to_string()),
         }

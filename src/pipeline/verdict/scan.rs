@@ -46,6 +46,16 @@ impl Kind {
     }
 }
 
+/// A number the scan found at the path: nearest `f64`, and its literal's bytes (`start..end`,
+/// sign included; `float` when it has a fraction or an exponent).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Scanned {
+    pub(crate) value: f64,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) float: bool,
+}
+
 /// What a valid document holds at the configured path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Found {
@@ -166,13 +176,14 @@ impl Containers {
 /// path `keys` (not empty), comparing a numeric field with `threshold`.
 ///
 /// `results` is scratch space reused across calls (one outcome per path level). When the
-/// outcome is [`Found::Number`], `value` holds the number (correctly rounded to an `f64`).
+/// outcome is [`Found::Number`], `value` holds the number (correctly rounded to an `f64`) and
+/// where its literal is.
 pub(crate) fn scan(
     s: &[u8],
     keys: &[String],
     threshold: f64,
     results: &mut Vec<Found>,
-    value: &mut f64,
+    value: &mut Scanned,
 ) -> Result<Found, SyntaxError> {
     let n = keys.len();
     debug_assert!(n > 0, "a field path has at least one key");
@@ -274,10 +285,16 @@ pub(crate) fn scan(
                 }
                 Some(b'-' | b'0'..=b'9') => {
                     let field = matches!(role, Role::Path(level) if level == n);
-                    let (alert, v) = p.number(field, threshold)?;
+                    let start = p.i;
+                    let (alert, v, float) = p.number(field, threshold)?;
                     if field {
                         results[n - 1] = Found::Number { alert };
-                        *value = v;
+                        *value = Scanned {
+                            value: v,
+                            start,
+                            end: p.i,
+                            float,
+                        };
                     }
                     Kind::Number
                 }
@@ -446,7 +463,7 @@ impl<'a> Parser<'a> {
     /// Parses a number (`-?(0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?`, Python's `NUMBER_RE`); when
     /// `field` is set, returns whether it is strictly greater than `threshold`, and its value
     /// as the nearest `f64`.
-    fn number(&mut self, field: bool, threshold: f64) -> Result<(bool, f64), SyntaxError> {
+    fn number(&mut self, field: bool, threshold: f64) -> Result<(bool, f64, bool), SyntaxError> {
         let s = self.s;
         let digit = |i: usize| s.get(i).is_some_and(u8::is_ascii_digit);
         let start = self.i;
@@ -491,15 +508,15 @@ impl<'a> Parser<'a> {
         }
         self.i = i;
         if !field {
-            return Ok((false, 0.0));
+            return Ok((false, 0.0, float));
         }
         // Correctly rounded, like Python's float(); out of range gives ±inf or ±0.
         let text = std::str::from_utf8(&s[start..i]).unwrap_or_default();
         let v = text.parse::<f64>().unwrap_or(f64::NAN);
         Ok(if float {
-            (v > threshold, v)
+            (v > threshold, v, true)
         } else {
-            (decimal_int_gt(negative, digits, threshold), v)
+            (decimal_int_gt(negative, digits, threshold), v, false)
         })
     }
 }
@@ -595,7 +612,13 @@ mod tests {
     }
 
     fn run(doc: &str, path: &str, t: f64) -> Result<Found, SyntaxError> {
-        scan(doc.as_bytes(), &keys(path), t, &mut Vec::new(), &mut 0.0)
+        scan(
+            doc.as_bytes(),
+            &keys(path),
+            t,
+            &mut Vec::new(),
+            &mut Scanned::default(),
+        )
     }
 
     fn mt(doc: &str) -> Result<Found, SyntaxError> {
@@ -868,10 +891,22 @@ mod tests {
         let k = keys("machine.temperature");
         let a = br#"{"machine":{"temperature":30}}"#;
         let b = br#"{"machine":{}}"#;
-        assert_eq!(scan(a, &k, 25.0, &mut results, &mut 0.0), ALERT);
-        assert_eq!(scan(b, &k, 25.0, &mut results, &mut 0.0), ABSENT);
-        assert_eq!(scan(a, &k, 25.0, &mut results, &mut 0.0), ALERT);
+        assert_eq!(
+            scan(a, &k, 25.0, &mut results, &mut Scanned::default()),
+            ALERT
+        );
+        assert_eq!(
+            scan(b, &k, 25.0, &mut results, &mut Scanned::default()),
+            ABSENT
+        );
+        assert_eq!(
+            scan(a, &k, 25.0, &mut results, &mut Scanned::default()),
+            ALERT
+        );
         let one = keys("x");
-        assert_eq!(scan(b, &one, 25.0, &mut results, &mut 0.0), ABSENT);
+        assert_eq!(
+            scan(b, &one, 25.0, &mut results, &mut Scanned::default()),
+            ABSENT
+        );
     }
 }

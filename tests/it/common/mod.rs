@@ -546,3 +546,43 @@ pub async fn loadgen(args: &[&str]) -> loadgen::report::Summary {
         .unwrap()
         .summary
 }
+
+/// One loadgen run against `broker` (after `--broker URL --no-progress --drain-timeout 20s`,
+/// these arguments); the summary must pass with nothing lost or unexpected, of any kind
+/// (alerts, clearing messages, summaries).
+pub async fn loadgen_run(broker: &Mosquitto, args: &[&str]) -> loadgen::report::Summary {
+    use clap::Parser;
+    let url = broker.url();
+    let mut argv = vec![
+        "loadgen",
+        "--broker",
+        &url,
+        "--no-progress",
+        "--drain-timeout",
+        "20s",
+    ];
+    argv.extend_from_slice(args);
+    let cfg = loadgen::cli::Args::try_parse_from(argv)
+        .unwrap()
+        .validate()
+        .unwrap();
+    let outcome = tokio::task::spawn_blocking(move || loadgen::run::run(&cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    let s = outcome.summary;
+    assert!(s.passed(), "{}", s.table());
+    assert_eq!(
+        (s.lost, s.unexpected, s.clears.lost, s.clears.unexpected),
+        (0, 0, 0, 0),
+        "{}",
+        s.table()
+    );
+    assert_eq!(
+        (s.summaries.lost, s.summaries.unexpected),
+        (0, 0),
+        "{}",
+        s.table()
+    );
+    s
+}

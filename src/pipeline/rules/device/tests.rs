@@ -94,8 +94,9 @@ impl Rig {
     fn read_event(&mut self, device: &str, value: f64, at: i64, event: Option<i64>) -> Vec<Got> {
         let r = Reading {
             device: device.as_bytes(),
-            value,
+            value: Some(value),
             above: value > self.rules.threshold,
+            rearm: value <= self.rules.threshold - self.rules.settings.hysteresis,
             arrival_us: at,
             event_us: event,
         };
