@@ -114,6 +114,9 @@ async fn rate_limit_and_summaries_with_a_condition_and_a_map() {
         "ef-cond-rules",
         "--event-time-field",
         "timeCreated",
+        // See rules_e2e: loadgen's model cannot know what a loaded machine delays.
+        "--allowed-lateness",
+        "1s",
     ];
     filter_args.extend_from_slice(&FLAGS);
     filter_args.extend_from_slice(&rules);

@@ -3,6 +3,12 @@
 //! summaries with its own model of the rules and counts lost, duplicated and unexpected
 //! outputs of each kind. Every rule on its own, then all together; MQTT 5 (clears marked by
 //! their `MessageType` property) and 3.1.1 (clears on their own topic).
+//!
+//! Event-time windows run with the largest allowed lateness, the window: loadgen's model knows
+//! each reading's time but not when it arrives, and a reading delayed past the lateness (a
+//! publisher, broker or filter descheduled on a loaded machine) is rightly late in the filter
+//! and in no summary, while the model counts it in. Two failures on a 2-vCPU machine at load
+//! average 8-12 (loadgen's send lag p99 0.55 s and 2.8 s, lateness 200 ms and 0) had that cause.
 
 use crate::common;
 
@@ -119,7 +125,7 @@ async fn summaries_on_event_time() {
     let f = filter(
         &broker,
         "ef-sumev",
-        "--summary-window 1s --event-time-field timeCreated --allowed-lateness 200ms",
+        "--summary-window 1s --event-time-field timeCreated --allowed-lateness 1s",
     )
     .await;
     let s = loadgen_run(
@@ -138,7 +144,7 @@ async fn every_rule_at_once_on_the_sensor_profile() {
         &broker,
         "ef-all",
         "--alert-mode edge --hysteresis 1 --clear-messages --alert-min-interval 500ms \
-         --summary-window 1s --event-time-field timeCreated",
+         --summary-window 1s --event-time-field timeCreated --allowed-lateness 1s",
     )
     .await;
     let s = loadgen_run(
