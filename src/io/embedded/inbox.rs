@@ -224,6 +224,17 @@ impl Inboxes {
     }
 }
 
+impl Inboxes {
+    /// Puts `message` into `client_id`'s inbox, behind what is routed there (false: the
+    /// client is not connected, or its session ended).
+    pub fn send(&self, client_id: &str, message: Message) -> bool {
+        self.slot(client_id).is_some_and(|slot| {
+            let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            slot.tx.unbounded_send(message).is_ok()
+        })
+    }
+}
+
 /// rmqtt's router with [`Inboxes::admit`] applied to this node's recipients.
 pub struct BoundedRouter {
     pub inner: Box<dyn Router>,
