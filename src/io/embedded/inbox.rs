@@ -245,7 +245,7 @@ impl Inboxes {
 /// a contended lock) while a client's disconnect removes a subscription in the same shard
 /// blocks that worker thread for good: the lookup can never run again to release its guard,
 /// and the tasks queued on that worker (the filter's sessions, most often) stop — the stall of
-/// BENCHMARKS.md §13. Here lookups share `order` and changes take it alone, asynchronously, so
+/// BENCHMARKS.md §14. Here lookups share `order` and changes take it alone, asynchronously, so
 /// a change never meets a lookup's guard.
 pub struct BoundedRouter {
     pub inner: Box<dyn Router>,
@@ -434,7 +434,7 @@ mod tests {
 
     /// A lookup suspended inside rmqtt's router while a disconnect removes a subscription: on
     /// one worker thread, the removal used to block the thread on the lookup's guard, so the
-    /// lookup never ran again (the embedded broker's stall, BENCHMARKS.md §13). The removal now
+    /// lookup never ran again (the embedded broker's stall, BENCHMARKS.md §14). The removal now
     /// waits for the lookup, asynchronously.
     #[test]
     fn a_subscription_change_waits_for_a_suspended_lookup_instead_of_blocking_its_thread() {
