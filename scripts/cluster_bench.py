@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import EDGEFILTER, LOADGEN, ROOT, cpu_s, free_port, log, peak_rss_mb, stop, wait_port  # noqa: E402
@@ -44,23 +45,56 @@ def node_cmds(nodes, qos):
     """The edgefilter command line of each node, and the MQTT port each listens on."""
     mqtt = [free_port() for _ in range(nodes)]
     grpc = [free_port() for _ in range(nodes)]
+    metrics = [free_port() for _ in range(nodes)]
     peers = ",".join(f"{i + 1}@127.0.0.1:{grpc[i]}" for i in range(nodes))
     cmds = []
     for i in range(nodes):
         cmd = [BIN["edgefilter"], "run", "--listen", f"127.0.0.1:{mqtt[i]}", "--share-group", "bench",
                "--client-id", f"ef-cluster-{os.getpid()}-{i + 1}", "--qos", str(qos),
-               "--metrics-addr", "off", "--stats-interval", "0"]
+               # A stats line per second and /metrics: what a stalled run leaves behind.
+               "--metrics-addr", f"127.0.0.1:{metrics[i]}", "--stats-interval", "1s"]
         if nodes > 1:
             cmd += ["--cluster-node-id", str(i + 1), "--cluster-peers", peers]
         cmds.append(cmd)
-    return cmds, mqtt
+    return cmds, mqtt, metrics
+
+
+def scrape(port):
+    """The node's /metrics (edgefilter_* and process_* lines), or why not."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            return r.read().decode()
+    except OSError as e:
+        return f"# scrape failed: {e}\n"
+
+
+def threads(pid):
+    """Each thread's name, state and CPU ticks, then gdb's backtrace of every thread."""
+    out = []
+    for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            out.append(f"{tid} {name} state={fields[0]} utime={fields[11]} stime={fields[12]}")
+        except OSError:
+            pass
+    if shutil.which("gdb"):
+        try:
+            out.append(subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt"],
+                                      capture_output=True, text=True, timeout=60).stdout)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            out.append(f"gdb: {e}")
+    return "\n".join(out) + "\n"
 
 
 def measure(nodes, qos, n, timeout, tmp):
-    cmds, ports = node_cmds(nodes, qos)
+    cmds, ports, metrics = node_cmds(nodes, qos)
     logs, procs = [], []
     env = dict(os.environ)
-    env.setdefault("RUST_LOG", "warn")
+    # The stats lines (edgefilter, info) and every warning of the broker.
+    env.setdefault("RUST_LOG", "warn,edgefilter=info")
     result = {"nodes": nodes, "qos": qos}
     try:
         # All at once: a node's filter subscribes through the cluster, which needs its peers.
@@ -113,6 +147,14 @@ def measure(nodes, qos, n, timeout, tmp):
     except Exception as e:  # a node that cannot start is a result, not a crash of the bench
         result["errors"] = [str(e)]
     finally:
+        if result.get("errors") or "msg_s" not in result:
+            # Evidence of a failed run, taken before the nodes stop: each node's counters.
+            for i, port in enumerate(metrics[: len(procs)]):
+                with open(os.path.join(tmp, f"node{i + 1}.metrics"), "w") as f:
+                    f.write(scrape(port))
+                # Where each thread is (gdb, if installed), and what each thread did (CPU).
+                with open(os.path.join(tmp, f"node{i + 1}.threads"), "w") as f:
+                    f.write(threads(procs[i].pid))
         for p in procs:
             stop(p, signal.SIGINT)
         for f in logs:
@@ -132,6 +174,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--nodes", default="1,3", help="comma-separated node counts (default 1,3)")
     ap.add_argument("--timeout", type=int, default=180, help="seconds per run")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="keep every run's node logs, stats lines and summaries under DIR (a stall hunt)")
     ap.add_argument("--edgefilter", default=EDGEFILTER,
                     help="the edgefilter binary (built with the cluster feature; default target/release)")
     a = ap.parse_args()
@@ -152,6 +196,8 @@ def main():
                     os.makedirs(d)
                     r = measure(nodes, qos, a.n, a.timeout, d)
                     r["rep"] = rep
+                    if a.keep:
+                        shutil.copytree(d, os.path.join(a.keep, f"{stamp}-{nodes}-{qos}-{rep}"))
                     if "msg_s" not in r or r.get("errors"):
                         # The nodes' logs of a failed run are kept (RUST_LOG=info for more).
                         kept = os.path.join(ROOT, "bench-results", f"cluster-{stamp}-{nodes}-{qos}-{rep}")

@@ -92,6 +92,7 @@ impl RunArgs {
         Ok(BrokerOptions {
             queue: self.broker_queue,
             inflight: self.broker_inflight,
+            stall_timeout: self.broker_stall_timeout,
             passwords,
             anonymous_anywhere: self.listen_anonymous,
             twin_writers,

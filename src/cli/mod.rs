@@ -78,6 +78,12 @@ pub struct RunArgs {
     #[arg(long, env = "EDGEFILTER_BROKER_INFLIGHT", default_value_t = defaults::BROKER_INFLIGHT, value_parser = clap::value_parser!(u16).range(1..))]
     pub broker_inflight: u16,
 
+    /// Embedded broker: publishers held back this long while the filter takes none of its
+    /// input restart the filter's connection (logged and counted; its session keeps every
+    /// message). 0 turns the watchdog off.
+    #[arg(long, env = "EDGEFILTER_BROKER_STALL_TIMEOUT", default_value = defaults::BROKER_STALL_TIMEOUT, value_parser = parse_duration)]
+    pub broker_stall_timeout: Duration,
+
     /// Embedded broker: clients must log in with a user of this file (mosquitto_passwd format).
     #[arg(long, env = "EDGEFILTER_LISTEN_PASSWORD_FILE")]
     pub listen_password_file: Option<PathBuf>,

@@ -58,6 +58,7 @@ pub struct Metrics {
     reject_log: Mutex<[(Option<Instant>, u64); 5]>,
     broker_dropped: Family<BrokerDropLabels, Counter>,
     broker_paused: Counter,
+    broker_stalls: Counter,
     /// Per broker drop reason: when it was last logged, and how many since.
     broker_drop_log: Mutex<[(Option<Instant>, u64); 6]>,
     rules: RuleMetrics,
@@ -184,6 +185,12 @@ impl Metrics {
             "Publishes to the input topics the embedded broker held back while the filter's queue was at its high-water mark (backpressure)",
             broker_paused.clone(),
         );
+        let broker_stalls = Counter::default();
+        registry.register(
+            "edgefilter_broker_stalls",
+            "Times the embedded broker's gate held publishers with no progress of the filter for --broker-stall-timeout, and closed the filter's connection to restart it (nothing is dropped: its session keeps every message)",
+            broker_stalls.clone(),
+        );
         for reason in BrokerDrop::ALL {
             let _ = broker_dropped.get_or_create(&BrokerDropLabels { reason });
         }
@@ -217,6 +224,7 @@ impl Metrics {
             reject_log: Mutex::new([(None, 0); 5]),
             broker_dropped,
             broker_paused,
+            broker_stalls,
             broker_drop_log: Mutex::new([(None, 0); 6]),
             rules,
             delivery,
@@ -340,6 +348,15 @@ impl Metrics {
     /// A publisher waited for the filter's queue (embedded broker backpressure).
     pub fn broker_paused(&self) {
         self.broker_paused.inc();
+    }
+
+    /// The gate's watchdog found the filter making no progress and restarted its connection.
+    pub fn broker_stall(&self) {
+        self.broker_stalls.inc();
+    }
+
+    pub fn broker_stall_count(&self) -> u64 {
+        self.broker_stalls.get()
     }
 
     pub fn dead_lettered(&self, n: u64) {

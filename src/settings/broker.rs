@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::Passwords;
 
@@ -10,6 +11,9 @@ use super::Passwords;
 pub struct BrokerOptions {
     pub queue: usize,
     pub inflight: u16,
+    /// The gate's watchdog: publishers held this long with no progress of the filter restart
+    /// its connection (zero: never).
+    pub stall_timeout: Duration,
     pub passwords: Option<Passwords>,
     pub anonymous_anywhere: bool,
     pub twin_writers: Vec<String>,

@@ -106,6 +106,7 @@ pub mod defaults {
     pub const KEEP_ALIVE: &str = "30s";
     pub const BROKER_QUEUE: usize = 10_000;
     pub const BROKER_INFLIGHT: u16 = 1024;
+    pub const BROKER_STALL_TIMEOUT: &str = "10s";
     /// The IoT Edge deployment mounts a volume at /var/lib/edgefilter (deployment/); the
     /// systemd unit has it as its StateDirectory.
     pub const OUTBOX_DIR: &str = "/var/lib/edgefilter/outbox";
@@ -248,6 +249,7 @@ impl Settings {
             broker: BrokerOptions {
                 queue: defaults::BROKER_QUEUE,
                 inflight: defaults::BROKER_INFLIGHT,
+                stall_timeout: duration(defaults::BROKER_STALL_TIMEOUT),
                 passwords: None,
                 anonymous_anywhere: false,
                 twin_writers: Vec::new(),

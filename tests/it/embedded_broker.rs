@@ -627,3 +627,136 @@ async fn a_subscriber_that_stops_reading_holds_bounded_memory_and_every_drop_is_
     );
     assert!(shed > 0, "nothing was shed from the inbox");
 }
+
+/// One MQTT packet read from `s`: its first byte and its body (None: the connection ended).
+async fn read_packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut first = [0u8; 1];
+    s.read_exact(&mut first).await.ok()?;
+    let (mut len, mut mult) = (0usize, 1usize);
+    loop {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.ok()?;
+        len += (b[0] as usize & 0x7f) * mult;
+        mult *= 128;
+        if b[0] & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.ok()?;
+    Some((first[0], body))
+}
+
+/// A QoS 1 PUBLISH's packet id and `seq` (its body is a [`body`]).
+fn publish_id_and_seq(body: &[u8]) -> (u16, u64) {
+    let topic_len = u16::from_be_bytes([body[0], body[1]]) as usize;
+    let at = 2 + topic_len;
+    let id = u16::from_be_bytes([body[at], body[at + 1]]);
+    (id, seq_of(&body[at + 2..]).expect("a seq in the body"))
+}
+
+/// A filter that stops acknowledging its input (hung, or its acknowledgements lost) held the
+/// embedded broker's gate shut for good: every device waited forever for its PUBACK, with
+/// nothing in any log (the stall of BENCHMARKS.md §9). The gate's watchdog now sees no
+/// waiting publisher get through for --broker-stall-timeout, logs it, counts it and closes
+/// the filter's connection; its persistent session keeps what was queued and in flight, so the
+/// filter, back on a new connection, gets every message: none is dropped. Here the filter is a
+/// raw client with the filter's login that reads but never acknowledges on its first
+/// connection, and acknowledges everything on its second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_that_stops_acknowledging_is_restarted_and_nothing_is_lost() {
+    use edgefilter::io::embedded::EmbeddedBroker;
+    use edgefilter::settings::BrokerOptions;
+    let (listen, port) = local();
+    let metrics = std::sync::Arc::new(edgefilter::metrics::Metrics::new());
+    let broker = EmbeddedBroker {
+        listen: listen.parse().unwrap(),
+        second: None,
+        max_payload: 1 << 16,
+        options: BrokerOptions {
+            queue: 100,
+            inflight: 10,
+            stall_timeout: Duration::from_secs(1),
+            passwords: None,
+            anonymous_anywhere: false,
+            twin_writers: Vec::new(),
+            tls: None,
+            cluster: None,
+        },
+        filter_client_id: "ef-stuck".into(),
+        filter_publisher_id: "ef-stuck-out".into(),
+        twin_topic: "edgefilter/twin".into(),
+        input_topics: vec!["telemetry/#".into()],
+    };
+    let m = metrics.clone();
+    let handle = tokio::task::spawn_blocking(move || broker.start(m))
+        .await
+        .unwrap()
+        .unwrap();
+    let login = (handle.username.as_str(), handle.password.as_str());
+    // Its first connection: persistent session, subscribed, reads and never acknowledges.
+    let connect = |clean: bool| {
+        let mut body = Vec::new();
+        string(&mut body, b"MQTT");
+        body.extend_from_slice(&[4, 0xC0 | if clean { 0x02 } else { 0 }, 0, 0]);
+        string(&mut body, b"ef-stuck");
+        string(&mut body, login.0.as_bytes());
+        string(&mut body, login.1.as_bytes());
+        packet(0x10, &body)
+    };
+    let mut filter = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    filter.write_all(&connect(false)).await.unwrap();
+    let (kind, connack) = read_packet(&mut filter).await.unwrap();
+    assert_eq!((kind, connack[1]), (0x20, 0), "CONNACK");
+    raw_subscribe(&mut filter, "telemetry/#", 1).await;
+    let publisher = Client4::connect(port, "dev").await;
+    let n = 500u64;
+    for i in 0..n {
+        publisher
+            .publish(&format!("telemetry/dev-{}", i % 10), body(i, 30.0))
+            .await;
+    }
+    let mut seen = BTreeSet::new();
+    let first = tokio::time::timeout(WAIT, async {
+        while let Some((kind, body)) = read_packet(&mut filter).await {
+            if kind & 0xf0 == 0x30 {
+                seen.insert(publish_id_and_seq(&body).1);
+            }
+        }
+    })
+    .await;
+    assert!(
+        first.is_ok(),
+        "the broker never closed the stuck filter's connection: the gate stays shut"
+    );
+    assert_eq!(metrics.broker_stall_count(), 1, "one stall, counted");
+    assert_eq!(seen.len(), 10, "its in-flight window, unacknowledged");
+    // Back, on the same session: everything arrives (the 10 again), acknowledged as it comes.
+    let mut filter = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    filter.write_all(&connect(false)).await.unwrap();
+    let (kind, connack) = read_packet(&mut filter).await.unwrap();
+    assert_eq!(
+        (kind, connack[0] & 1),
+        (0x20, 1),
+        "the session is still there"
+    );
+    let mut all = BTreeSet::new();
+    tokio::time::timeout(WAIT, async {
+        while (all.len() as u64) < n {
+            let (kind, body) = read_packet(&mut filter).await.expect("connected");
+            if kind & 0xf0 == 0x30 {
+                let (id, seq) = publish_id_and_seq(&body);
+                all.insert(seq);
+                filter
+                    .write_all(&packet(0x40, &id.to_be_bytes()))
+                    .await
+                    .unwrap();
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} of {n} after the restart", all.len()));
+    assert_eq!(all, (0..n).collect::<BTreeSet<_>>());
+    assert_eq!(metrics.snapshot().broker_dropped, 0, "nothing dropped");
+    assert_eq!(metrics.broker_stall_count(), 1, "the filter is fine now");
+}

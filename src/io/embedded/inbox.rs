@@ -224,11 +224,34 @@ impl Inboxes {
     }
 }
 
-/// rmqtt's router with [`Inboxes::admit`] applied to this node's recipients.
+impl Inboxes {
+    /// Puts `message` into `client_id`'s inbox, behind what is routed there (false: the
+    /// client is not connected, or its session ended).
+    pub fn send(&self, client_id: &str, message: Message) -> bool {
+        self.slot(client_id).is_some_and(|slot| {
+            let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            slot.tx.unbounded_send(message).is_ok()
+        })
+    }
+}
+
+/// rmqtt's router with [`Inboxes::admit`] applied to this node's recipients, and its
+/// subscription changes kept apart from its lookups.
+///
+/// The second is a deadlock guard. rmqtt's `DefaultRouter::matches` holds a read guard of its
+/// relations map (a `DashMap`: a *blocking* lock per shard) across `.await`s for `$share`
+/// subscribers (`router().await`, `is_online().await`), and `add`/`remove` take the same
+/// shard's write lock without awaiting. A lookup that yields there (tokio's cooperative budget,
+/// a contended lock) while a client's disconnect removes a subscription in the same shard
+/// blocks that worker thread for good: the lookup can never run again to release its guard,
+/// and the tasks queued on that worker (the filter's sessions, most often) stop — the stall of
+/// BENCHMARKS.md §14. Here lookups share `order` and changes take it alone, asynchronously, so
+/// a change never meets a lookup's guard.
 pub struct BoundedRouter {
     pub inner: Box<dyn Router>,
     pub inboxes: Arc<Inboxes>,
     pub node: NodeId,
+    pub order: tokio::sync::RwLock<()>,
 }
 
 #[async_trait::async_trait]
@@ -239,15 +262,20 @@ impl Router for BoundedRouter {
         id: Id,
         opts: SubscriptionOptions,
     ) -> rmqtt::Result<()> {
+        let _alone = self.order.write().await;
         self.inner.add(topic_filter, id, opts).await
     }
 
     async fn remove(&self, topic_filter: &str, id: Id) -> rmqtt::Result<bool> {
+        let _alone = self.order.write().await;
         self.inner.remove(topic_filter, id).await
     }
 
     async fn matches(&self, id: Id, topic: &TopicName) -> rmqtt::Result<SubRelationsMap> {
-        let mut relations = self.inner.matches(id, topic).await?;
+        let mut relations = {
+            let _shared = self.order.read().await;
+            self.inner.matches(id, topic).await?
+        };
         if let Some(local) = relations.get_mut(&self.node) {
             local.retain(|(_, client_id, ..)| self.inboxes.admit(client_id, topic));
         }
@@ -314,12 +342,205 @@ pub async fn install(scx: &ServerContext, inboxes: Arc<Inboxes>) {
         inner,
         inboxes,
         node: scx.node.id(),
+        order: tokio::sync::RwLock::new(()),
     });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// rmqtt's `DefaultRouter` in the shape that matters: `matches` holds a blocking read
+    /// guard (its `DashMap` shard) across an `.await`, `remove` takes the write lock without
+    /// awaiting.
+    #[derive(Default)]
+    struct ShardRouter {
+        /// A reader holds the shard (a blocking lock, as `DashMap`'s).
+        shard: Mutex<bool>,
+        released: std::sync::Condvar,
+        resume: tokio::sync::Notify,
+        relations: rmqtt::types::AllRelationsMap,
+    }
+
+    impl ShardRouter {
+        fn hold(&self, held: bool) {
+            *self.shard.lock().unwrap_or_else(|e| e.into_inner()) = held;
+            self.released.notify_all();
+        }
+
+        /// The write lock: blocks the thread while a reader holds the shard.
+        fn write(&self) {
+            let mut held = self.shard.lock().unwrap_or_else(|e| e.into_inner());
+            while *held {
+                held = self.released.wait(held).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Router for ShardRouter {
+        async fn add(&self, _: &str, _: Id, _: SubscriptionOptions) -> rmqtt::Result<()> {
+            self.write();
+            Ok(())
+        }
+        async fn remove(&self, _: &str, _: Id) -> rmqtt::Result<bool> {
+            self.write();
+            Ok(true)
+        }
+        async fn matches(&self, _: Id, _: &TopicName) -> rmqtt::Result<SubRelationsMap> {
+            self.hold(true);
+            // A `$share` member's `is_online().await` that does not complete at once.
+            self.resume.notified().await;
+            self.hold(false);
+            Ok(SubRelationsMap::default())
+        }
+        async fn is_online(&self, _: NodeId, _: &str) -> bool {
+            true
+        }
+        async fn gets(&self, _: usize) -> Vec<Route> {
+            Vec::new()
+        }
+        async fn get(&self, _: &str) -> rmqtt::Result<Vec<Route>> {
+            Ok(Vec::new())
+        }
+        async fn query_subscriptions(&self, _: &SubsSearchParams) -> Vec<SubsSearchResult> {
+            Vec::new()
+        }
+        async fn topics_tree(&self) -> usize {
+            0
+        }
+        fn topics(&self) -> Counter {
+            Counter::new()
+        }
+        fn routes(&self) -> Counter {
+            Counter::new()
+        }
+        fn merge_topics(&self, _: &rmqtt::types::HashMap<NodeId, Counter>) -> Counter {
+            Counter::new()
+        }
+        fn merge_routes(&self, _: &rmqtt::types::HashMap<NodeId, Counter>) -> Counter {
+            Counter::new()
+        }
+        async fn list_topics(&self, _: usize) -> Vec<String> {
+            Vec::new()
+        }
+        async fn list_relations(&self, _: usize) -> Vec<serde_json::Value> {
+            Vec::new()
+        }
+        fn relations(&self) -> &rmqtt::types::AllRelationsMap {
+            &self.relations
+        }
+    }
+
+    /// A lookup suspended inside rmqtt's router while a disconnect removes a subscription: on
+    /// one worker thread, the removal used to block the thread on the lookup's guard, so the
+    /// lookup never ran again (the embedded broker's stall, BENCHMARKS.md §14). The removal now
+    /// waits for the lookup, asynchronously.
+    #[test]
+    fn a_subscription_change_waits_for_a_suspended_lookup_instead_of_blocking_its_thread() {
+        assert_eq!(
+            lookup_then_removal(true),
+            Some((true, true)),
+            "the runtime's thread is blocked: the removal waits on the suspended lookup's guard"
+        );
+    }
+
+    /// The same without [`BoundedRouter`]'s ordering (rmqtt's router alone): the thread wedges.
+    #[test]
+    fn without_the_ordering_the_removal_wedges_the_thread() {
+        assert_eq!(lookup_then_removal(false), None);
+    }
+
+    /// A lookup that suspends holding the shard, then a removal, on one thread; what both
+    /// returned, or None if they did not finish within 2 s (the thread is left blocked).
+    fn lookup_then_removal(ordered: bool) -> Option<(bool, bool)> {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        // Its own thread: a wedged runtime must fail the test, not hang it.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let inner = Arc::new(ShardRouter::default());
+                let bounded = BoundedRouter {
+                    inner: Box::new(ArcRouter(inner.clone())),
+                    inboxes: Arc::new(Inboxes::new(10, Arc::new(Metrics::new()))),
+                    node: 1,
+                    order: tokio::sync::RwLock::new(()),
+                };
+                let router: Arc<dyn Router> = if ordered {
+                    Arc::new(bounded)
+                } else {
+                    Arc::new(ArcRouter(inner.clone()))
+                };
+                let id = Id::new(1, 1, None, None, "dev".into(), None);
+                let topic = TopicName::from("telemetry/a");
+                let (r, i) = (router.clone(), id.clone());
+                let lookup = tokio::spawn(async move { r.matches(i, &topic).await.is_ok() });
+                tokio::task::yield_now().await;
+                let (r, i) = (router.clone(), id.clone());
+                let removal = tokio::spawn(async move { r.remove("alerts/#", i).await.is_ok() });
+                tokio::task::yield_now().await;
+                inner.resume.notify_one();
+                let both = (lookup.await.unwrap(), removal.await.unwrap());
+                let _ = done_tx.send(both);
+            });
+        });
+        done_rx.recv_timeout(std::time::Duration::from_secs(2)).ok()
+    }
+
+    /// Shares one [`ShardRouter`] between the test and the [`BoundedRouter`] around it.
+    struct ArcRouter(Arc<ShardRouter>);
+
+    #[async_trait::async_trait]
+    impl Router for ArcRouter {
+        async fn add(&self, t: &str, id: Id, o: SubscriptionOptions) -> rmqtt::Result<()> {
+            self.0.add(t, id, o).await
+        }
+        async fn remove(&self, t: &str, id: Id) -> rmqtt::Result<bool> {
+            self.0.remove(t, id).await
+        }
+        async fn matches(&self, id: Id, t: &TopicName) -> rmqtt::Result<SubRelationsMap> {
+            self.0.matches(id, t).await
+        }
+        async fn is_online(&self, n: NodeId, c: &str) -> bool {
+            self.0.is_online(n, c).await
+        }
+        async fn gets(&self, l: usize) -> Vec<Route> {
+            self.0.gets(l).await
+        }
+        async fn get(&self, t: &str) -> rmqtt::Result<Vec<Route>> {
+            self.0.get(t).await
+        }
+        async fn query_subscriptions(&self, q: &SubsSearchParams) -> Vec<SubsSearchResult> {
+            self.0.query_subscriptions(q).await
+        }
+        async fn topics_tree(&self) -> usize {
+            self.0.topics_tree().await
+        }
+        fn topics(&self) -> Counter {
+            self.0.topics()
+        }
+        fn routes(&self) -> Counter {
+            self.0.routes()
+        }
+        fn merge_topics(&self, m: &rmqtt::types::HashMap<NodeId, Counter>) -> Counter {
+            self.0.merge_topics(m)
+        }
+        fn merge_routes(&self, m: &rmqtt::types::HashMap<NodeId, Counter>) -> Counter {
+            self.0.merge_routes(m)
+        }
+        async fn list_topics(&self, t: usize) -> Vec<String> {
+            self.0.list_topics(t).await
+        }
+        async fn list_relations(&self, t: usize) -> Vec<serde_json::Value> {
+            self.0.list_relations(t).await
+        }
+        fn relations(&self) -> &rmqtt::types::AllRelationsMap {
+            self.0.relations()
+        }
+    }
 
     #[test]
     fn a_session_that_answers_its_probes_is_never_shed() {

@@ -215,6 +215,7 @@ async fn serve(
                 metrics: metrics.clone(),
                 filter: Default::default(),
                 inboxes: inboxes.clone(),
+                watchdog: std::sync::Mutex::new(gate::Watchdog::new(opts.stall_timeout)),
             }),
             inboxes,
         )
