@@ -248,6 +248,7 @@ pub struct Flow {
     acks: AckOrder,
     intake: Intake<Meta>,
     egress: Egress,
+    /// The flow's own deadlines; [`Flow::deadlines`] adds the components' (keep-alives, linger).
     timers: TimerTable,
     /// Devices with rule state, per shard (as the stages last reported).
     devices: Vec<usize>,
@@ -353,7 +354,6 @@ impl Flow {
         }
         if role == Role::Publish {
             self.publisher = Some(link);
-            self.sync_timers();
             return Ok(());
         }
         self.timers.set(Timer::Renew, renew_at);
@@ -393,7 +393,6 @@ impl Flow {
                 self.twin_subscribed(now);
             }
         }
-        self.sync_timers();
         Ok(())
     }
 
@@ -430,7 +429,6 @@ impl Flow {
             Inbound::Disconnect { reason } => return Err(FlowError::Disconnected(reason)),
             Inbound::Other(name) => tracing::debug!("ignoring {name} from the broker"),
         }
-        self.sync_timers();
         Ok(())
     }
 
@@ -514,7 +512,6 @@ impl Flow {
         self.metrics.unmatched(unmatched);
         let Batch { jobs, outs, .. } = batch;
         self.intake.recycle(jobs, outs);
-        self.sync_timers();
     }
 
     /// The clock reached [`Flow::poll_timeout`]: whatever is due — keep-alive (ping, or give
@@ -522,8 +519,8 @@ impl Flow {
     /// devices, the twin GET's retry. (A batch's linger and the drain's limit are acted on by
     /// [`Flow::poll`].)
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), FlowError> {
-        let due: Vec<Timer> = self.timers.expired(now).collect();
-        for timer in due {
+        let deadlines = self.deadlines();
+        for timer in deadlines.expired(now) {
             match timer {
                 Timer::KeepAliveInput => self.keep_alive(Role::Input, now)?,
                 Timer::KeepAlivePublish => self.keep_alive(Role::Publish, now)?,
@@ -536,7 +533,6 @@ impl Flow {
                 Timer::Linger | Timer::Drain => {}
             }
         }
-        self.sync_timers();
         Ok(())
     }
 
@@ -578,7 +574,6 @@ impl Flow {
                     .set(Timer::Drain, Some(now + self.cfg.drain_timeout));
             }
         }
-        self.sync_timers();
     }
 
     /// The bytes of [`Flow::poll_transmit`] for `role` were written at `now`.
@@ -587,7 +582,6 @@ impl Flow {
         if let Some(link) = self.link_mut(role) {
             link.keepalive.wrote(now);
         }
-        self.sync_timers();
     }
 
     /// Connection `role` is gone. What was written for it and not sent is dropped (its
@@ -596,7 +590,7 @@ impl Flow {
     /// broker redelivers them); returns how many.
     pub fn handle_connection_lost(&mut self, role: Role) -> usize {
         self.egress.clear(role);
-        let forgotten = match role {
+        match role {
             Role::Publish => {
                 self.publisher = None;
                 0
@@ -615,9 +609,7 @@ impl Flow {
                 }
                 self.acks.reset()
             }
-        };
-        self.sync_timers();
-        forgotten
+        }
     }
 
     // ----- effects out --------------------------------------------------------------------
@@ -699,7 +691,6 @@ impl Flow {
             queued: self.egress.out.queued(),
             paused: !read,
         });
-        self.sync_timers();
         Poll { read, exit }
     }
 
@@ -711,18 +702,19 @@ impl Flow {
     /// When [`Flow::handle_timeout`] (or [`Flow::poll`], for a batch's linger and the drain's
     /// limit) must run at the latest.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        self.deadlines().next()
     }
 
-    /// Copies every deadline kept by a component (keep-alives, the batcher) into the table.
-    fn sync_timers(&mut self) {
+    /// Every deadline in one table: the flow's own (`self.timers`: drain, renewal, rules,
+    /// twin GET) with those its components keep read where they live (each connection's
+    /// keep-alive, the batcher's linger), so no copy can go stale.
+    fn deadlines(&self) -> TimerTable {
         let keepalive = |l: &Option<Link>| l.as_ref().and_then(|l| l.keepalive.deadline());
-        self.timers
-            .set(Timer::KeepAliveInput, keepalive(&self.input));
-        self.timers
-            .set(Timer::KeepAlivePublish, keepalive(&self.publisher));
-        self.timers
-            .set(Timer::Linger, self.egress.batcher.deadline());
+        let mut all = self.timers.clone();
+        all.set(Timer::KeepAliveInput, keepalive(&self.input));
+        all.set(Timer::KeepAlivePublish, keepalive(&self.publisher));
+        all.set(Timer::Linger, self.egress.batcher.deadline());
+        all
     }
 
     // ----- state for the loop and the tests -----------------------------------------------

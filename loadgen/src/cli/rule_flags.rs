@@ -50,7 +50,7 @@ pub struct RuleArgs {
     pub summary_window: Option<Duration>,
 
     /// The filter runs with --event-time-field timeCreated: windows and rate limits follow
-    /// the messages' intended send times (exact expectations). Without it, each device's
+    /// the times the messages were written (exact expectations). Without it, each device's
     /// summaries are checked as a partition of its readings.
     #[arg(long)]
     pub event_time: bool,
