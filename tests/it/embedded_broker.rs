@@ -8,7 +8,7 @@
 use crate::common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,14 +29,6 @@ fn counter(metrics: &edgefilter::metrics::Metrics, line_start: &str) -> u64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<f64>().ok())
         .map_or(0, |v| v as u64)
-}
-
-async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 // --- raw MQTT 3.1.1 -------------------------------------------------------------------------
@@ -179,7 +171,10 @@ async fn the_twin_is_retained_for_late_subscribers() {
             r#"{"TemperatureThreshold": 40, "$version": 3}"#,
         )
         .await;
-    wait_for("threshold 40", || filter.shared.threshold.get() == 40.0).await;
+    wait_for("threshold 40", WAIT, || {
+        filter.shared.threshold.get() == 40.0
+    })
+    .await;
     // A consumer that connects later gets both documents, retained.
     let late = Client5::connect(port, "late").await;
     late.subscribe("edgefilter/twin/#").await;
@@ -281,7 +276,7 @@ async fn a_full_queue_drops_are_counted_and_the_filter_loses_nothing() {
     let metrics = filter.shared.metrics.clone();
     // The slow subscriber holds 10 in flight and 1000 queued; the rest was dropped, counted.
     let line = "edgefilter_broker_dropped_total{reason=\"queue_full\"}";
-    wait_for("the drops", || counter(&metrics, line) >= n - 1010).await;
+    wait_for("the drops", WAIT, || counter(&metrics, line) >= n - 1010).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(counter(&metrics, line), n - 1010);
     assert_eq!(metrics.snapshot().broker_dropped, n - 1010);
@@ -312,7 +307,7 @@ async fn wildcards_in_topic_names_are_refused() {
     raw_publish(&mut raw, "telemetry/ok", body(3, 99.0).as_bytes()).await;
     sub.inbox.wait_count("alerts/", 1, WAIT).await;
     let metrics = filter.shared.metrics.clone();
-    wait_for("two refusals", || {
+    wait_for("two refusals", WAIT, || {
         counter(
             &metrics,
             "edgefilter_broker_dropped_total{reason=\"refused\"}",
@@ -397,7 +392,7 @@ async fn logins_and_the_twin_writers() {
         br#"{"TemperatureThreshold": 90}"#,
     )
     .await;
-    wait_for("alice refused twice", || {
+    wait_for("alice refused twice", WAIT, || {
         counter(
             &metrics,
             "edgefilter_broker_dropped_total{reason=\"refused\"}",
@@ -411,11 +406,19 @@ async fn logins_and_the_twin_writers() {
         br#"{"TemperatureThreshold": 60}"#,
     )
     .await;
-    wait_for("ops sets 60", || filter.shared.threshold.get() == 60.0).await;
+    wait_for("ops sets 60", WAIT, || {
+        filter.shared.threshold.get() == 60.0
+    })
+    .await;
     // Telemetry from a logged-in user is filtered with the new threshold.
     raw_publish(&mut alice, "telemetry/a", body(1, 50.0).as_bytes()).await;
     raw_publish(&mut alice, "telemetry/a", body(2, 70.0).as_bytes()).await;
-    wait_for("two inputs", || metrics.snapshot().received == 2).await;
+    // The alert counts when the broker acknowledges it, after its input counted as received.
+    wait_for("two inputs decided", WAIT, || {
+        let s = metrics.snapshot();
+        s.received == 2 && s.alerts + s.unmatched == 2
+    })
+    .await;
     let s = metrics.snapshot();
     filter.stop().await;
     assert_eq!((s.alerts, s.unmatched, s.reconnects), (1, 1, 0));
@@ -606,9 +609,11 @@ async fn a_subscriber_that_stops_reading_holds_bounded_memory_and_every_drop_is_
     let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let reader = tokio::spawn(count_publishes(stuck, received.clone()));
     let got = || received.load(std::sync::atomic::Ordering::Relaxed);
-    wait_for("every message delivered or counted as dropped", || {
-        got() + metrics.snapshot().broker_dropped >= n
-    })
+    wait_for(
+        "every message delivered or counted as dropped",
+        WAIT,
+        || got() + metrics.snapshot().broker_dropped >= n,
+    )
     .await;
     let (received, dropped) = (got(), metrics.snapshot().broker_dropped);
     let shed = counter(

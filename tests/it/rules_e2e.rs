@@ -12,8 +12,12 @@
 
 use crate::common;
 
+use std::time::Duration;
+
 use common::*;
 use loadgen::report::Summary;
+
+const WAIT: Duration = Duration::from_secs(20);
 
 /// One loadgen run (`args` split on spaces) against the broker; the summary must pass.
 async fn loadgen_run(broker: &Mosquitto, args: &str) -> Summary {
@@ -52,7 +56,13 @@ async fn edge_mode_with_hysteresis_and_clears_over_mqtt5() {
         s.expected_alerts < s.seed_alerts / 2,
         "edges are fewer than readings above"
     );
-    let m = f.shared.metrics.snapshot();
+    // A clear counts as published on its PUBACK, which can trail loadgen's copy of it.
+    let metrics = &f.shared.metrics;
+    wait_for("every clear acknowledged", WAIT, || {
+        metrics.snapshot().clears >= s.clears.received
+    })
+    .await;
+    let m = metrics.snapshot();
     f.stop().await;
     assert_eq!(m.clears, s.clears.received);
     assert!(m.suppressed > 0);
