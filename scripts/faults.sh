@@ -16,7 +16,8 @@ for a in "$@"; do [ "$a" = "--short" ] && PROFILE=debug; done
 if [ "$PROFILE" = release ]; then
   cargo build --release --locked -q -p edgefilter -p loadgen
 else
-  cargo build --locked -q -p edgefilter -p loadgen
+  # The test suite's build (scripts/test.sh): its binaries serve here too, no second build.
+  cargo test --workspace --features edgefilter/cluster --locked --no-run --quiet
 fi
 exec python3 scripts/faults.py --edgefilter "target/$PROFILE/edgefilter" \
   --loadgen "target/$PROFILE/loadgen" "$@"

@@ -100,31 +100,27 @@ if need > floor:
 print(f"rust-version {f(floor)}: enough for every dependency (highest: {name}, {f(need)})")
 '
 
-# The Debian package test (tests/it/debian_package.rs) builds the .deb with cargo-deb from the
-# release binary, built here once, before the tests, so the test itself only packages it
-# (building inside the test would compete with the other tests for the two cores).
+# The Debian package test (tests/it/debian_package.rs) packages the suite's own binary with
+# cargo-deb.
 if ! cargo deb --version >/dev/null 2>&1; then
   step "installing cargo-deb"
   cargo install cargo-deb --locked --quiet
 fi
-# Exactly the test's own command, in the same plain environment: another package set unifies
-# features differently, and variables that build scripts watch (ring's `rerun-if-env-changed`)
-# would make the test build the binary again (7 minutes of a CI run).
-step "cargo build --release -p edgefilter --bin edgefilter (for the .deb test)"
-env -i PATH="$PATH" HOME="$HOME" ${CARGO_HOME:+CARGO_HOME="$CARGO_HOME"} \
-  ${RUSTUP_HOME:+RUSTUP_HOME="$RUSTUP_HOME"} ${RUSTUP_TOOLCHAIN:+RUSTUP_TOOLCHAIN="$RUSTUP_TOOLCHAIN"} \
-  ${TMPDIR:+TMPDIR="$TMPDIR"} ${LANG:+LANG="$LANG"} \
-  cargo build --release --locked -p edgefilter --bin edgefilter --quiet
-
-# The fault suite's short form (RELIABILITY.md): the cases that pass today; the known failures
-# of issue 8 are listed, not run. Before the tests so that their summary closes the output.
-step "scripts/faults.sh --short"
-scripts/faults.sh --short
 
 # One debug build for every test: with the `cluster` feature (off by default; it only adds the
 # broadcast plugin and its gRPC) the suite includes the three-node test, tests/cluster.rs. A
 # separate run with the feature used to build the whole crate and rmqtt a second time. The
-# default features are still built by clippy above and by the release build.
+# default features are still built by clippy above. The fault suite's short form runs the
+# binaries of this same build (scripts/faults.sh --short builds exactly this), and the
+# Debian package test packages it: no second build, no release build.
+step "build the tests (debug, --features edgefilter/cluster)"
+cargo test --workspace --features edgefilter/cluster --locked --no-run --quiet
+
+# The fault suite's short form (RELIABILITY.md): the cases that pass today; the known failures
+# are listed, not run. Before the tests so that their summary closes the output.
+step "scripts/faults.sh --short"
+scripts/faults.sh --short
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --features edgefilter/cluster --locked --no-fail-fast "$@"
