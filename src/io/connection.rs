@@ -3,11 +3,12 @@
 //! worker pool, and feeds [`Flow`] — which holds every protocol decision — with what happens:
 //!
 //! ```text
-//!   socket reads ─▶ codec::decode ─▶ Flow::on_packet       Flow::next_dispatch ─▶ stage (inline)
-//!   worker results ───────────────▶ Flow::on_verdicts                         └─▶ pool (workers)
-//!   timer ────────────────────────▶ Flow::tick             Flow::poll ─▶ read?, wake-up, exit
-//!   shutdown ─────────────────────▶ Flow::start_drain      Flow::output ─▶ one write per socket and turn
-//!   outbox committed ─────────────▶ Flow::outbox_committed Flow::outbox_appends ─▶ OutboxIo
+//!   socket reads ─▶ codec::decode ─▶ Flow::handle_packet     Flow::poll_dispatch ─▶ stage (inline)
+//!   worker results ───────────────▶ Flow::handle_verdicts                       └─▶ pool (workers)
+//!   timer ────────────────────────▶ Flow::handle_timeout    Flow::poll ─▶ read?, exit
+//!   shutdown ─────────────────────▶ Flow::handle_drain      Flow::poll_transmit ─▶ one write per socket and turn
+//!   outbox committed ─────────────▶ Flow::handle_outbox_committed   Flow::poll_outbox ─▶ OutboxIo
+//!                                                           Flow::poll_timeout ─▶ next wake-up
 //! ```
 //!
 //! All outgoing packets of one loop turn go out with one `write_all` per socket: rumqttc's own
@@ -29,7 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::azure::{AzureError, AzureIdentity};
-use super::handshake;
+use super::handshake::{self, WireError};
 use super::outbox::OutboxIo;
 use super::reconnect::Backoff;
 use super::transport::{Endpoint, Transport, TransportError};
@@ -51,14 +52,9 @@ pub enum ConnectionError {
     Transport(#[from] TransportError),
     #[error(transparent)]
     Handshake(#[from] handshake::HandshakeError),
-    #[error("connection lost")]
-    Io(#[from] std::io::Error),
-    #[error("broker closed the connection")]
-    Closed,
-    #[error("unexpected packet {0} from the broker")]
-    Unexpected(&'static str),
-    #[error("protocol error")]
-    Codec(#[from] CodecError),
+    /// The byte stream failed after the handshake (the same failures as in it).
+    #[error(transparent)]
+    Wire(#[from] WireError),
     #[error(transparent)]
     Flow(#[from] FlowError),
     #[error("publisher connection: {0}")]
@@ -69,12 +65,24 @@ pub enum ConnectionError {
     Azure(#[from] AzureError),
 }
 
+impl From<std::io::Error> for ConnectionError {
+    fn from(e: std::io::Error) -> Self {
+        ConnectionError::Wire(e.into())
+    }
+}
+
+impl From<CodecError> for ConnectionError {
+    fn from(e: CodecError) -> Self {
+        ConnectionError::Wire(e.into())
+    }
+}
+
 impl ConnectionError {
     /// Mistakes a retry will not fix (wrong CA, refused credentials, refused subscription):
     /// at startup they end the program with this message.
     pub fn is_fatal_at_startup(&self) -> bool {
         match self {
-            ConnectionError::Io(_) | ConnectionError::Closed => false,
+            ConnectionError::Wire(e) => e.is_fatal_at_startup(),
             ConnectionError::Flow(e) => e.is_fatal_at_startup(),
             ConnectionError::Publisher(e) => e.is_fatal_at_startup(),
             ConnectionError::Handshake(e) => e.is_fatal_at_startup(),
@@ -135,7 +143,7 @@ pub async fn run(
         .collect();
     let (tx, results) = mpsc::unbounded_channel();
     let pool = if cfg.pooled {
-        Some(Pool::start(&stages, cfg.max_pending + 64, tx).map_err(ConnectionError::Io)?)
+        Some(Pool::start(&stages, cfg.max_pending + 64, tx).map_err(ConnectionError::from)?)
     } else {
         None
     };
@@ -181,7 +189,7 @@ impl Socket {
     /// Reads into the buffer; `Closed` at the end of the stream.
     async fn read(&mut self) -> Result<Instant, ConnectionError> {
         if self.transport.read_buf(&mut self.rbuf).await? == 0 {
-            return Err(ConnectionError::Closed);
+            return Err(WireError::Closed.into());
         }
         let now = Instant::now();
         if self.quick_acks.after_read(now) {

@@ -21,6 +21,14 @@ pub enum HandshakeError {
     Refused { addr: String, reason: String },
     #[error("no CONNACK from {addr} within {secs} s")]
     ConnAckTimeout { addr: String, secs: u64 },
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
+/// How a connection's byte stream fails, during the handshake or after it (then inside
+/// [`ConnectionError`](super::connection::ConnectionError)).
+#[derive(Debug, Error)]
+pub enum WireError {
     #[error("connection lost")]
     Io(#[from] std::io::Error),
     #[error("broker closed the connection")]
@@ -31,11 +39,34 @@ pub enum HandshakeError {
     Codec(#[from] CodecError),
 }
 
+impl WireError {
+    /// A lost or closed socket may work on the next attempt; a broker that does not speak our
+    /// MQTT will not.
+    pub fn is_fatal_at_startup(&self) -> bool {
+        !matches!(self, WireError::Io(_) | WireError::Closed)
+    }
+}
+
+impl From<std::io::Error> for HandshakeError {
+    fn from(e: std::io::Error) -> Self {
+        HandshakeError::Wire(e.into())
+    }
+}
+
+impl From<CodecError> for HandshakeError {
+    fn from(e: CodecError) -> Self {
+        HandshakeError::Wire(e.into())
+    }
+}
+
 impl HandshakeError {
     /// A lost or closed socket may work on the next attempt; a refusal or a broker that does
     /// not speak our MQTT will not.
     pub fn is_fatal_at_startup(&self) -> bool {
-        !matches!(self, HandshakeError::Io(_) | HandshakeError::Closed)
+        match self {
+            HandshakeError::Wire(e) => e.is_fatal_at_startup(),
+            _ => true,
+        }
     }
 }
 
@@ -59,10 +90,10 @@ pub async fn connect(
     let answer = tokio::time::timeout(CONNACK_TIMEOUT, async {
         loop {
             if let Some(p) = codec::decode(version, rbuf, MAX_CONNACK)? {
-                return Ok(p);
+                return Ok::<_, WireError>(p);
             }
             if transport.read_buf(rbuf).await? == 0 {
-                return Err(HandshakeError::Closed);
+                return Err(WireError::Closed);
             }
         }
     })
@@ -77,7 +108,7 @@ pub async fn connect(
             addr: addr.to_string(),
             reason: info.reason,
         }),
-        Inbound::Other(name) => Err(HandshakeError::Unexpected(name)),
-        _ => Err(HandshakeError::Unexpected("non-CONNACK")),
+        Inbound::Other(name) => Err(WireError::Unexpected(name).into()),
+        _ => Err(WireError::Unexpected("non-CONNACK").into()),
     }
 }
