@@ -8,7 +8,7 @@
 use crate::common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -652,12 +652,78 @@ async fn read_packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
     Some((first[0], body))
 }
 
+/// If the packet (`kind`, `body`) is a QoS 1 PUBLISH: acknowledges it on `s` and records its
+/// `seq` in `seen` (true).
+async fn ack_publish(s: &mut TcpStream, kind: u8, body: &[u8], seen: &mut BTreeSet<u64>) -> bool {
+    if kind & 0xf0 != 0x30 {
+        return false;
+    }
+    let (id, seq) = publish_id_and_seq(body);
+    seen.insert(seq);
+    s.write_all(&packet(0x40, &id.to_be_bytes())).await.unwrap();
+    true
+}
+
 /// A QoS 1 PUBLISH's packet id and `seq` (its body is a [`body`]).
 fn publish_id_and_seq(body: &[u8]) -> (u16, u64) {
     let topic_len = u16::from_be_bytes([body[0], body[1]]) as usize;
     let at = 2 + topic_len;
     let id = u16::from_be_bytes([body[at], body[at + 1]]);
     (id, seq_of(&body[at + 2..]).expect("a seq in the body"))
+}
+
+/// The embedded broker alone (no filter in it) on an ephemeral port, for a raw client that
+/// plays the filter `filter_id` on `telemetry/#`: its port, its counters and its handle (the
+/// filter's login).
+async fn embedded_broker(
+    filter_id: &str,
+    queue: usize,
+    stall_timeout: Duration,
+) -> (
+    u16,
+    std::sync::Arc<edgefilter::metrics::Metrics>,
+    edgefilter::io::embedded::EmbeddedHandle,
+) {
+    use edgefilter::io::embedded::EmbeddedBroker;
+    use edgefilter::settings::BrokerOptions;
+    let (listen, port) = local();
+    let metrics = std::sync::Arc::new(edgefilter::metrics::Metrics::new());
+    let broker = EmbeddedBroker {
+        listen: listen.parse().unwrap(),
+        second: None,
+        max_payload: 1 << 16,
+        options: BrokerOptions {
+            queue,
+            inflight: 10,
+            stall_timeout,
+            passwords: None,
+            anonymous_anywhere: false,
+            twin_writers: Vec::new(),
+            tls: None,
+            cluster: None,
+        },
+        filter_client_id: filter_id.into(),
+        filter_publisher_id: format!("{filter_id}-out"),
+        twin_topic: "edgefilter/twin".into(),
+        input_topics: vec!["telemetry/#".into()],
+    };
+    let m = metrics.clone();
+    let handle = tokio::task::spawn_blocking(move || broker.start(m))
+        .await
+        .unwrap()
+        .unwrap();
+    (port, metrics, handle)
+}
+
+/// The filter's CONNECT on a persistent session with its login.
+fn persistent_connect(client_id: &str, login: (&str, &str)) -> Vec<u8> {
+    let mut body = Vec::new();
+    string(&mut body, b"MQTT");
+    body.extend_from_slice(&[4, 0xC0, 0, 0]);
+    string(&mut body, client_id.as_bytes());
+    string(&mut body, login.0.as_bytes());
+    string(&mut body, login.1.as_bytes());
+    packet(0x10, &body)
 }
 
 /// A filter that stops acknowledging its input (hung, or its acknowledgements lost) held the
@@ -669,48 +735,26 @@ fn publish_id_and_seq(body: &[u8]) -> (u16, u64) {
 /// raw client with the filter's login that reads but never acknowledges on its first
 /// connection, and acknowledges everything on its second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+///
+/// The restart is a takeover of the filter's session, and until the gate held publishers
+/// through it, a message routed in the takeover was dropped: 11 and 2 messages in two of about
+/// 60 runs (CI, and `cargo nextest run … --stress-count 80`; after the fix 100 of 100 passed).
+/// So the scenario runs 10 times here, on a broker of its own each time.
 async fn a_filter_that_stops_acknowledging_is_restarted_and_nothing_is_lost() {
-    use edgefilter::io::embedded::EmbeddedBroker;
-    use edgefilter::settings::BrokerOptions;
-    let (listen, port) = local();
-    let metrics = std::sync::Arc::new(edgefilter::metrics::Metrics::new());
-    let broker = EmbeddedBroker {
-        listen: listen.parse().unwrap(),
-        second: None,
-        max_payload: 1 << 16,
-        options: BrokerOptions {
-            queue: 100,
-            inflight: 10,
-            stall_timeout: Duration::from_secs(1),
-            passwords: None,
-            anonymous_anywhere: false,
-            twin_writers: Vec::new(),
-            tls: None,
-            cluster: None,
-        },
-        filter_client_id: "ef-stuck".into(),
-        filter_publisher_id: "ef-stuck-out".into(),
-        twin_topic: "edgefilter/twin".into(),
-        input_topics: vec!["telemetry/#".into()],
-    };
-    let m = metrics.clone();
-    let handle = tokio::task::spawn_blocking(move || broker.start(m))
-        .await
-        .unwrap()
-        .unwrap();
-    let login = (handle.username.as_str(), handle.password.as_str());
+    for round in 0..10 {
+        a_stuck_filter_round(round).await;
+    }
+}
+
+async fn a_stuck_filter_round(round: u32) {
+    let (port, metrics, handle) = embedded_broker("ef-stuck", 100, Duration::from_secs(1)).await;
+    let connect = persistent_connect(
+        "ef-stuck",
+        (handle.username.as_str(), handle.password.as_str()),
+    );
     // Its first connection: persistent session, subscribed, reads and never acknowledges.
-    let connect = |clean: bool| {
-        let mut body = Vec::new();
-        string(&mut body, b"MQTT");
-        body.extend_from_slice(&[4, 0xC0 | if clean { 0x02 } else { 0 }, 0, 0]);
-        string(&mut body, b"ef-stuck");
-        string(&mut body, login.0.as_bytes());
-        string(&mut body, login.1.as_bytes());
-        packet(0x10, &body)
-    };
     let mut filter = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    filter.write_all(&connect(false)).await.unwrap();
+    filter.write_all(&connect).await.unwrap();
     let (kind, connack) = read_packet(&mut filter).await.unwrap();
     assert_eq!((kind, connack[1]), (0x20, 0), "CONNACK");
     raw_subscribe(&mut filter, "telemetry/#", 1).await;
@@ -738,7 +782,7 @@ async fn a_filter_that_stops_acknowledging_is_restarted_and_nothing_is_lost() {
     assert_eq!(seen.len(), 10, "its in-flight window, unacknowledged");
     // Back, on the same session: everything arrives (the 10 again), acknowledged as it comes.
     let mut filter = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    filter.write_all(&connect(false)).await.unwrap();
+    filter.write_all(&connect).await.unwrap();
     let (kind, connack) = read_packet(&mut filter).await.unwrap();
     assert_eq!(
         (kind, connack[0] & 1),
@@ -749,19 +793,103 @@ async fn a_filter_that_stops_acknowledging_is_restarted_and_nothing_is_lost() {
     tokio::time::timeout(WAIT, async {
         while (all.len() as u64) < n {
             let (kind, body) = read_packet(&mut filter).await.expect("connected");
-            if kind & 0xf0 == 0x30 {
-                let (id, seq) = publish_id_and_seq(&body);
-                all.insert(seq);
-                filter
-                    .write_all(&packet(0x40, &id.to_be_bytes()))
-                    .await
-                    .unwrap();
-            }
+            ack_publish(&mut filter, kind, &body, &mut all).await;
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("{} of {n} after the restart", all.len()));
+    .unwrap_or_else(|_| {
+        panic!(
+            "round {round}: {} of {n} after the restart, {} dropped",
+            all.len(),
+            metrics.snapshot().broker_dropped
+        )
+    });
     assert_eq!(all, (0..n).collect::<BTreeSet<_>>());
     assert_eq!(metrics.snapshot().broker_dropped, 0, "nothing dropped");
     assert_eq!(metrics.broker_stall_count(), 1, "the filter is fine now");
+}
+
+/// Known defect of rmqtt 0.24, not mended (RELIABILITY.md, "Known defects"): a filter that
+/// drops its socket and comes back on its persistent session at once (before the broker saw the
+/// old connection end) takes over a session rmqtt still thinks online, and the message that was
+/// in flight to the old connection is not sent again: one message per comeback, silently
+/// (2,977 of 3,000 over 31 comebacks; with 20 ms between the drop and the comeback, 481 more
+/// were dropped as `queue_full` with a queue of 1,000). Before the gate held publishers
+/// through the takeover, messages routed in it were also dropped as `other` ("Connection Tx is
+/// closed"). edgefilter itself closes its connection and waits for the broker to close it
+/// before it reconnects, and the watchdog's restart is closed by the broker: those paths lose
+/// nothing (`a_filter_that_stops_acknowledging_is_restarted_and_nothing_is_lost`). Run with
+/// `--run-ignored only` to see it fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "rmqtt 0.24 does not resend the in-flight message when an online session is taken over"]
+async fn a_filter_back_on_its_session_loses_nothing_in_the_takeover() {
+    let (port, metrics, handle) = embedded_broker("ef-back", 1000, Duration::ZERO).await;
+    let connect = persistent_connect(
+        "ef-back",
+        (handle.username.as_str(), handle.password.as_str()),
+    );
+    let n = 3000u64;
+    let publisher = Client4::connect(port, "dev").await;
+    // The first connection subscribes; the session keeps the subscription.
+    let mut filter = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    filter.write_all(&connect).await.unwrap();
+    let (kind, _) = read_packet(&mut filter).await.unwrap();
+    assert_eq!(kind, 0x20, "CONNACK");
+    raw_subscribe(&mut filter, "telemetry/#", 1).await;
+    let sender = tokio::spawn(async move {
+        for i in 0..n {
+            publisher
+                .publish(&format!("telemetry/dev-{}", i % 10), body(i, 30.0))
+                .await;
+            if i % 10 == 9 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        publisher
+    });
+    let mut all = BTreeSet::new();
+    let mut comebacks = 0;
+    let deadline = Instant::now() + WAIT;
+    while (all.len() as u64) < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} after {comebacks} comebacks; {} dropped; missing {:?}; sender done {}",
+            all.len(),
+            metrics.snapshot().broker_dropped,
+            (0..n)
+                .filter(|i| !all.contains(i))
+                .take(20)
+                .collect::<Vec<_>>(),
+            sender.is_finished()
+        );
+        // Read and acknowledge 100 messages (all that is left, on the last connection): whole
+        // packets only, so what this client did not acknowledge it did not see either.
+        let mut read = 0;
+        while comebacks >= 30 || read < 100 {
+            let Ok(Some((kind, body))) = tokio::time::timeout(WAIT, read_packet(&mut filter)).await
+            else {
+                break;
+            };
+            if ack_publish(&mut filter, kind, &body, &mut all).await {
+                read += 1;
+            }
+            if all.len() as u64 == n {
+                break;
+            }
+        }
+        if all.len() as u64 == n {
+            break;
+        }
+        // Gone without a DISCONNECT, and back at once on the same session.
+        drop(filter);
+        comebacks += 1;
+        filter = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        filter.write_all(&connect).await.unwrap();
+        let (kind, connack) = read_packet(&mut filter).await.unwrap();
+        assert_eq!((kind, connack[0] & 1), (0x20, 1), "the session is kept");
+    }
+    let _publisher = sender.await.unwrap();
+    assert_eq!(all, (0..n).collect::<BTreeSet<_>>());
+    assert!(comebacks >= 10, "only {comebacks} comebacks");
+    assert_eq!(metrics.snapshot().broker_dropped, 0, "nothing dropped");
 }

@@ -6,6 +6,13 @@
 //! and TCP pushes back to the device. The filter's queue then never overflows while the filter
 //! is connected; while it is not, nothing waits and what overflows is counted as a drop.
 //!
+//! A filter that connects on its persistent session takes it over: rmqtt kicks the old session
+//! (closing its inbox), creates the new one and only then registers its inbox. A message routed
+//! to the filter in between went into the closed inbox and was dropped ("Connection Tx is
+//! closed"; reproduced by `tests/it/embedded_broker.rs`, 2 to 19 of 3,000 messages over 30
+//! comebacks). So from the filter's CONNECT until its session is connected (or refused, or
+//! [`TAKEOVER_LIMIT`] passed) the filter's input publishers wait too.
+//!
 //! A gate that stays shut is a stall of the whole input: its [`Watchdog`] notices when no
 //! waiting publisher got through for `--broker-stall-timeout`, logs what it sees (the filter's
 //! queue, inbox, in-flight window) and closes the filter's connection as a network failure
@@ -36,7 +43,13 @@ pub struct Gate {
     pub inboxes: Arc<Inboxes>,
     /// When the gate last let a waiting publisher through, and when it last recovered.
     pub watchdog: Mutex<Watchdog>,
+    /// Since when the filter's CONNECT is being handled (its session taken over).
+    pub connecting: Mutex<Option<Instant>>,
 }
+
+/// The longest the gate holds publishers for a filter's CONNECT that neither connects nor is
+/// refused (rmqtt ends a handshake on its own timeouts well before).
+pub const TAKEOVER_LIMIT: Duration = Duration::from_secs(10);
 
 /// What a waiting publisher should do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,9 +136,27 @@ impl Gate {
         self.watchdog.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until the filter's backlog is below the mark (or the filter is gone, and not
-    /// just restarted by the watchdog).
+    fn connecting(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.connecting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the filter's session is being taken over by a new connection at `now`.
+    fn taking_over(&self, now: Instant) -> bool {
+        self.connecting()
+            .is_some_and(|since| now.saturating_duration_since(since) < TAKEOVER_LIMIT)
+    }
+
+    /// Waits while the filter's session is being taken over, then until the filter's backlog
+    /// is below the mark (or the filter is gone, and not just restarted by the watchdog).
     async fn wait(&self) {
+        let mut held = false;
+        while self.taking_over(Instant::now()) {
+            if !held {
+                held = true;
+                self.metrics.broker_paused();
+            }
+            tokio::time::sleep(POLL).await;
+        }
         let Some(mut filter) = self.filter_session() else {
             return;
         };
@@ -186,7 +217,8 @@ impl Gate {
     }
 }
 
-/// The gate as an rmqtt hook handler (registered for two hook types).
+/// The gate as an rmqtt hook handler (registered for the filter's CONNECT, CONNACK and
+/// connection, and for every PUBLISH).
 pub struct GateHook(pub Arc<Gate>);
 
 #[async_trait::async_trait]
@@ -194,10 +226,19 @@ impl Handler for GateHook {
     async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
         let gate = &self.0;
         match param {
+            Parameter::ClientConnect(info) if **info.client_id() == *gate.filter_client_id => {
+                *gate.connecting() = Some(Instant::now());
+            }
+            Parameter::ClientConnack(info, reason)
+                if **info.client_id() == *gate.filter_client_id && !reason.success() =>
+            {
+                *gate.connecting() = None;
+            }
             Parameter::ClientConnected(session)
                 if *session.id.client_id == *gate.filter_client_id =>
             {
                 *gate.filter.write().unwrap_or_else(|e| e.into_inner()) = Some((*session).clone());
+                *gate.connecting() = None;
             }
             Parameter::MessagePublish(_, from, publish)
                 if *from.id.client_id != *gate.filter_client_id

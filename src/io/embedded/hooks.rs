@@ -265,9 +265,13 @@ pub async fn register(
     register
         .add(Type::ClientDisconnected, Box::new(InboxHook(inboxes)))
         .await;
-    register
-        .add(Type::ClientConnected, Box::new(GateHook(gate.clone())))
-        .await;
+    for t in [
+        Type::ClientConnect,
+        Type::ClientConnack,
+        Type::ClientConnected,
+    ] {
+        register.add(t, Box::new(GateHook(gate.clone()))).await;
+    }
     register
         .add(Type::MessagePublish, Box::new(GateHook(gate)))
         .await;
