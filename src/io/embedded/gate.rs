@@ -43,8 +43,42 @@ pub struct Gate {
     pub inboxes: Arc<Inboxes>,
     /// When the gate last let a waiting publisher through, and when it last recovered.
     pub watchdog: Mutex<Watchdog>,
-    /// Since when the filter's CONNECT is being handled (its session taken over).
-    pub connecting: Mutex<Option<Instant>>,
+    /// The filter's CONNECT being handled (its session taken over).
+    pub takeover: Takeover,
+}
+
+/// Whether, and since when, the filter's session is being taken over by a new connection.
+/// Every input publish asks: an atomic flag first, the lock only while a takeover runs.
+#[derive(Debug, Default)]
+pub struct Takeover {
+    active: std::sync::atomic::AtomicBool,
+    since: Mutex<Option<Instant>>,
+}
+
+impl Takeover {
+    fn since(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn begin(&self, now: Instant) {
+        *self.since() = Some(now);
+        self.active
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn end(&self) {
+        self.active
+            .store(false, std::sync::atomic::Ordering::Release);
+        *self.since() = None;
+    }
+
+    /// A takeover began less than [`TAKEOVER_LIMIT`] before `now` and has not ended.
+    pub fn running(&self, now: Instant) -> bool {
+        self.active.load(std::sync::atomic::Ordering::Acquire)
+            && self
+                .since()
+                .is_some_and(|t| now.saturating_duration_since(t) < TAKEOVER_LIMIT)
+    }
 }
 
 /// The longest the gate holds publishers for a filter's CONNECT that neither connects nor is
@@ -136,21 +170,11 @@ impl Gate {
         self.watchdog.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn connecting(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        self.connecting.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether the filter's session is being taken over by a new connection at `now`.
-    fn taking_over(&self, now: Instant) -> bool {
-        self.connecting()
-            .is_some_and(|since| now.saturating_duration_since(since) < TAKEOVER_LIMIT)
-    }
-
     /// Waits while the filter's session is being taken over, then until the filter's backlog
     /// is below the mark (or the filter is gone, and not just restarted by the watchdog).
     async fn wait(&self) {
         let mut held = false;
-        while self.taking_over(Instant::now()) {
+        while self.takeover.running(Instant::now()) {
             if !held {
                 held = true;
                 self.metrics.broker_paused();
@@ -227,18 +251,18 @@ impl Handler for GateHook {
         let gate = &self.0;
         match param {
             Parameter::ClientConnect(info) if **info.client_id() == *gate.filter_client_id => {
-                *gate.connecting() = Some(Instant::now());
+                gate.takeover.begin(Instant::now());
             }
             Parameter::ClientConnack(info, reason)
                 if **info.client_id() == *gate.filter_client_id && !reason.success() =>
             {
-                *gate.connecting() = None;
+                gate.takeover.end();
             }
             Parameter::ClientConnected(session)
                 if *session.id.client_id == *gate.filter_client_id =>
             {
                 *gate.filter.write().unwrap_or_else(|e| e.into_inner()) = Some((*session).clone());
-                *gate.connecting() = None;
+                gate.takeover.end();
             }
             Parameter::MessagePublish(_, from, publish)
                 if *from.id.client_id != *gate.filter_client_id
@@ -305,6 +329,23 @@ mod tests {
             w.check(t0 + 100 * S, t0 + 110 * S),
             Watch::Recover { .. }
         ));
+    }
+
+    #[test]
+    fn a_takeover_holds_until_it_ends_or_times_out() {
+        let t0 = Instant::now();
+        let t = Takeover::default();
+        assert!(!t.running(t0));
+        t.begin(t0);
+        assert!(t.running(t0 + S));
+        t.end();
+        assert!(!t.running(t0 + S));
+        t.begin(t0);
+        assert!(t.running(t0 + TAKEOVER_LIMIT - S));
+        assert!(
+            !t.running(t0 + TAKEOVER_LIMIT),
+            "a CONNECT that never ends holds no longer"
+        );
     }
 
     #[test]
