@@ -11,7 +11,9 @@
 //! to the filter in between went into the closed inbox and was dropped ("Connection Tx is
 //! closed"; reproduced by `tests/it/embedded_broker.rs`, 2 to 19 of 3,000 messages over 30
 //! comebacks). So from the filter's CONNECT until its session is connected (or refused, or
-//! [`TAKEOVER_LIMIT`] passed) the filter's input publishers wait too.
+//! [`TAKEOVER_LIMIT`] passed) the filter's input publishers wait too; and after a restart by
+//! the watchdog, until the filter is back (or a stall timeout passed), so that they do not
+//! overflow its offline queue meanwhile.
 //!
 //! A gate that stays shut is a stall of the whole input: its [`Watchdog`] notices when no
 //! waiting publisher got through for `--broker-stall-timeout`, logs what it sees (the filter's
@@ -104,6 +106,8 @@ pub struct Watchdog {
     passed: Option<Instant>,
     /// The last recovery: the filter's connection was closed then.
     recovered: Option<Instant>,
+    /// The filter has not connected again since the last recovery.
+    away: bool,
 }
 
 impl Watchdog {
@@ -113,6 +117,7 @@ impl Watchdog {
             after,
             passed: None,
             recovered: None,
+            away: false,
         }
     }
 
@@ -132,9 +137,21 @@ impl Watchdog {
             return Watch::Wait;
         }
         self.recovered = Some(now);
+        self.away = true;
         Watch::Recover {
             shut_for: now.saturating_duration_since(shut),
         }
+    }
+
+    /// The filter connected (again).
+    pub fn returned(&mut self) {
+        self.away = false;
+    }
+
+    /// Restarted by a recovery less than a stall timeout before `now`, and not back yet:
+    /// publishers wait for it rather than fill its offline queue.
+    pub fn awaiting_return(&self, now: Instant) -> bool {
+        self.away && self.recovering(now)
     }
 
     /// Within a stall timeout of the last recovery: the filter is expected back.
@@ -170,11 +187,15 @@ impl Gate {
         self.watchdog.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits while the filter's session is being taken over, then until the filter's backlog
-    /// is below the mark (or the filter is gone, and not just restarted by the watchdog).
+    /// Waits while the filter's session is being taken over or the watchdog's restart has not
+    /// brought it back yet, then until the filter's backlog is below the mark (or the filter is
+    /// gone, and not just restarted by the watchdog).
     async fn wait(&self) {
         let mut held = false;
-        while self.takeover.running(Instant::now()) {
+        while {
+            let now = Instant::now();
+            self.takeover.running(now) || self.watchdog().awaiting_return(now)
+        } {
             if !held {
                 held = true;
                 self.metrics.broker_paused();
@@ -262,6 +283,7 @@ impl Handler for GateHook {
                 if *session.id.client_id == *gate.filter_client_id =>
             {
                 *gate.filter.write().unwrap_or_else(|e| e.into_inner()) = Some((*session).clone());
+                gate.watchdog().returned();
                 gate.takeover.end();
             }
             Parameter::MessagePublish(_, from, publish)
@@ -329,6 +351,23 @@ mod tests {
             w.check(t0 + 100 * S, t0 + 110 * S),
             Watch::Recover { .. }
         ));
+    }
+
+    #[test]
+    fn publishers_wait_for_a_restarted_filter_until_it_is_back_or_a_timeout_passed() {
+        let t0 = Instant::now();
+        let mut w = Watchdog::new(10 * S);
+        assert!(!w.awaiting_return(t0));
+        assert!(matches!(w.check(t0, t0 + 10 * S), Watch::Recover { .. }));
+        assert!(w.awaiting_return(t0 + 11 * S));
+        w.returned();
+        assert!(!w.awaiting_return(t0 + 11 * S));
+        assert!(matches!(w.check(t0, t0 + 20 * S), Watch::Recover { .. }));
+        assert!(w.awaiting_return(t0 + 29 * S));
+        assert!(
+            !w.awaiting_return(t0 + 30 * S),
+            "not back within the timeout: no more waiting"
+        );
     }
 
     #[test]
