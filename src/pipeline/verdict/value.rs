@@ -33,7 +33,7 @@ impl FieldValue {
         match *self {
             FieldValue::Float(x) => x.partial_cmp(&v),
             // Both exact as `f64` (|i| ≤ 2^53): the `f64` comparison is the exact one.
-            FieldValue::Int(i) if i.unsigned_abs() <= EXACT => (i as f64).partial_cmp(&v),
+            FieldValue::Int(i) if i.unsigned_abs() <= EXACT => (i as i64 as f64).partial_cmp(&v),
             FieldValue::Int(i) => Some(if int_gt(i, v) {
                 Ordering::Greater
             } else if int_gt(-i, -v) {
