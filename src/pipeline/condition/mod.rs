@@ -127,12 +127,23 @@ pub struct Condition {
     trie: Vec<PathNode>,
 }
 
-/// A key of the fields' tree: its children, and the slot of the field that ends here.
+/// A key of the fields' tree: its children (nodes `first..end`: the nodes are numbered level
+/// by level, so a node's children are next to each other), and the slot of the field that
+/// ends here.
 #[derive(Debug, Clone)]
 pub(crate) struct PathNode {
-    pub(crate) key: String,
-    pub(crate) children: Vec<u16>,
+    pub(crate) key: Box<[u8]>,
+    pub(crate) first: u16,
+    pub(crate) end: u16,
     pub(crate) slot: Option<u8>,
+}
+
+impl PathNode {
+    /// The indices of its children in the tree.
+    #[inline]
+    pub(crate) fn children(&self) -> std::ops::Range<usize> {
+        usize::from(self.first)..usize::from(self.end)
+    }
 }
 
 impl PartialEq for Condition {
@@ -153,33 +164,52 @@ impl Condition {
         program: Vec<Op>,
         uses_threshold: bool,
     ) -> Condition {
-        let mut trie = vec![PathNode {
-            key: String::new(),
+        // The tree as built (children in any order), then numbered level by level.
+        struct Building<'a> {
+            key: &'a str,
+            children: Vec<usize>,
+            slot: Option<u8>,
+        }
+        let mut built = vec![Building {
+            key: "",
             children: Vec::new(),
             slot: None,
         }];
         for (slot, field) in fields.iter().enumerate() {
             let mut n = 0;
             for key in field.keys() {
-                let found = trie[n]
+                let found = built[n]
                     .children
                     .iter()
-                    .find(|&&c| trie[usize::from(c)].key == *key);
+                    .find(|&&c| built[c].key == key.as_str());
                 n = match found {
-                    Some(&c) => usize::from(c),
+                    Some(&c) => c,
                     None => {
-                        trie.push(PathNode {
-                            key: key.clone(),
+                        built.push(Building {
+                            key: key.as_str(),
                             children: Vec::new(),
                             slot: None,
                         });
-                        let c = trie.len() - 1;
-                        trie[n].children.push(c as u16);
+                        let c = built.len() - 1;
+                        built[n].children.push(c);
                         c
                     }
                 };
             }
-            trie[n].slot = Some(slot as u8);
+            built[n].slot = Some(slot as u8);
+        }
+        // At most MAX_FIELDS × (the keys of a field) nodes, under 4096 by MAX_LEN: u16.
+        let mut order = vec![0];
+        let mut trie = Vec::with_capacity(built.len());
+        while let Some(&b) = order.get(trie.len()) {
+            let first = order.len() as u16;
+            order.extend_from_slice(&built[b].children);
+            trie.push(PathNode {
+                key: built[b].key.as_bytes().into(),
+                first,
+                end: order.len() as u16,
+                slot: built[b].slot,
+            });
         }
         Condition {
             source,

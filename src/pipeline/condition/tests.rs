@@ -201,6 +201,17 @@ fn shared_prefixes_are_read_in_one_walk() {
     assert_eq!(c.fields().len(), 5);
     // root → m → {a, b, c → d}, root → n → a: 7 keys.
     assert_eq!(c.trie().len(), 8);
+    // Numbered level by level: each node's children are next to each other.
+    let keys = |n: usize| -> Vec<&[u8]> {
+        c.trie()[c.trie()[n].children()]
+            .iter()
+            .map(|k| &*k.key)
+            .collect()
+    };
+    assert_eq!(keys(0), [&b"m"[..], b"n"]);
+    assert_eq!(keys(1), [&b"a"[..], b"b", b"c"]);
+    assert_eq!(c.trie()[1].slot, Some(3));
+    assert_eq!(keys(5), [&b"d"[..]]);
     assert_eq!(
         verdict(
             "m.a > 1 and m.b > 1",

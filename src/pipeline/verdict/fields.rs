@@ -10,7 +10,7 @@
 //! turn, with the same answers (Python's numbers of any size, lone surrogates, the exact
 //! error).
 
-use simd_json::{Node, StaticNode, Tape};
+use simd_json::{Node, StaticNode};
 
 use super::scan::{self, Found, Scanned};
 use super::{
@@ -107,58 +107,42 @@ impl Evaluator {
         extras: Extras<'_>,
         out: &mut ConditionReading,
     ) -> Result<(), Option<Verdict>> {
-        let len = payload.len();
-        let padded = len + simd_json::INPUT_PADDING;
-        if self.scratch.len() < padded {
-            self.scratch.resize(padded, b' ');
-        }
-        self.scratch[..len].copy_from_slice(payload);
         let trie = cond.trie();
         if self.last.len() < trie.len() {
             self.last.resize(trie.len(), NONE);
         }
         let Evaluator {
             field,
-            scratch,
-            buffers,
-            tape,
+            parser,
             values,
             last,
             ..
         } = self;
-        let mut filled = std::mem::replace(tape, Tape(Vec::new())).reset();
-        let result =
-            match simd_json::fill_tape_padded(&mut scratch[..padded], len, buffers, &mut filled) {
-                Err(_) => Err(None),
-                Ok(()) => match filled.0.first() {
-                    Some(Node::Object { .. }) => match visit(&filled.0, 0, trie, 0, values, last) {
-                        None => Err(None),
-                        Some(()) => {
-                            if extras.value {
-                                let mut v = 0.0;
-                                if let Some(Found::Number { .. }) =
-                                    walk(&filled.0, &field.keys, 0.0, &mut v)
-                                {
-                                    out.value = Some(v);
-                                }
-                            }
-                            if let Some(t) = extras.time {
-                                out.time_us = locate(&filled.0, &t.keys)
-                                    .flatten()
-                                    .and_then(|i| super::time::tape_time(&filled.0[i]));
-                            }
-                            Ok(())
+        let read = |tape: &[Node<'_>]| -> Result<(), Option<Verdict>> {
+            match tape.first() {
+                Some(Node::Object { .. }) => {
+                    visit(tape, 0, trie, 0, values, last).ok_or(None)?;
+                    if extras.value {
+                        let mut v = 0.0;
+                        if let Some(Found::Number { .. }) = walk(tape, &field.keys, 0.0, &mut v) {
+                            out.value = Some(v);
                         }
-                    },
-                    Some(other) => Err(Some(reject(
-                        RejectReason::NotObject,
-                        format!("top level is {}, not an object", kind(other).described()),
-                    ))),
-                    None => Err(None),
-                },
-            };
-        *tape = filled.reset();
-        result
+                    }
+                    if let Some(t) = extras.time {
+                        out.time_us = locate(tape, &t.keys)
+                            .flatten()
+                            .and_then(|i| super::time::tape_time(&tape[i]));
+                    }
+                    Ok(())
+                }
+                Some(other) => Err(Some(reject(
+                    RejectReason::NotObject,
+                    format!("top level is {}, not an object", kind(other).described()),
+                ))),
+                None => Err(None),
+            }
+        };
+        parser.parse(payload, read).unwrap_or(Err(None))
     }
 
     /// The slow path: each field scanned in turn.
@@ -222,31 +206,31 @@ fn visit(
     let Node::Object { len, .. } = *tape.get(at)? else {
         return Some(());
     };
-    let node = &trie[n];
-    for &c in &node.children {
-        last[usize::from(c)] = NONE;
-    }
+    let children = trie[n].children();
+    let kids = trie.get(children.clone())?;
+    let seen = last.get_mut(children.clone())?;
+    seen.fill(NONE);
     let mut i = at + 1;
     for _ in 0..len {
         let Node::String(k) = *tape.get(i)? else {
             return None;
         };
         i += 1;
-        for &c in &node.children {
-            if trie[usize::from(c)].key == k {
-                last[usize::from(c)] = i as u32;
+        for (kid, seen) in kids.iter().zip(seen.iter_mut()) {
+            if same_key(&kid.key, k.as_bytes()) {
+                *seen = i as u32;
             }
         }
         i = skip(tape, i)?;
     }
-    for &c in &node.children {
-        let c = usize::from(c);
+    for c in children {
         let at = last[c];
         if at == NONE {
             continue;
         }
         let at = at as usize;
-        if let Some(slot) = trie[c].slot {
+        let kid = &trie[c];
+        if let Some(slot) = kid.slot {
             values[usize::from(slot)] = match *tape.get(at)? {
                 Node::Static(StaticNode::F64(x)) => FieldValue::Float(x),
                 Node::Static(StaticNode::U64(v)) => FieldValue::Int(i128::from(v)),
@@ -257,9 +241,50 @@ fn visit(
                 },
             };
         }
-        if !trie[c].children.is_empty() {
+        if kid.first != kid.end {
             visit(tape, at, trie, c, values, last)?;
         }
     }
     Some(())
+}
+
+/// `want == k`, inline: the keys of a document are short, and most differ from the wanted
+/// ones by their length or first bytes, so a call to `memcmp` per key costs more than the
+/// comparison (`same_key` loads the two ends as words, which covers keys up to 16 bytes).
+#[inline(always)]
+fn same_key(want: &[u8], k: &[u8]) -> bool {
+    let n = want.len();
+    if n != k.len() {
+        return false;
+    }
+    let word = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().unwrap_or([0; 8]));
+    let half = |s: &[u8], i: usize| u32::from_le_bytes(s[i..i + 4].try_into().unwrap_or([0; 4]));
+    match n {
+        0 => true,
+        1..=3 => want[0] == k[0] && want[n / 2] == k[n / 2] && want[n - 1] == k[n - 1],
+        4..=7 => half(want, 0) == half(k, 0) && half(want, n - 4) == half(k, n - 4),
+        8..=16 => word(want, 0) == word(k, 0) && word(want, n - 8) == word(k, n - 8),
+        _ => want == k,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_key;
+
+    #[test]
+    fn same_key_is_slice_equality_at_every_length() {
+        for n in 0..=20usize {
+            let a: Vec<u8> = (0..n as u8).map(|i| b'a' + i).collect();
+            assert!(same_key(&a, &a.clone()), "{n}");
+            for i in 0..n {
+                let mut b = a.clone();
+                b[i] ^= 1;
+                assert!(!same_key(&a, &b), "{n} at {i}");
+            }
+            let mut longer = a.clone();
+            longer.push(b'a');
+            assert!(!same_key(&a, &longer), "{n} longer");
+        }
+    }
 }

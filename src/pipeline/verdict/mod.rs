@@ -209,13 +209,8 @@ impl std::fmt::Display for FieldPath {
 pub struct Evaluator {
     field: FieldPath,
     max_payload: usize,
-    /// The payload copy simd-json parses in place (it unescapes strings into it), followed by
-    /// `INPUT_PADDING` bytes its SIMD loads may read. Grows to the largest payload seen.
-    scratch: Vec<u8>,
-    /// simd-json's structural index, string and stack buffers.
-    buffers: simd_json::Buffers,
-    /// The tape's allocation, kept empty between calls (hence `'static`).
-    tape: Tape<'static>,
+    /// The fast path's parse buffers.
+    parser: Parser,
     /// Slow path: the outcome per path level.
     levels: Vec<Found>,
     /// The number of the last [`Found::Number`] (either path).
@@ -233,9 +228,11 @@ impl Evaluator {
             levels: Vec::with_capacity(field.keys.len()),
             field,
             max_payload,
-            scratch: Vec::with_capacity(TYPICAL + simd_json::INPUT_PADDING),
-            buffers: simd_json::Buffers::with_max_depth(TYPICAL, MAX_DEPTH),
-            tape: Tape(Vec::with_capacity(64)),
+            parser: Parser {
+                scratch: Vec::with_capacity(TYPICAL + simd_json::INPUT_PADDING),
+                buffers: simd_json::Buffers::with_max_depth(TYPICAL, MAX_DEPTH),
+                tape: Tape(Vec::with_capacity(64)),
+            },
             value: 0.0,
             values: Vec::new(),
             last: Vec::new(),
@@ -321,37 +318,23 @@ impl Evaluator {
         threshold: f64,
         time: Option<(&FieldPath, &mut Option<i64>)>,
     ) -> Option<Found> {
-        let len = payload.len();
-        let padded = len + simd_json::INPUT_PADDING;
-        if self.scratch.len() < padded {
-            // The padding may hold anything; only growth writes it.
-            self.scratch.resize(padded, b' ');
-        }
-        self.scratch[..len].copy_from_slice(payload);
         let Evaluator {
             field,
-            scratch,
-            buffers,
-            tape,
+            parser,
             value,
             ..
         } = self;
-        let mut filled = std::mem::replace(tape, Tape(Vec::new())).reset();
-        let found =
-            match simd_json::fill_tape_padded(&mut scratch[..padded], len, buffers, &mut filled) {
-                Ok(()) => {
-                    let found = walk(&filled.0, &field.keys, threshold, value);
-                    if let (Some(_), Some((path, slot))) = (found, time) {
-                        *slot = locate(&filled.0, &path.keys)
-                            .flatten()
-                            .and_then(|i| tape_time(&filled.0[i]));
-                    }
-                    found
+        parser
+            .parse(payload, |tape| {
+                let found = walk(tape, &field.keys, threshold, value);
+                if let (Some(_), Some((path, slot))) = (found, time) {
+                    *slot = locate(tape, &path.keys)
+                        .flatten()
+                        .and_then(|i| tape_time(&tape[i]));
                 }
-                Err(_) => None,
-            };
-        *tape = filled.reset();
-        found
+                found
+            })
+            .flatten()
     }
 
     fn slow(&mut self, payload: &[u8], threshold: f64) -> Verdict {
@@ -396,6 +379,44 @@ impl Evaluator {
                 format!("{} is {}, not a number", self.field, kind.described()),
             ),
         }
+    }
+}
+
+/// simd-json's buffers, reused from one message to the next: no heap allocation per message
+/// once they have grown to the largest payload seen.
+struct Parser {
+    /// The payload copy simd-json parses in place (it unescapes strings into it), followed by
+    /// `INPUT_PADDING` bytes its SIMD loads may read. Grows to the largest payload seen.
+    scratch: Vec<u8>,
+    /// simd-json's structural index, string and stack buffers.
+    buffers: simd_json::Buffers,
+    /// The tape's allocation, kept empty between calls (hence `'static`).
+    tape: Tape<'static>,
+}
+
+impl Parser {
+    /// Builds the tape of `payload` and hands it to `read`; `None` when simd-json refuses the
+    /// payload (the slow path decides).
+    #[inline]
+    fn parse<R>(&mut self, payload: &[u8], read: impl FnOnce(&[Node<'_>]) -> R) -> Option<R> {
+        let len = payload.len();
+        let padded = len + simd_json::INPUT_PADDING;
+        if self.scratch.len() < padded {
+            // The padding may hold anything; only growth writes it.
+            self.scratch.resize(padded, b' ');
+        }
+        self.scratch[..len].copy_from_slice(payload);
+        let Parser {
+            scratch,
+            buffers,
+            tape,
+        } = self;
+        let mut filled = std::mem::replace(tape, Tape(Vec::new())).reset();
+        let out = simd_json::fill_tape_padded(&mut scratch[..padded], len, buffers, &mut filled)
+            .ok()
+            .map(|()| read(&filled.0));
+        *tape = filled.reset();
+        out
     }
 }
 

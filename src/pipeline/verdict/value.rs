@@ -8,6 +8,9 @@ use std::cmp::Ordering;
 use super::number::{decimal_int_gt, int_gt};
 use super::Kind;
 
+/// The largest magnitude up to which every integer is exact as an `f64`.
+const EXACT: u128 = 1 << 53;
+
 /// What one message holds at one field of the condition.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum FieldValue {
@@ -29,6 +32,8 @@ impl FieldValue {
     pub(crate) fn cmp(&self, v: f64, payload: &[u8]) -> Option<Ordering> {
         match *self {
             FieldValue::Float(x) => x.partial_cmp(&v),
+            // Both exact as `f64` (|i| ≤ 2^53): the `f64` comparison is the exact one.
+            FieldValue::Int(i) if i.unsigned_abs() <= EXACT => (i as i64 as f64).partial_cmp(&v),
             FieldValue::Int(i) => Some(if int_gt(i, v) {
                 Ordering::Greater
             } else if int_gt(-i, -v) {
