@@ -21,6 +21,7 @@
 //! would: its persistent session keeps every queued and unacknowledged message, the filter
 //! reconnects and gets them again, and the publishers keep waiting for it meanwhile.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -45,41 +46,65 @@ pub struct Gate {
     pub inboxes: Arc<Inboxes>,
     /// When the gate last let a waiting publisher through, and when it last recovered.
     pub watchdog: Mutex<Watchdog>,
-    /// The filter's CONNECT being handled (its session taken over).
-    pub takeover: Takeover,
+    /// The filter away from its session and expected back: publishers wait for it.
+    pub away: Away,
 }
 
-/// Whether, and since when, the filter's session is being taken over by a new connection.
-/// Every input publish asks: an atomic flag first, the lock only while a takeover runs.
+/// The filter is expected back on its session: from its CONNECT (the takeover; at most
+/// [`TAKEOVER_LIMIT`], ended early by a refusal) and after the watchdog's restart (at most a
+/// stall timeout), until its session is connected. Every input publish asks: an atomic flag
+/// first, the lock only while a deadline is set.
 #[derive(Debug, Default)]
-pub struct Takeover {
-    active: std::sync::atomic::AtomicBool,
-    since: Mutex<Option<Instant>>,
+pub struct Away {
+    /// Whether a deadline below is set (written under the lock).
+    active: AtomicBool,
+    until: Mutex<Deadlines>,
 }
 
-impl Takeover {
-    fn since(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        self.since.lock().unwrap_or_else(|e| e.into_inner())
+#[derive(Debug, Default)]
+struct Deadlines {
+    connect: Option<Instant>,
+    restart: Option<Instant>,
+}
+
+impl Away {
+    fn set(&self, change: impl FnOnce(&mut Deadlines)) {
+        let mut until = self.until.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut until);
+        let active = until.connect.is_some() || until.restart.is_some();
+        self.active.store(active, Ordering::Release);
     }
 
-    pub fn begin(&self, now: Instant) {
-        *self.since() = Some(now);
-        self.active
-            .store(true, std::sync::atomic::Ordering::Release);
+    /// The filter's CONNECT arrived at `now`.
+    pub fn connecting(&self, now: Instant) {
+        self.set(|u| u.connect = Some(now + TAKEOVER_LIMIT));
     }
 
-    pub fn end(&self) {
-        self.active
-            .store(false, std::sync::atomic::Ordering::Release);
-        *self.since() = None;
+    /// The filter's CONNECT was refused.
+    pub fn refused(&self) {
+        self.set(|u| u.connect = None);
     }
 
-    /// A takeover began less than [`TAKEOVER_LIMIT`] before `now` and has not ended.
-    pub fn running(&self, now: Instant) -> bool {
-        self.active.load(std::sync::atomic::Ordering::Acquire)
-            && self
-                .since()
-                .is_some_and(|t| now.saturating_duration_since(t) < TAKEOVER_LIMIT)
+    /// The watchdog closed the filter's connection: expected back by `until`.
+    pub fn restarted(&self, until: Instant) {
+        self.set(|u| u.restart = Some(until));
+    }
+
+    /// The filter's session is connected.
+    pub fn back(&self) {
+        self.set(|u| *u = Deadlines::default());
+    }
+
+    /// Publishers wait at `now`.
+    pub fn waiting(&self, now: Instant) -> bool {
+        if !self.active.load(Ordering::Acquire) {
+            return false;
+        }
+        let until = self.until.lock().unwrap_or_else(|e| e.into_inner());
+        [until.connect, until.restart]
+            .into_iter()
+            .flatten()
+            .any(|t| now < t)
     }
 }
 
@@ -106,8 +131,6 @@ pub struct Watchdog {
     passed: Option<Instant>,
     /// The last recovery: the filter's connection was closed then.
     recovered: Option<Instant>,
-    /// The filter has not connected again since the last recovery.
-    away: bool,
 }
 
 impl Watchdog {
@@ -117,7 +140,6 @@ impl Watchdog {
             after,
             passed: None,
             recovered: None,
-            away: false,
         }
     }
 
@@ -137,21 +159,14 @@ impl Watchdog {
             return Watch::Wait;
         }
         self.recovered = Some(now);
-        self.away = true;
         Watch::Recover {
             shut_for: now.saturating_duration_since(shut),
         }
     }
 
-    /// The filter connected (again).
-    pub fn returned(&mut self) {
-        self.away = false;
-    }
-
-    /// Restarted by a recovery less than a stall timeout before `now`, and not back yet:
-    /// publishers wait for it rather than fill its offline queue.
-    pub fn awaiting_return(&self, now: Instant) -> bool {
-        self.away && self.recovering(now)
+    /// How long a shut gate takes to be a stall.
+    pub fn timeout(&self) -> Duration {
+        self.after
     }
 
     /// Within a stall timeout of the last recovery: the filter is expected back.
@@ -192,10 +207,7 @@ impl Gate {
     /// gone, and not just restarted by the watchdog).
     async fn wait(&self) {
         let mut held = false;
-        while {
-            let now = Instant::now();
-            self.takeover.running(now) || self.watchdog().awaiting_return(now)
-        } {
+        while self.away.waiting(Instant::now()) {
             if !held {
                 held = true;
                 self.metrics.broker_paused();
@@ -221,6 +233,8 @@ impl Gate {
                 let watch = self.watchdog().check(since, now);
                 if let Watch::Recover { shut_for } = watch {
                     self.recover(&filter, shut_for);
+                    // Publishers wait for it rather than fill its offline queue.
+                    self.away.restarted(now + self.watchdog().timeout());
                 }
             }
             if since.is_none() {
@@ -272,19 +286,18 @@ impl Handler for GateHook {
         let gate = &self.0;
         match param {
             Parameter::ClientConnect(info) if **info.client_id() == *gate.filter_client_id => {
-                gate.takeover.begin(Instant::now());
+                gate.away.connecting(Instant::now());
             }
             Parameter::ClientConnack(info, reason)
                 if **info.client_id() == *gate.filter_client_id && !reason.success() =>
             {
-                gate.takeover.end();
+                gate.away.refused();
             }
             Parameter::ClientConnected(session)
                 if *session.id.client_id == *gate.filter_client_id =>
             {
                 *gate.filter.write().unwrap_or_else(|e| e.into_inner()) = Some((*session).clone());
-                gate.watchdog().returned();
-                gate.takeover.end();
+                gate.away.back();
             }
             Parameter::MessagePublish(_, from, publish)
                 if *from.id.client_id != *gate.filter_client_id
@@ -357,15 +370,18 @@ mod tests {
     fn publishers_wait_for_a_restarted_filter_until_it_is_back_or_a_timeout_passed() {
         let t0 = Instant::now();
         let mut w = Watchdog::new(10 * S);
-        assert!(!w.awaiting_return(t0));
+        let away = Away::default();
+        assert!(!away.waiting(t0));
         assert!(matches!(w.check(t0, t0 + 10 * S), Watch::Recover { .. }));
-        assert!(w.awaiting_return(t0 + 11 * S));
-        w.returned();
-        assert!(!w.awaiting_return(t0 + 11 * S));
+        away.restarted(t0 + 10 * S + w.timeout());
+        assert!(away.waiting(t0 + 11 * S));
+        away.back();
+        assert!(!away.waiting(t0 + 11 * S));
         assert!(matches!(w.check(t0, t0 + 20 * S), Watch::Recover { .. }));
-        assert!(w.awaiting_return(t0 + 29 * S));
+        away.restarted(t0 + 20 * S + w.timeout());
+        assert!(away.waiting(t0 + 29 * S));
         assert!(
-            !w.awaiting_return(t0 + 30 * S),
+            !away.waiting(t0 + 30 * S),
             "not back within the timeout: no more waiting"
         );
     }
@@ -373,17 +389,33 @@ mod tests {
     #[test]
     fn a_takeover_holds_until_it_ends_or_times_out() {
         let t0 = Instant::now();
-        let t = Takeover::default();
-        assert!(!t.running(t0));
-        t.begin(t0);
-        assert!(t.running(t0 + S));
-        t.end();
-        assert!(!t.running(t0 + S));
-        t.begin(t0);
-        assert!(t.running(t0 + TAKEOVER_LIMIT - S));
+        let t = Away::default();
+        assert!(!t.waiting(t0));
+        t.connecting(t0);
+        assert!(t.waiting(t0 + S));
+        t.back();
+        assert!(!t.waiting(t0 + S));
+        t.connecting(t0);
+        assert!(t.waiting(t0 + TAKEOVER_LIMIT - S));
         assert!(
-            !t.running(t0 + TAKEOVER_LIMIT),
+            !t.waiting(t0 + TAKEOVER_LIMIT),
             "a CONNECT that never ends holds no longer"
+        );
+    }
+
+    #[test]
+    fn a_refused_connect_ends_its_hold_but_not_a_restarts() {
+        let t0 = Instant::now();
+        let away = Away::default();
+        away.connecting(t0);
+        away.refused();
+        assert!(!away.waiting(t0 + S));
+        away.restarted(t0 + 10 * S);
+        away.connecting(t0 + S);
+        away.refused();
+        assert!(
+            away.waiting(t0 + 2 * S),
+            "still expected back after the restart"
         );
     }
 

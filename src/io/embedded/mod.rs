@@ -216,7 +216,7 @@ async fn serve(
                 filter: Default::default(),
                 inboxes: inboxes.clone(),
                 watchdog: std::sync::Mutex::new(gate::Watchdog::new(opts.stall_timeout)),
-                takeover: Default::default(),
+                away: Default::default(),
             }),
             inboxes,
         )
