@@ -324,7 +324,9 @@ async fn prometheus_scrapes_loadgen_exact_counts() {
     let unmatched = s.sent - s.malformed - s.expected_alerts;
 
     // Wait until Prometheus holds the final values (the filter counts an alert when the
-    // broker acknowledges it, which can come after loadgen saw it).
+    // broker acknowledges it, which can come after loadgen saw it, and a verdict's latency
+    // when its stage is done, after its input counted as received: one failed run scraped
+    // 6,002 received and 5,998 verdicts).
     let deadline = Instant::now() + Duration::from_secs(30);
     let want = |expr: &str, v: u64| (expr.to_string(), v as f64);
     let checks = [
@@ -336,6 +338,7 @@ async fn prometheus_scrapes_loadgen_exact_counts() {
             rejected,
         ),
         want("sum(edgefilter_messages_rejected_total)", rejected),
+        want("edgefilter_processing_seconds_count", received),
     ];
     loop {
         let got: Vec<f64> = checks.iter().map(|(e, _)| prom.value(e, None)).collect();
